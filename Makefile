@@ -1,0 +1,39 @@
+# Every target works on a fresh clone with nothing installed by hand: it makes .venv,
+# installs torch into it, then builds this package against that torch.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch and torchvision must match; override for another platform or CUDA build.
+TORCH_PACKAGES ?= torch==2.14.1 torchvision==0.29.1
+MAX_JOBS ?= 2
+export MAX_JOBS
+
+STAMP := $(VENV)/.coreaug-installed
+SOURCES := setup.py pyproject.toml $(wildcard csrc/*) $(wildcard kernels/*.py)
+
+.PHONY: demo test bench clean
+
+$(PY):
+	@echo "== creating $(VENV)"
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(PY) $(SOURCES)
+	@echo "== installing build tools and torch into $(VENV)"
+	$(PY) -m pip install -q --upgrade pip setuptools wheel ninja
+	$(PY) -c "import torch, torchvision" 2>/dev/null || $(PY) -m pip install $(TORCH_PACKAGES)
+	@echo "== building coreaug_fast against $$($(PY) -c 'import torch; print(torch.__version__)')"
+	$(PY) -m pip install --no-build-isolation -e ".[test,plot]"
+	$(PY) -c "import coreaug_fast, json; print(json.dumps(coreaug_fast.build_info(), indent=1))"
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m coreaug_fast.train --demo
+
+test: $(STAMP)
+	$(PY) -m pytest tests
+
+bench: $(STAMP)
+	$(PY) -m pytest bench --benchmark-only --benchmark-json=bench/results/$$($(PY) -c "import coreaug_fast as c; print(c.build_info()['device_name'].replace(' ', '-'))").json
+
+clean:
+	rm -rf build *.egg-info coreaug_fast/*.so

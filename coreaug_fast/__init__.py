@@ -1,0 +1,20 @@
+"""coreaug_fast: data-efficient augmentation (Liu & Mirzasoleiman, NeurIPS 2022).
+
+Augment only a small weighted coreset, chosen per class as the medoids of the
+last-layer gradient embeddings by greedy facility location, with fused CPU/CUDA ops
+and Triton kernels. ``coreaug_fast.reference`` holds plain-PyTorch twins of every
+fast path.
+"""
+__version__ = "0.1.0"
+
+from . import reference
+from ._ext import ExtensionNotBuiltError, build_info
+from .embeddings import FactoredEmbeddings, gradient_embeddings
+
+__all__ = [
+    "__version__",
+    "ExtensionNotBuiltError",
+    "FactoredEmbeddings",
+    "build_info",
+    "gradient_embeddings",
+]

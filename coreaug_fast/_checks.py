@@ -1,0 +1,55 @@
+"""Argument checks shared by the public functions: each raises a ValueError that names
+the argument and what was wrong, before any kernel runs."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+
+def check_tensor(name: str, x, *, dim: "int | None" = None, floating: bool = False,
+                 integer: bool = False) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if dim is not None and x.dim() != dim:
+        raise ValueError(f"{name} must have {dim} dimensions, got shape {tuple(x.shape)}")
+    if floating and not x.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got {x.dtype}")
+    if integer and (x.is_floating_point() or x.is_complex() or x.dtype == torch.bool):
+        raise ValueError(f"{name} must be an integer tensor, got {x.dtype}")
+    return x
+
+
+def check_same_device(**tensors: "torch.Tensor | None") -> torch.device:
+    present = {k: v for k, v in tensors.items() if v is not None}
+    devices = {k: v.device for k, v in present.items()}
+    if len(set(devices.values())) > 1:
+        listed = ", ".join(f"{k} on {d}" for k, d in devices.items())
+        raise ValueError(f"tensors must be on one device, got {listed}")
+    return next(iter(devices.values()))
+
+
+def check_rows(n: int, **tensors: "torch.Tensor | None") -> None:
+    for k, v in tensors.items():
+        if v is not None and v.shape[0] != n:
+            raise ValueError(f"{k} has {v.shape[0]} rows, expected {n}")
+
+
+def check_finite(name: str, x: torch.Tensor) -> None:
+    if x.is_floating_point() and x.numel() and not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or inf")
+
+
+def check_range(name: str, x: torch.Tensor, low: int, high: int) -> None:
+    """Integer values must lie in [low, high)."""
+    if x.numel() == 0:
+        return
+    lo, hi = int(x.min()), int(x.max())
+    if lo < low or hi >= high:
+        bad = lo if lo < low else hi
+        raise ValueError(f"{name} has value {bad}, outside [{low}, {high})")
+
+
+def check_choice(name: str, value, choices: Sequence) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")

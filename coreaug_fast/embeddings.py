@@ -1,0 +1,84 @@
+"""Last-layer gradient embeddings: the space in which the coreset is chosen.
+
+For cross-entropy, the gradient of example i's loss w.r.t. its logits is
+``p_i - y_i`` (softmax minus one-hot), and w.r.t. the last linear layer's weight it is
+the outer product ``(p_i - y_i) ⊗ h_i`` with the penultimate features ``h_i``. The
+outer product is kept factored (:class:`FactoredEmbeddings`) and never materialised;
+the distance kernels use
+``‖a_i⊗h_i − a_j⊗h_j‖² = ‖a_i‖²‖h_i‖² + ‖a_j‖²‖h_j‖² − 2 (a_i·a_j)(h_i·h_j)``.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional, Union
+
+import torch
+
+from . import _checks, _ext
+
+
+class FactoredEmbeddings(NamedTuple):
+    """The last-layer weight gradients ``(p − y) ⊗ h`` kept as their two factors.
+
+    Attributes:
+        grad: (n, C) float32, ``softmax(logits) − onehot(targets)``.
+        features: (n, d) float32, the penultimate features ``h``.
+    """
+
+    grad: torch.Tensor
+    features: torch.Tensor
+
+    @property
+    def num_rows(self) -> int:
+        return self.grad.shape[0]
+
+    def materialize(self) -> torch.Tensor:
+        """The (n, C·d) float32 outer products, row i = ``grad[i] ⊗ features[i]``
+        flattened row-major. For tests and small inputs only."""
+        return torch.einsum("nc,nd->ncd", self.grad, self.features).reshape(self.grad.shape[0], -1)
+
+
+Embeddings = Union[torch.Tensor, FactoredEmbeddings]
+
+
+def gradient_embeddings(logits: torch.Tensor, targets: torch.Tensor,
+                        features: Optional[torch.Tensor] = None) -> Embeddings:
+    """Per-example gradient of the cross-entropy loss w.r.t. the logits.
+
+    Args:
+        logits: (n, C) float32, float16, bfloat16 or float64, any device, any strides.
+            Gradients are not tracked (the embedding is a detached summary).
+        targets: (n,) integer class ids in [0, C).
+        features: optional (n, d) floating penultimate features on the same device.
+
+    Returns:
+        Without ``features``: (n, C) float32 ``softmax(logits) − onehot(targets)``, on the
+        device of ``logits``. With ``features``: a :class:`FactoredEmbeddings`
+        ``(grad, features)`` representing the (n, C·d) last-layer weight gradients.
+
+    Raises:
+        ValueError: wrong shapes or dtypes, targets outside [0, C), tensors on different devices.
+        ExtensionNotBuiltError: the compiled extension is missing.
+    """
+    _checks.check_tensor("logits", logits, dim=2, floating=True)
+    _checks.check_tensor("targets", targets, dim=1, integer=True)
+    _checks.check_same_device(logits=logits, targets=targets, features=features)
+    _checks.check_rows(logits.shape[0], targets=targets)
+    _checks.check_range("targets", targets, 0, logits.shape[1])
+    if features is not None:
+        _checks.check_tensor("features", features, dim=2, floating=True)
+        _checks.check_rows(logits.shape[0], features=features)
+    _ext.require_extension("gradient_embeddings")
+    grad = torch.ops.coreaug.gradient_embeddings(logits.detach(), targets.detach().long())
+    if features is None:
+        return grad
+    return FactoredEmbeddings(grad, features.detach().float().contiguous())
+
+
+if _ext.available():
+
+    @torch.library.register_fake("coreaug::gradient_embeddings")
+    def _(logits, targets):
+        torch._check(logits.dim() == 2, lambda: "logits must be 2-D")
+        torch._check(targets.dim() == 1, lambda: "targets must be 1-D")
+        torch._check(logits.shape[0] == targets.shape[0], lambda: "logits and targets differ in rows")
+        return logits.new_empty(logits.shape, dtype=torch.float32)

@@ -1,0 +1,6 @@
+"""Plain-PyTorch twins of every fast path, for tests and for machines without the
+compiled extension. Slow by design; written for clarity, in float64 where it matters."""
+from .embeddings import gradient_embeddings_reference
+from .distances import pairwise_distances_reference
+
+__all__ = ["gradient_embeddings_reference", "pairwise_distances_reference"]

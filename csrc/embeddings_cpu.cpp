@@ -1,0 +1,56 @@
+// gradient_embeddings on the CPU: one softmax per row, rows in parallel.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <limits>
+
+#include "common.h"
+
+namespace coreaug {
+
+at::Tensor gradient_embeddings_cpu(const at::Tensor& logits, const at::Tensor& targets) {
+  COREAUG_CHECK_DIM(logits, 2);
+  COREAUG_CHECK_DIM(targets, 1);
+  COREAUG_CHECK_FLOATING(logits);
+  COREAUG_CHECK_DTYPE(targets, at::kLong);
+  TORCH_CHECK(logits.size(0) == targets.size(0), "logits has ", logits.size(0),
+              " rows but targets has ", targets.size(0));
+  const int64_t n = logits.size(0), c = logits.size(1);
+  TORCH_CHECK(c > 0 || n == 0, "logits needs at least one class column");
+  auto x = logits.contiguous();
+  auto t = targets.contiguous();
+  const int64_t* tp = t.data_ptr<int64_t>();
+  // Checked up front: throwing from inside the parallel region would abort.
+  for (int64_t i = 0; i < n; ++i) {
+    TORCH_CHECK(tp[i] >= 0 && tp[i] < c, "targets[", i, "] = ", tp[i], " is outside [0, ", c, ")");
+  }
+  auto out = at::empty({n, c}, logits.options().dtype(at::kFloat));
+  float* op = out.data_ptr<float>();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "gradient_embeddings_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    at::parallel_for(0, n, 256, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const scalar_t* row = xp + i * c;
+        acc_t mx = -std::numeric_limits<acc_t>::infinity();
+        for (int64_t j = 0; j < c; ++j) mx = std::max(mx, static_cast<acc_t>(row[j]));
+        // A float running sum over tens of thousands of classes drifts by ~1e-5 relative.
+        double sum = 0;
+        for (int64_t j = 0; j < c; ++j) sum += std::exp(static_cast<acc_t>(row[j]) - mx);
+        const acc_t inv = static_cast<acc_t>(1.0 / sum);
+        float* o = op + i * c;
+        for (int64_t j = 0; j < c; ++j) {
+          o[j] = static_cast<float>(std::exp(static_cast<acc_t>(row[j]) - mx) * inv - (j == tp[i]));
+        }
+      }
+    });
+  });
+  return out;
+}
+
+TORCH_LIBRARY_IMPL(coreaug, CPU, m) { m.impl("gradient_embeddings", &gradient_embeddings_cpu); }
+
+}  // namespace coreaug
