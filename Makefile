@@ -21,8 +21,13 @@ $(STAMP): $(PY) $(SOURCES)
 	@echo "== installing build tools and torch into $(VENV)"
 	$(PY) -m pip install -q --upgrade pip setuptools wheel ninja
 	$(PY) -c "import torch, torchvision" 2>/dev/null || $(PY) -m pip install $(TORCH_PACKAGES)
-	@echo "== building coreaug_fast against $$($(PY) -c 'import torch; print(torch.__version__)')"
-	$(PY) -m pip install --no-build-isolation -e ".[test,plot]"
+	@echo "== building coreaug_fast against torch $$($(PY) -c 'import torch; print(torch.__version__)') (full log: build/install.log)"
+	@mkdir -p build
+	@$(PY) -m pip install -v --no-build-isolation -e ".[test,plot]" > build/install.log 2>&1 \
+	  || { tail -n 80 build/install.log; echo "== build failed; full log: build/install.log"; exit 1; }
+	@awk '/coreaug_fast: building/ && !said++ { sub(/^ */, ""); print } \
+	  /\[[0-9]+\/[0-9]+\]/ && match($$0, / -c [^ ]+[.](cpp|cu) /) { print "   compiled " substr($$0, RSTART + 4, RLENGTH - 5) } \
+	  / -shared / && /_C[.]/ { print "   linked coreaug_fast/_C" }' build/install.log
 	$(PY) -c "import coreaug_fast, json; print(json.dumps(coreaug_fast.build_info(), indent=1))"
 	@touch $(STAMP)
 
