@@ -68,9 +68,12 @@ def _want_cuda() -> bool:
 
 def _pip_cuda_includes() -> list:
     # Torch's CUDA headers include some that a slim toolkit lacks (cusparse.h); the pip
-    # CUDA packages that came with torch carry them.
+    # CUDA packages installed with torch carry them, in torch's own site-packages (which
+    # is not the venv's when the venv borrows system site-packages).
+    sites = {os.path.dirname(os.path.dirname(os.path.abspath(torch.__file__)))}
+    sites.update({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
     found = []
-    for site in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}:
+    for site in sorted(sites):
         for sub in ("cu13", "cu12"):
             inc = os.path.join(site, "nvidia", sub, "include")
             if os.path.isdir(inc):
