@@ -51,13 +51,17 @@ class Spectrum:
         left_vectors: (rows, r) float64 with orthonormal columns, column ``j`` the left
             singular vector of ``singular_values[j]`` (an NTK eigenvector); ``None`` when
             vectors were not requested.
-        rank: numerical rank, the number of singular values above
-            ``σ_max · max(rows, P) · eps(dtype of the Jacobian)`` (numpy's matrix_rank rule).
+        rank: numerical rank, the number of singular values above ``tol``.
+        tol: the resolution of the computed values: ``4·eps·‖J‖_F·(1/√rows + 1/√P)``,
+            eps that of the Jacobian's dtype (the spectral size of rounding its entries),
+            and at least ``2·√eps64·σ_max`` on the Gram route. Values below it are noise and
+            their singular vectors an arbitrary basis of a (numerical) null space.
     """
 
     singular_values: torch.Tensor
     left_vectors: Optional[torch.Tensor]
     rank: int
+    tol: float
 
 
 @dataclass(frozen=True)
@@ -90,7 +94,7 @@ class JacobianSpectrum:
         """A JSON-serialisable summary: sizes, both spectra (descending), the measures.
         Singular vectors are left out (they are ``rows × r``)."""
         def spec(s: Optional[Spectrum]):
-            return None if s is None else {"rank": s.rank, "singular_values": s.singular_values.tolist()}
+            return None if s is None else {"rank": s.rank, "tol": s.tol, "singular_values": s.singular_values.tolist()}
         return {
             "output": self.output,
             "num_examples": int(self.indices.numel()),
@@ -217,6 +221,21 @@ def network_jacobian(model: torch.nn.Module, images: torch.Tensor, targets: Opti
     return jac
 
 
+def _noise_floor(sv: torch.Tensor, rows: int, cols: int, dtype: torch.dtype, method: str) -> float:
+    if sv.numel() == 0 or float(sv[0]) == 0.0:
+        return 0.0
+    # Rounding J's entries at its dtype's precision is a perturbation of spectral norm about
+    # eps·‖J‖_F·(1/√rows + 1/√cols) (a random matrix with entries of that size); singular
+    # values below a few times it are not resolved. numpy's matrix_rank rule,
+    # σ_max·max(rows, cols)·eps, is far more conservative: on a float32 MLP Jacobian it
+    # discards values that a float64 recomputation confirms to four digits.
+    frob = float(sv.square().sum().sqrt())
+    tol = 4 * torch.finfo(dtype).eps * frob * (rows ** -0.5 + cols ** -0.5)
+    if method == "gram":  # σ = √λ: an eigenvalue error of eps64·σ_max² is a σ error of √eps64·σ_max
+        tol = max(tol, 2 * torch.finfo(torch.float64).eps ** 0.5 * float(sv[0]))
+    return tol
+
+
 def _decompose(jac: torch.Tensor, method: str, vectors: bool) -> Spectrum:
     rows, cols = jac.shape
     r = min(rows, cols)
@@ -224,8 +243,8 @@ def _decompose(jac: torch.Tensor, method: str, vectors: bool) -> Spectrum:
         method = "gram" if rows <= cols else "svd"
     if method == "gram":
         # Θ = J Jᵀ accumulated over column blocks in float64 (bounded extra memory, no
-        # float64 copy of J). Its square roots resolve σ down to ≈1e-8·σ_max, below the
-        # float32 noise of J itself.
+        # float64 copy of J). Its square roots resolve σ down to ≈1e-8·σ_max, about the
+        # float32 noise floor of J itself.
         gram = torch.zeros(rows, rows, dtype=torch.float64, device=jac.device)
         step = max(1, (1 << 25) // max(rows, 1))  # ≈256 MiB of float64 per block
         for lo in range(0, cols, step):
@@ -244,9 +263,9 @@ def _decompose(jac: torch.Tensor, method: str, vectors: bool) -> Spectrum:
             u, sv, _ = torch.linalg.svd(j64, full_matrices=False)
         else:
             sv, u = torch.linalg.svdvals(j64), None
-    tol = float(sv[0]) * max(rows, cols) * torch.finfo(jac.dtype).eps if r else 0.0
+    tol = _noise_floor(sv, rows, cols, jac.dtype, method)
     rank = int((sv > tol).sum())
-    return Spectrum(sv.cpu(), None if u is None else u.cpu(), rank)
+    return Spectrum(sv.cpu(), None if u is None else u.cpu(), rank, tol)
 
 
 def jacobian_spectrum(model: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor,
