@@ -286,8 +286,9 @@ def jacobian_spectrum(model: torch.nn.Module, images: torch.Tensor, targets: tor
             ``output="target"``, the output row.
         augment: optional callable (b, ...) images -> (b, ...) augmented images, applied once
             to the whole subsample on the images' device, under ``torch.random.fork_rng``
-            seeded with ``seed`` (reproducible for callables drawing from torch's global
-            generator; the caller's generator state is left untouched). Its output must have
+            with the CPU generator (and those of started CUDA devices) seeded with ``seed``:
+            reproducible for callables drawing from torch's default generators, and the
+            caller's generator state is left untouched. Its output must have
             the same number of rows; row j stays paired with original row j.
         max_examples: at most this many examples, drawn uniformly without replacement (see
             :func:`subsample`); all of them when fewer. The paper uses 900 from 3 classes.
@@ -357,9 +358,13 @@ def jacobian_spectrum(model: torch.nn.Module, images: torch.Tensor, targets: tor
 
     x_aug = None
     if augment is not None:
-        gpus = [x.device.index or 0] if x.device.type == "cuda" else []
+        # Seed only the generators that are saved and restored: torch.manual_seed would also
+        # queue a seed for a CUDA runtime not yet started and so change the caller's stream.
+        gpus = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
         with torch.random.fork_rng(devices=gpus):
-            torch.manual_seed(seed)
+            torch.random.default_generator.manual_seed(seed)
+            for d in gpus:
+                torch.cuda.default_generators[d].manual_seed(seed)
             x_aug = augment(x)
         if not isinstance(x_aug, torch.Tensor):
             raise ValueError(f"augment must return a torch.Tensor, got {type(x_aug).__name__}")
