@@ -11,6 +11,7 @@ vectors in place, on *your* model and augmentation policy?
 plots (on scikit-learn's bundled digits with a small MLP when given no data).
 """
 from .measures import BinnedMeasures, bin_bounds, binned_measures, principal_angles
+from .plots import plot_bins, plot_histogram
 from .spectrum import JacobianSpectrum, Spectrum, jacobian_spectrum, network_jacobian, subsample
 
 __all__ = [
@@ -21,6 +22,8 @@ __all__ = [
     "binned_measures",
     "jacobian_spectrum",
     "network_jacobian",
+    "plot_bins",
+    "plot_histogram",
     "principal_angles",
     "subsample",
 ]
