@@ -8,6 +8,7 @@ fast path.
 __version__ = "0.1.0"
 
 from . import reference
+from . import analysis
 from ._ext import ExtensionNotBuiltError, build_info
 from .embeddings import FactoredEmbeddings, gradient_embeddings
 
