@@ -113,7 +113,7 @@ def _extension():
 
 
 setup(
-    packages=["coreaug_fast", "coreaug_fast.reference", "coreaug_fast.kernels"],
+    packages=["coreaug_fast", "coreaug_fast.reference", "coreaug_fast.kernels", "coreaug_fast.train"],
     package_dir={"coreaug_fast": "coreaug_fast", "coreaug_fast.kernels": "kernels"},
     ext_modules=[_extension()],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
