@@ -264,7 +264,7 @@ def test_compare_cli_writes_markdown_json_and_png_and_reuses_runs(tmp_path, caps
     md = (out / "compare.md").read_text()
     assert "| coreset | 0.1 |" in md and "±" in md and md in capsys.readouterr().out
     before = (out / "none-s0" / "summary.json").stat().st_mtime_ns
-    assert main(argv) == 0  # the finished runs are reused, not retrained
+    assert main(argv + ["--resume"]) == 0  # the finished runs are reused, not retrained
     assert (out / "none-s0" / "summary.json").stat().st_mtime_ns == before
 
 

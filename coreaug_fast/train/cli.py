@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="long-tail factor n_max/n_min (default 100 for cifar10-lt, 1 otherwise)")
     g = p.add_argument_group("model")
     g.add_argument("--model", choices=MODELS,
-                   help="default: cnn for digits/synthetic, resnet20 for cifar10, resnet32 for cifar10-lt/svhn")
+                   help="default: mlp for digits (the paper's MNIST model), cnn for synthetic, "
+                        "resnet20 for cifar10, resnet32 for cifar10-lt and svhn")
     g = p.add_argument_group("augmentation and selection")
     g.add_argument("--method", choices=METHODS, default=d.method,
                    help="none: weak augmentation only; full: strong copies of every example; "
@@ -102,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--amp", action="store_true", help="bfloat16 autocast on CUDA")
     g.add_argument("--out", help="output folder (default runs/<dataset>-<method>-<fraction>-s<seed>)")
     g.add_argument("--resume", nargs="?", const="auto", metavar="CHECKPOINT",
-                   help="continue from CHECKPOINT (default <out>/checkpoint.pt, written every epoch)")
+                   help="continue from CHECKPOINT (default <out>/checkpoint.pt, written every epoch); "
+                        "with compare: reuse finished runs and continue unfinished ones")
     g.add_argument("--stop-after", type=int, metavar="EPOCHS",
                    help="end this invocation after EPOCHS epochs (resume later with --resume)")
     g.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
@@ -134,7 +136,8 @@ def main(argv=None) -> int:
             out = Path(args.out or f"runs/compare-{args.dataset}")
             cfg.resolved()  # report bad settings before the first run starts
             rows, paths = run_comparison(dataclasses.replace(cfg, out=None), methods, args.seeds,
-                                         args.fractions or [cfg.fraction], out, progress=not args.quiet)
+                                         args.fractions or [cfg.fraction], out, progress=not args.quiet,
+                                         resume=args.resume is not None)
             print(paths["markdown"].read_text())
             print("wrote " + ", ".join(str(v) for v in paths.values() if v is not None))
         else:

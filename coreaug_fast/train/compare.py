@@ -19,11 +19,11 @@ def run_name(method: str, fraction: Optional[float], seed: int, subset_only: boo
 
 
 def run_comparison(base: TrainConfig, methods: Sequence[str], seeds: Sequence[int],
-                   fractions: Sequence[float], out: Path, progress: bool = True):
+                   fractions: Sequence[float], out: Path, progress: bool = True, resume: bool = False):
     """Train every method (subset methods at every fraction) under every seed, each run in
-    ``out/<method>-<fraction>-s<seed>/``; a run whose complete summary with the same
-    settings is already there is reused, so an interrupted comparison picks up where it
-    stopped. Returns (table rows, written file paths)."""
+    ``out/<method>-<fraction>-s<seed>/``. With ``resume``, a finished run with the same
+    settings is reused and an unfinished one continues from its checkpoint, so an
+    interrupted comparison picks up where it stopped. Returns (table rows, file paths)."""
     out = Path(out)
     plan = [(m, f, s) for m in methods for f in (fractions if m in SUBSET_METHODS else [None]) for s in seeds]
     summaries = []
@@ -32,7 +32,10 @@ def run_comparison(base: TrainConfig, methods: Sequence[str], seeds: Sequence[in
                                   fraction=base.fraction if fraction is None else fraction,
                                   quiet=not progress)
         cfg = dataclasses.replace(cfg, out=str(out / run_name(method, fraction, seed, cfg.subset_only)))
-        summary = _reusable(cfg) or train(cfg, epoch_lines=False)
+        summary = _reusable(cfg) if resume else None
+        if summary is None:
+            partial = resume and (Path(cfg.out) / "checkpoint.pt").is_file()
+            summary = train(dataclasses.replace(cfg, resume="auto" if partial else None), epoch_lines=False)
         summaries.append(summary)
         if progress:
             tqdm.write(f"{run_name(method, fraction, seed, cfg.subset_only)}: test acc {summary['test_acc']:.2f}%  "

@@ -9,7 +9,7 @@ METHODS = ("none", "full", "random", "max-loss", "coreset")
 SUBSET_METHODS = ("random", "max-loss", "coreset")
 DATASETS = ("digits", "cifar10", "svhn", "cifar10-lt", "synthetic")
 MODELS = ("resnet20", "resnet32", "wrn-28-10", "cnn", "mlp")
-DEFAULT_MODEL = {"digits": "cnn", "synthetic": "cnn", "cifar10": "resnet20",
+DEFAULT_MODEL = {"digits": "mlp", "synthetic": "cnn", "cifar10": "resnet20",
                  "cifar10-lt": "resnet32", "svhn": "resnet32"}
 DEFAULT_EPOCHS = {"digits": 30, "synthetic": 2}  # the paper's 200 elsewhere
 

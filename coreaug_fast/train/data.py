@@ -7,6 +7,7 @@ fetched only with ``--download``.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 
 import torch
@@ -82,9 +83,16 @@ def _gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def _import(module: str, dataset: str, package: str):
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise UsageError(f"--dataset {dataset} needs {package}: pip install {package}") from None
+
+
 def _digits(cfg) -> Dataset:
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+    load_digits = _import("sklearn.datasets", "digits", "scikit-learn").load_digits
+    train_test_split = _import("sklearn.model_selection", "digits", "scikit-learn").train_test_split
 
     d = load_digits()
     x = torch.from_numpy(d.images).mul(255.0 / 16.0).round().to(torch.uint8).unsqueeze(1)
@@ -123,7 +131,7 @@ def _need_files(cfg, what: str, present: bool) -> None:
 
 
 def _cifar10(cfg) -> Dataset:
-    from torchvision.datasets import CIFAR10
+    CIFAR10 = _import("torchvision.datasets", cfg.dataset, "torchvision").CIFAR10
 
     _need_files(cfg, "CIFAR10 (cifar-10-batches-py/)",
                 cfg.data_dir is not None and os.path.isdir(os.path.join(cfg.data_dir, "cifar-10-batches-py")))
@@ -139,7 +147,7 @@ def _cifar10(cfg) -> Dataset:
 
 
 def _svhn(cfg) -> Dataset:
-    from torchvision.datasets import SVHN
+    SVHN = _import("torchvision.datasets", "svhn", "torchvision").SVHN
 
     present = cfg.data_dir is not None and all(
         os.path.isfile(os.path.join(cfg.data_dir, f)) for f in ("train_32x32.mat", "test_32x32.mat"))
