@@ -119,6 +119,18 @@ def test_loss_receives_selector_gamma_over_r_with_matching_targets(tmp_path, rec
     assert all(kw.get("reduction") == "mean" for _, _, kw in recorder["loss"])
 
 
+@pytest.mark.parametrize("how", ["normalized", "uniform"])
+def test_subset_weights_rescale_gamma(tmp_path, recorder, how):
+    train(tiny(tmp_path, method="coreset", fraction=0.2, copies=2, subset_weights=how))
+    gamma = recorder["selected"][0].weights
+    w = gamma / gamma.mean() if how == "normalized" else torch.ones_like(gamma)
+    strong = torch.cat([ws for _, ws, _ in recorder["loss"]])
+    strong = strong[strong != 1.0] if how == "normalized" else strong
+    want = (w / 2).repeat(2)
+    want = want[want != 1.0] if how == "normalized" else torch.cat([torch.ones(N_TRAIN), want])
+    assert sorted(strong.tolist()) == pytest.approx(sorted(want.tolist()))
+
+
 def test_baseline_copies_carry_one_over_r(tmp_path, recorder):
     train(tiny(tmp_path, method="random", fraction=0.2, copies=4))
     weights = torch.cat([w for _, w, _ in recorder["loss"]])

@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="append strong copies to the originals, or replace the selected originals (paper App. D.6)")
     g.add_argument("--subset-only", action="store_true",
                    help="train on the weighted subset and its copies alone (paper Sec. 5.2)")
+    g.add_argument("--subset-weights", choices=("gamma", "normalized", "uniform"), default=d.subset_weights,
+                   help="copies of selected j weigh w_j / r with w_j = gamma_j (paper Alg. 1, default), "
+                        "gamma_j / mean(gamma) (the authors' released code) or 1 (uniform)")
     g.add_argument("--embedding", choices=("last-layer", "last-layer-features"), default=d.embedding,
                    help="gradient w.r.t. the logits, or w.r.t. the last layer's weights (kept factored)")
     g = p.add_argument_group("optimisation")

@@ -8,14 +8,9 @@ from typing import Optional, Sequence
 
 from tqdm.auto import tqdm
 
-from .config import SUBSET_METHODS, TrainConfig
+from .config import SUBSET_METHODS, TrainConfig, run_name
 from .loop import train
 from .report import comparison_rows, write_comparison
-
-
-def run_name(method: str, fraction: Optional[float], seed: int, subset_only: bool = False) -> str:
-    frac = f"-{fraction:g}" if method in SUBSET_METHODS else ""
-    return f"{method}{frac}{'-subset-only' if subset_only else ''}-s{seed}"
 
 
 def run_comparison(base: TrainConfig, methods: Sequence[str], seeds: Sequence[int],
@@ -31,14 +26,14 @@ def run_comparison(base: TrainConfig, methods: Sequence[str], seeds: Sequence[in
         cfg = dataclasses.replace(base, method=method, seed=seed, resume=None, stop_after=None,
                                   fraction=base.fraction if fraction is None else fraction,
                                   quiet=not progress)
-        cfg = dataclasses.replace(cfg, out=str(out / run_name(method, fraction, seed, cfg.subset_only)))
+        cfg = dataclasses.replace(cfg, out=str(out / run_name(cfg)))
         summary = _reusable(cfg) if resume else None
         if summary is None:
             partial = resume and (Path(cfg.out) / "checkpoint.pt").is_file()
             summary = train(dataclasses.replace(cfg, resume="auto" if partial else None), epoch_lines=False)
         summaries.append(summary)
         if progress:
-            tqdm.write(f"{run_name(method, fraction, seed, cfg.subset_only)}: test acc {summary['test_acc']:.2f}%  "
+            tqdm.write(f"{run_name(cfg)}: test acc {summary['test_acc']:.2f}%  "
                        f"time {summary['time_s']:.1f}s (sel {summary['selection_s']:.1f}, "
                        f"aug {summary['augment_s']:.1f}, train {summary['train_s']:.1f})  wall {summary['total_s']:.1f}s")
     r = summaries[0]["config"]

@@ -11,6 +11,10 @@ DATASETS = ("digits", "cifar10", "svhn", "cifar10-lt", "synthetic")
 MODELS = ("resnet20", "resnet32", "wrn-28-10", "cnn", "mlp")
 DEFAULT_MODEL = {"digits": "mlp", "synthetic": "cnn", "cifar10": "resnet20",
                  "cifar10-lt": "resnet32", "svhn": "resnet32"}
+# How the selector's weights w_j become the copies' loss weights rho_j (before / r):
+# gamma: w_j as returned (gamma_j for the coreset; paper Alg. 1); normalized: w_j / mean(w)
+# over the subset (the authors' released code); uniform: 1 for every selected example.
+SUBSET_WEIGHTS = ("gamma", "normalized", "uniform")
 DEFAULT_EPOCHS = {"digits": 30, "synthetic": 2}  # the paper's 200 elsewhere
 
 # Keys that do not change what is computed, so a resumed run may differ in them.
@@ -42,6 +46,7 @@ class TrainConfig:
     magnitude: int = 9
     aug_mode: str = "append"
     subset_only: bool = False
+    subset_weights: str = "gamma"
     embedding: str = "last-layer"
     epochs: Optional[int] = None
     batch_size: int = 128
@@ -68,6 +73,7 @@ class TrainConfig:
         _choice("model", c.model, MODELS)
         _choice("aug-mode", c.aug_mode, ("append", "inplace"))
         _choice("embedding", c.embedding, ("last-layer", "last-layer-features"))
+        _choice("subset-weights", c.subset_weights, SUBSET_WEIGHTS)
         _choice("lr-decay", c.lr_decay, ("step", "cosine"))
         _choice("loss-normalize", c.loss_normalize, ("weights", "count"))
         if c.method in SUBSET_METHODS and not (0.0 < c.fraction <= 1.0):
@@ -113,6 +119,13 @@ class TrainConfig:
     def training_keys(self) -> dict:
         """The settings that determine the computation (all but :data:`RUN_ONLY_KEYS`)."""
         return {k: v for k, v in self.to_dict().items() if k not in RUN_ONLY_KEYS}
+
+
+def run_name(cfg: TrainConfig) -> str:
+    """``<method>[-<fraction>][-subset-only][-w<subset-weights>]-s<seed>``"""
+    sub = cfg.method in SUBSET_METHODS
+    return (cfg.method + (f"-{cfg.fraction:g}" if sub else "") + ("-subset-only" if cfg.subset_only else "")
+            + (f"-w{cfg.subset_weights}" if sub and cfg.subset_weights != "gamma" else "") + f"-s{cfg.seed}")
 
 
 def _choice(flag: str, value, choices) -> None:

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from . import _api
 from .batches import BatchMaker
-from .config import SUBSET_METHODS, TrainConfig, UsageError
+from .config import SUBSET_METHODS, TrainConfig, UsageError, run_name
 from .data import Dataset, load_dataset
 from .models import build_model
 from .plan import epoch_rows
@@ -37,6 +37,15 @@ def stream_seeds(seed: int) -> dict:
     """Independent seeds for each random stream of a run, derived from ``--seed``."""
     children = np.random.SeedSequence(seed).spawn(len(STREAMS))
     return {name: int(c.generate_state(1, dtype=np.uint64)[0] >> 1) for name, c in zip(STREAMS, children)}
+
+
+def scale_weights(weights: torch.Tensor, how: str) -> torch.Tensor:
+    """The selector's weights as used for the loss (see ``config.SUBSET_WEIGHTS``)."""
+    if how == "uniform":
+        return torch.ones_like(weights)
+    if how == "normalized" and weights.numel():
+        return weights / weights.mean()
+    return weights
 
 
 def resolve_device(name: str) -> torch.device:
@@ -93,7 +102,8 @@ class Trainer:
         if cfg.method in SUBSET_METHODS and e % cfg.select_every == 0:
             s = select(cfg.method, self.model, self.batches, fraction=cfg.fraction, embedding=cfg.embedding,
                        generator=self.generators["select"], batch_size=cfg.batch_size, amp=self.amp)
-            self.subset, self.subset_weights, self.maxloss_intersection = s.indices, s.weights, s.maxloss_intersection
+            self.subset, self.maxloss_intersection = s.indices, s.maxloss_intersection
+            self.subset_weights = scale_weights(s.weights, cfg.subset_weights)
             self.ever_selected[s.indices] = True
             selected, selection_s, metrics_s = True, s.selection_s, s.metrics_s
         elif cfg.method == "full":
@@ -230,9 +240,7 @@ class Trainer:
 
 
 def default_out(cfg: TrainConfig) -> str:
-    frac = f"-{cfg.fraction:g}" if cfg.method in SUBSET_METHODS else ""
-    only = "-subset-only" if cfg.subset_only else ""
-    return os.path.join("runs", f"{cfg.dataset}-{cfg.method}{frac}{only}-s{cfg.seed}")
+    return os.path.join("runs", f"{cfg.dataset}-{run_name(cfg)}")
 
 
 def train(cfg: TrainConfig, dataset: Optional[Dataset] = None, *, epoch_lines: bool = True) -> dict:

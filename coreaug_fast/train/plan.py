@@ -7,7 +7,8 @@ An epoch is a list of rows; each row is a dataset index, whether it is a strong
 * ``full``: every example once, plus ``copies`` strong copies of every example, weight 1.
 * ``random`` / ``max-loss`` / ``coreset``: every example once (weight 1), plus ``copies``
   strong copies of each selected example j with weight rho_j = w_j / r, where w_j is the
-  selector's weight (gamma_j for the coreset, 1 for the baselines) -- paper Alg. 1.
+  selector's weight (gamma_j for the coreset, 1 for the baselines) -- paper Alg. 1;
+  ``--subset-weights`` may rescale w first.
 * ``--subset-only`` (paper Sec. 5.2): the originals are the selected examples alone, with
   weight w_j (the weighted coreset), and the copies as above.
 * ``--aug-mode inplace`` (paper App. D.6): an example's strong copies replace its weak row
