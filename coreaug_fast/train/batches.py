@@ -1,6 +1,13 @@
 """Turns rows of the uint8 dataset into a normalised float batch: weak augmentation
 (crop + flip) for originals, the strong policy for copies, both gathering by index so the
-selected images are never copied out first."""
+selected images are never copied out first.
+
+The two calls into the augmentation op (issue 4) are here and only here. They assume:
+``crop_flip(images, offsets, flips, *, padding, index)`` with ``offsets`` int (M, 2) =
+(top, left) of the crop in the padded image, each in [0, 2 * padding], ``flips`` bool (M,),
+returning uint8; and ``Augmenter(...)(images, index=..., generator=...)`` returning the
+normalised float batch, ``mean``/``std`` in [0, 1] units as torchvision's ``Normalize``.
+"""
 from __future__ import annotations
 
 import torch

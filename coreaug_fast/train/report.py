@@ -153,6 +153,9 @@ def plot_comparison(rows: list, path: Path, title: str = "") -> Optional[Path]:
                     color=colors.get(base, "tab:purple"))
         label = base if base in ("none", "full") else f"{base} {100 * r['fraction']:g}%"
         ax.annotate(label, (r["speedup"], r["acc_mean"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    speedups = [r["speedup"] for r in rows if r["speedup"]]
+    if speedups and max(speedups) / min(speedups) > 8:
+        ax.set_xscale("log", base=2)
     ax.set_xlabel("speedup over full augmentation (selection + augmentation + training time)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title, fontsize=9)
