@@ -46,7 +46,8 @@ def _interleaved_epoch_times(base: dict, ds) -> dict:
     sync()
     out = {}
     for label, rs in recs.items():
-        out[label] = {k: statistics.median(r[k] for r in rs) for k in ("selection_s", "augment_s", "train_s", "method_s")}
+        out[label] = {k: statistics.median(r[k] for r in rs)
+                      for k in ("selection_s", "augment_s", "train_s", "method_s")}
         out[label]["rows"] = rs[0]["rows"]
     return out
 

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from coreaug_fast.train import TrainConfig, Trainer, epoch_rows, main, train
+from coreaug_fast.train import TrainConfig, epoch_rows, main, train
 from coreaug_fast.train import _api
 from coreaug_fast.train.data import load_dataset
 from coreaug_fast.train.models import build_model
@@ -290,7 +290,8 @@ def test_compare_cli_writes_markdown_json_and_png_and_reuses_runs(tmp_path, caps
     (["--method", "full", "--subset-only"], "--subset-only"),
     (["compare", "--methods", "none,bogus"], "bogus"),
     (["--epochs", "0"], "--epochs"),
-    (["--resume", "/nonexistent/ckpt.pt", "--dataset", "synthetic", "--train-size", "20", "--image-size", "8"], "checkpoint"),
+    (["--resume", "/nonexistent/ckpt.pt", "--dataset", "synthetic", "--train-size", "20", "--image-size", "8"],
+     "checkpoint"),
 ])
 def test_bad_arguments_exit_with_one_line(argv, needle, capsys, tmp_path):
     code = main(argv + ["--quiet", "--out", str(tmp_path / "x")])
@@ -298,3 +299,12 @@ def test_bad_arguments_exit_with_one_line(argv, needle, capsys, tmp_path):
     lines = captured.err.strip().splitlines()
     assert code == 2 and len(lines) == 1, captured.err
     assert lines[0].startswith("coreaug-train: error:") and needle in lines[0] and "Traceback" not in captured.err
+
+
+def test_module_entry_point_reports_bad_arguments_in_one_line():
+    """The real process (``python -m coreaug_fast.train``, what the console script runs)."""
+    import subprocess
+    import sys
+    p = subprocess.run([sys.executable, "-m", "coreaug_fast.train", "--fraction", "2"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "--fraction" in p.stderr, p.stderr

@@ -7,7 +7,7 @@ file at merge and switch the imports in ``_api.py``; nothing else imports it.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F

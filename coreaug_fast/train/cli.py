@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--method", choices=METHODS, default=d.method,
                    help="none: weak augmentation only; full: strong copies of every example; "
                         "random / max-loss / coreset: strong copies of a selected subset (default coreset)")
-    g.add_argument("--fraction", type=_fraction, default=d.fraction, help="subset size per class, in (0, 1] (default 0.1)")
+    g.add_argument("--fraction", type=_fraction, default=d.fraction,
+                   help="subset size per class, in (0, 1] (default 0.1)")
     g.add_argument("--select-every", type=int, default=d.select_every, metavar="R",
                    help="re-select the subset every R epochs (default 5)")
     g.add_argument("--copies", type=int, default=d.copies, metavar="r", help="strong copies per example (default 4)")

@@ -35,7 +35,8 @@ def run_comparison(base: TrainConfig, methods: Sequence[str], seeds: Sequence[in
         if progress:
             tqdm.write(f"{run_name(cfg)}: test acc {summary['test_acc']:.2f}%  "
                        f"time {summary['time_s']:.1f}s (sel {summary['selection_s']:.1f}, "
-                       f"aug {summary['augment_s']:.1f}, train {summary['train_s']:.1f})  wall {summary['total_s']:.1f}s")
+                       f"aug {summary['augment_s']:.1f}, train {summary['train_s']:.1f})  "
+                       f"wall {summary['total_s']:.1f}s")
     r = summaries[0]["config"]
     title = (f"{r['dataset']} / {r['model']}, {r['epochs']} epochs, R={r['select_every']}, r={r['copies']} copies, "
              f"N={r['num_ops']} ops, {r['aug_mode']}, seeds {','.join(map(str, seeds))}, "

@@ -83,7 +83,8 @@ class TrainConfig:
         elif c.method == "full":
             c.fraction = 1.0
         if c.subset_only and c.method not in SUBSET_METHODS:
-            raise UsageError(f"--subset-only needs a subset method (random, max-loss, coreset), got --method {c.method}")
+            raise UsageError("--subset-only needs a subset method (random, max-loss, coreset), "
+                             f"got --method {c.method}")
         c.epochs = c.epochs if c.epochs is not None else DEFAULT_EPOCHS.get(c.dataset, 200)
         c.warmup_epochs = c.warmup_epochs if c.warmup_epochs is not None else math.ceil(c.epochs / 40)
         c.imbalance = c.imbalance if c.imbalance is not None else (100.0 if c.dataset == "cifar10-lt" else 1.0)
