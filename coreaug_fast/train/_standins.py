@@ -144,11 +144,11 @@ def _magnitude(op, bin_, bins, hw):
 
 
 class Augmenter:
-    """RandAugment (``num_ops`` ops at bin ``magnitude``, sign flipped with probability 0.5),
-    then crop/flip, then normalisation ((x / 255 - mean) / std) to ``out_dtype``.
+    """Crop/flip, then RandAugment (``num_ops`` ops at bin ``magnitude``, sign flipped with
+    probability 0.5), then normalisation ((x / 255 - mean) / std) to ``out_dtype``.
 
     ``augmenter(images, index=None, *, generator=None)`` returns (M * copies, C, H, W);
-    row ``i * copies + j`` is copy j of ``images[index[i]]``.
+    row ``k * M + i`` is copy k of ``images[index[i]]`` (copy-major).
     """
 
     def __init__(self, num_ops=2, magnitude=9, num_magnitude_bins=31, copies=4, padding=4,
@@ -159,10 +159,13 @@ class Augmenter:
 
     def __call__(self, images, index=None, *, generator=None):
         src = images if index is None else images[index.to(images.device)]
-        out = src.repeat_interleave(self.copies, 0)
-        m, hw = out.shape[0], tuple(out.shape[-2:])
+        src = src.repeat(self.copies, 1, 1, 1)
+        m, hw = src.shape[0], tuple(src.shape[-2:])
         ops = torch.randint(len(_RANDAUGMENT), (m, self.num_ops), generator=generator)
         negative = torch.rand(m, self.num_ops, generator=generator) < 0.5
+        offsets = torch.randint(2 * self.padding + 1, (m, 2), generator=generator)
+        flips = (torch.rand(m, generator=generator) < 0.5) & self.flip
+        out = crop_flip(src, offsets, flips, padding=self.padding)  # RandomCrop -> Flip -> RandAugment
         for pos in range(self.num_ops):
             for op in torch.unique(ops[:, pos]).tolist():
                 _, _, signed, apply = _RANDAUGMENT[op]
@@ -172,9 +175,6 @@ class Augmenter:
                     if rows.numel():
                         rows = rows.to(out.device)
                         out[rows] = apply(out[rows], -mag if neg else mag)
-        offsets = torch.randint(2 * self.padding + 1, (m, 2), generator=generator)
-        flips = (torch.rand(m, generator=generator) < 0.5) & self.flip
-        out = crop_flip(out, offsets, flips, padding=self.padding)
         x = out.to(self.out_dtype) / 255.0
         if self.mean is not None:
             x = (x - torch.as_tensor(self.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)) \
