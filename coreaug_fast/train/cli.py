@@ -1,5 +1,5 @@
-"""``coreaug-train``: train one configuration, or ``coreaug-train compare`` (or
-``--methods``) to compare methods x seeds in one table and plot.
+"""coreaug-train: train one configuration, or `coreaug-train compare` (or --methods)
+to compare methods x seeds in one table and plot.
 
 Examples:
   coreaug-train --dataset digits --method coreset --fraction 0.1
