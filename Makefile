@@ -32,7 +32,7 @@ $(STAMP): $(PY) $(SOURCES)
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m coreaug_fast.train --demo
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m coreaug_fast.train compare --dataset digits --methods none,random,max-loss,coreset,full --fraction 0.1 --seeds 0,1,2,3,4 --out runs/demo
 
 test: $(STAMP)
 	$(PY) -m pytest tests

@@ -116,7 +116,8 @@ def _extension():
 
 
 setup(
-    packages=["coreaug_fast", "coreaug_fast.reference", "coreaug_fast.kernels", "coreaug_fast.analysis"],
+    packages=["coreaug_fast", "coreaug_fast.reference", "coreaug_fast.kernels",
+              "coreaug_fast.analysis", "coreaug_fast.train"],
     package_dir={"coreaug_fast": "coreaug_fast", "coreaug_fast.kernels": "kernels"},
     ext_modules=[_extension()],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},

@@ -1,0 +1,14 @@
+"""Reference training loop and the ``coreaug-train`` command: the paper's experiments
+(none / full / random / max-loss / coreset augmentation), with the time split, per-epoch
+logs, summaries, comparisons and plots.
+
+Importable pieces: :class:`Trainer` (one epoch at a time, the blueprint for your own loop),
+:func:`train` (a whole run with checkpoints and logs), :class:`TrainConfig`,
+:func:`epoch_rows` (which rows an epoch trains on, with what weight) and :func:`main`.
+"""
+from .cli import main
+from .config import TrainConfig, UsageError
+from .loop import Trainer, train
+from .plan import EpochRows, epoch_rows
+
+__all__ = ["EpochRows", "TrainConfig", "Trainer", "UsageError", "epoch_rows", "main", "train"]

@@ -1,0 +1,194 @@
+"""Temporary plain-PyTorch stand-ins for the library calls the training loop makes, used
+until the selector (issue 3), fused augmentation (issue 4) and weighted loss (issue 5) land.
+
+Same names and call signatures as those issues; slow and simple on purpose. Delete this
+file at merge and switch the imports in ``_api.py``; nothing else imports it.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torchvision.transforms.v2 import functional as TF
+
+from ..embeddings import FactoredEmbeddings
+
+
+class Coreset(NamedTuple):
+    indices: torch.Tensor     # int64 (k,), grouped by class, greedy order within a class
+    weights: torch.Tensor     # float32 (k,), raw gamma (sums to n_c per class)
+    gains: torch.Tensor       # float32 (k,), marginal gain of each greedy step
+    assignment: torch.Tensor  # int64 (n,), position in `indices` of each row's representative
+
+
+def _budget(n_c: int, fraction: float) -> int:
+    return min(n_c, math.ceil(fraction * n_c))
+
+
+def _class_rows(labels: torch.Tensor):
+    for c in torch.unique(labels).tolist():
+        yield (labels == c).nonzero().squeeze(1)
+
+
+def _pairwise_distance(emb, rows: torch.Tensor) -> torch.Tensor:
+    if isinstance(emb, FactoredEmbeddings):
+        a, h = emb.grad[rows].double(), emb.features[rows].double()
+        na, nh = (a * a).sum(1), (h * h).sum(1)
+        sq = (na * nh)[:, None] + (na * nh)[None, :] - 2 * (a @ a.T) * (h @ h.T)
+        return sq.clamp_min(0).sqrt()
+    x = emb[rows].double()
+    return torch.cdist(x, x)
+
+
+def select_coreset(embeddings, labels, fraction=None, *, budget=None, similarity="distance",
+                   optimizer="lazy", epsilon=0.01, backend="auto", generator=None,
+                   indices=None, group=None) -> Coreset:
+    """Naive per-class greedy facility location with s = max(D) - D (paper's similarity)."""
+    labels = labels.long().cpu()
+    n = labels.numel()
+    picked, weights, gains = [], [], []
+    assignment = torch.empty(n, dtype=torch.long)
+    emb = embeddings if isinstance(embeddings, FactoredEmbeddings) else embeddings.cpu()
+    if isinstance(emb, FactoredEmbeddings):
+        emb = FactoredEmbeddings(emb.grad.cpu(), emb.features.cpu())
+    for rows in _class_rows(labels):
+        k = budget if budget is not None else _budget(rows.numel(), fraction)
+        k = min(k, rows.numel())
+        d = _pairwise_distance(emb, rows)
+        s = d.max() - d
+        m = torch.zeros(rows.numel(), dtype=s.dtype)
+        chosen = []
+        for _ in range(k):
+            gain = (s - m[:, None]).clamp_min(0).sum(0)
+            gain[chosen] = -1.0
+            e = int(torch.argmax(gain))  # first maximum: ties go to the lowest row
+            chosen.append(e)
+            gains.append(float(gain[e]))
+            m = torch.maximum(m, s[:, e])
+        nearest = s[:, chosen].argmax(1)
+        assignment[rows] = len(picked) + nearest
+        weights += torch.bincount(nearest, minlength=k).tolist()
+        picked += rows[chosen].tolist()
+    return Coreset(torch.tensor(picked, dtype=torch.long), torch.tensor(weights, dtype=torch.float32),
+                   torch.tensor(gains, dtype=torch.float32), assignment)
+
+
+def _per_class(labels, fraction, order_of_rows) -> Coreset:
+    labels = labels.long().cpu()
+    picked = []
+    for rows in _class_rows(labels):
+        picked += rows[order_of_rows(rows)[:_budget(rows.numel(), fraction)]].tolist()
+    idx = torch.tensor(picked, dtype=torch.long)
+    assignment = torch.full((labels.numel(),), -1, dtype=torch.long)
+    assignment[idx] = torch.arange(idx.numel())
+    return Coreset(idx, torch.ones(idx.numel()), torch.zeros(idx.numel()), assignment)
+
+
+def select_random(labels, fraction, generator=None) -> Coreset:
+    return _per_class(labels, fraction, lambda rows: torch.randperm(rows.numel(), generator=generator))
+
+
+def select_max_loss(losses, labels, fraction) -> Coreset:
+    losses = losses.float().cpu()
+    return _per_class(labels, fraction, lambda rows: torch.argsort(losses[rows], descending=True, stable=True))
+
+
+def crop_flip(images, offsets, flips, *, padding=4, index=None):
+    """uint8 (M, C, H, W): zero-pad, crop at (offsets[:, 0], offsets[:, 1]) = (top, left)
+    in [0, 2 * padding], then flip horizontally where ``flips``."""
+    src = images if index is None else images[index]
+    m, _, h, w = src.shape
+    padded = F.pad(src, (padding,) * 4)
+    offsets = offsets.to(src.device).long()
+    rows = (offsets[:, :1] + torch.arange(h, device=src.device))[:, None, :, None]
+    cols = (offsets[:, 1:] + torch.arange(w, device=src.device))[:, None, None, :]
+    out = padded[torch.arange(m, device=src.device)[:, None, None, None],
+                 torch.arange(src.shape[1], device=src.device)[None, :, None, None], rows, cols]
+    return torch.where(flips.to(src.device).bool()[:, None, None, None], out.flip(-1), out)
+
+
+# RandAugment's ops and magnitude ranges (torchvision's table), applied to groups of images
+# that drew the same op and sign, so each image gets its own op sequence.
+def _affine(img, m, **kw):
+    base = dict(angle=0.0, translate=[0, 0], scale=1.0, shear=[0.0, 0.0], center=[0, 0])
+    return TF.affine(img, **{**base, **kw})
+
+
+_RANDAUGMENT = [  # (name, max magnitude as a function of (H, W), signed, apply)
+    ("Identity", lambda hw: 0.0, False, lambda x, m: x),
+    ("ShearX", lambda hw: 0.3, True, lambda x, m: _affine(x, m, shear=[math.degrees(math.atan(m)), 0.0])),
+    ("ShearY", lambda hw: 0.3, True, lambda x, m: _affine(x, m, shear=[0.0, math.degrees(math.atan(m))])),
+    ("TranslateX", lambda hw: 150.0 / 331.0 * hw[1], True, lambda x, m: _affine(x, m, translate=[int(m), 0])),
+    ("TranslateY", lambda hw: 150.0 / 331.0 * hw[0], True, lambda x, m: _affine(x, m, translate=[0, int(m)])),
+    ("Rotate", lambda hw: 30.0, True, lambda x, m: TF.rotate(x, m)),
+    ("Brightness", lambda hw: 0.9, True, lambda x, m: TF.adjust_brightness(x, 1.0 + m)),
+    ("Color", lambda hw: 0.9, True, lambda x, m: TF.adjust_saturation(x, 1.0 + m)),
+    ("Contrast", lambda hw: 0.9, True, lambda x, m: TF.adjust_contrast(x, 1.0 + m)),
+    ("Sharpness", lambda hw: 0.9, True, lambda x, m: TF.adjust_sharpness(x, 1.0 + m)),
+    ("Posterize", None, False, lambda x, m: TF.posterize(x, int(m))),
+    ("Solarize", lambda hw: 255.0, False, lambda x, m: TF.solarize(x, m)),
+    ("AutoContrast", lambda hw: 0.0, False, lambda x, m: TF.autocontrast(x)),
+    ("Equalize", lambda hw: 0.0, False, lambda x, m: TF.equalize(x)),
+]
+
+
+def _magnitude(op, bin_, bins, hw):
+    name, top, _, _ = _RANDAUGMENT[op]
+    if name == "Posterize":
+        return float(8 - int(round(bin_ / ((bins - 1) / 4))))
+    if name == "Solarize":
+        return 255.0 * (1.0 - bin_ / (bins - 1))
+    return top(hw) * bin_ / (bins - 1)
+
+
+class Augmenter:
+    """Crop/flip, then RandAugment (``num_ops`` ops at bin ``magnitude``, sign flipped with
+    probability 0.5), then normalisation ((x / 255 - mean) / std) to ``out_dtype``.
+
+    ``augmenter(images, index=None, *, generator=None)`` returns (M * copies, C, H, W);
+    row ``k * M + i`` is copy k of ``images[index[i]]`` (copy-major).
+    """
+
+    def __init__(self, num_ops=2, magnitude=9, num_magnitude_bins=31, copies=4, padding=4,
+                 flip=True, mean=None, std=None, out_dtype=torch.float32):
+        self.num_ops, self.magnitude, self.bins = num_ops, magnitude, num_magnitude_bins
+        self.copies, self.padding, self.flip = copies, padding, flip
+        self.mean, self.std, self.out_dtype = mean, std, out_dtype
+
+    def __call__(self, images, index=None, *, generator=None):
+        src = images if index is None else images[index.to(images.device)]
+        src = src.repeat(self.copies, 1, 1, 1)
+        m, hw = src.shape[0], tuple(src.shape[-2:])
+        ops = torch.randint(len(_RANDAUGMENT), (m, self.num_ops), generator=generator)
+        negative = torch.rand(m, self.num_ops, generator=generator) < 0.5
+        offsets = torch.randint(2 * self.padding + 1, (m, 2), generator=generator)
+        flips = (torch.rand(m, generator=generator) < 0.5) & self.flip
+        out = crop_flip(src, offsets, flips, padding=self.padding)  # RandomCrop -> Flip -> RandAugment
+        for pos in range(self.num_ops):
+            for op in torch.unique(ops[:, pos]).tolist():
+                _, _, signed, apply = _RANDAUGMENT[op]
+                mag = _magnitude(op, self.magnitude, self.bins, hw)
+                for neg in ((False, True) if signed else (False,)):
+                    rows = ((ops[:, pos] == op) & (negative[:, pos] == neg if signed else True)).nonzero().squeeze(1)
+                    if rows.numel():
+                        rows = rows.to(out.device)
+                        out[rows] = apply(out[rows], -mag if neg else mag)
+        x = out.to(self.out_dtype) / 255.0
+        if self.mean is not None:
+            x = (x - torch.as_tensor(self.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)) \
+                / torch.as_tensor(self.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        return x
+
+
+def weighted_cross_entropy(logits, targets, weights=None, *, reduction="mean", normalize="weights",
+                           label_smoothing=0.0):
+    per = F.cross_entropy(logits.float(), targets, reduction="none", label_smoothing=label_smoothing)
+    w = torch.ones_like(per) if weights is None else weights.to(per.dtype)
+    per = per * w
+    if reduction == "none":
+        return per
+    if reduction == "sum":
+        return per.sum()
+    return per.sum() / (w.sum() if normalize == "weights" else per.numel())

@@ -1,0 +1,161 @@
+"""coreaug-train: train one configuration, or `coreaug-train compare` (or --methods)
+to compare methods x seeds in one table and plot.
+
+Examples:
+  coreaug-train --dataset digits --method coreset --fraction 0.1
+  coreaug-train --dataset cifar10 --data-dir ~/data --method coreset --fraction 0.1 --select-every 20
+  coreaug-train compare --dataset digits --methods none,random,max-loss,coreset,full --seeds 0,1,2
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+from .config import DATASETS, METHODS, MODELS, TrainConfig, UsageError
+
+PROG = "coreaug-train"
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments end in one line on stderr, not a usage block or a traceback."""
+
+    def error(self, message):
+        self.exit(2, f"{PROG}: error: {message} (see {PROG} --help)\n")
+
+
+def _fraction(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 < v <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return v
+
+
+def _list(kind, choices=None):
+    def parse(text: str):
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError("empty list")
+        try:
+            vals = [kind(t) for t in items]
+        except (ValueError, argparse.ArgumentTypeError) as e:
+            raise argparse.ArgumentTypeError(f"{text!r}: {e}") from None
+        bad = [v for v in vals if choices is not None and v not in choices]
+        if bad:
+            raise argparse.ArgumentTypeError(f"unknown {', '.join(map(str, bad))} (choose from {', '.join(choices)})")
+        return vals
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = TrainConfig()
+    p = _Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", choices=DATASETS, default=d.dataset,
+                   help="digits: scikit-learn's 8x8 handwritten digits (built in); cifar10, cifar10-lt, svhn: "
+                        "torchvision files under --data-dir; synthetic: generated (tests, benchmarks)")
+    g.add_argument("--data-dir", help="folder holding torchvision's files (cifar-10-batches-py/, train_32x32.mat, ...)")
+    g.add_argument("--download", action="store_true", help="fetch missing cifar10/svhn files into --data-dir")
+    g.add_argument("--train-size", type=int, help="keep a fixed random subset of this many training examples")
+    g.add_argument("--image-size", type=int, default=d.image_size, help="synthetic images' side (default 32)")
+    g.add_argument("--label-noise", type=float, default=d.label_noise,
+                   help="flip this fraction of training labels to another class (paper Table 2)")
+    g.add_argument("--imbalance", type=float,
+                   help="long-tail factor n_max/n_min (default 100 for cifar10-lt, 1 otherwise)")
+    g = p.add_argument_group("model")
+    g.add_argument("--model", choices=MODELS,
+                   help="default: mlp for digits (the paper's MNIST model), cnn for synthetic, "
+                        "resnet20 for cifar10, resnet32 for cifar10-lt and svhn")
+    g = p.add_argument_group("augmentation and selection")
+    g.add_argument("--method", choices=METHODS, default=d.method,
+                   help="none: weak augmentation only; full: strong copies of every example; "
+                        "random / max-loss / coreset: strong copies of a selected subset (default coreset)")
+    g.add_argument("--fraction", type=_fraction, default=d.fraction,
+                   help="subset size per class, in (0, 1] (default 0.1)")
+    g.add_argument("--select-every", type=int, default=d.select_every, metavar="R",
+                   help="re-select the subset every R epochs (default 5)")
+    g.add_argument("--copies", type=int, default=d.copies, metavar="r", help="strong copies per example (default 4)")
+    g.add_argument("--num-ops", type=int, default=d.num_ops, metavar="N", help="RandAugment ops per copy (default 2)")
+    g.add_argument("--magnitude", type=int, default=d.magnitude, help="RandAugment magnitude bin of 31 (default 9)")
+    g.add_argument("--aug-mode", choices=("append", "inplace"), default=d.aug_mode,
+                   help="append strong copies to the originals, or replace the selected originals (paper App. D.6)")
+    g.add_argument("--subset-only", action="store_true",
+                   help="train on the weighted subset and its copies alone (paper Sec. 5.2)")
+    g.add_argument("--subset-weights", choices=("gamma", "normalized", "uniform"), default=d.subset_weights,
+                   help="copies of selected j weigh w_j / r with w_j = gamma_j (paper Alg. 1, default), "
+                        "gamma_j / mean(gamma) (the authors' released code) or 1 (uniform)")
+    g.add_argument("--embedding", choices=("last-layer", "last-layer-features"), default=d.embedding,
+                   help="gradient w.r.t. the logits, or w.r.t. the last layer's weights (kept factored)")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=int, help="default: 30 for digits, 2 for synthetic, 200 otherwise (the paper)")
+    g.add_argument("--batch-size", type=int, default=d.batch_size)
+    g.add_argument("--lr", type=float, default=d.lr)
+    g.add_argument("--momentum", type=float, default=d.momentum)
+    g.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    g.add_argument("--warmup-epochs", type=int, help="linear warm-up length (default ceil(epochs / 40))")
+    g.add_argument("--lr-decay", choices=("step", "cosine"), default=d.lr_decay,
+                   help="step: x0.1 at 50%% and 75%% of training (default); cosine")
+    g.add_argument("--loss-normalize", choices=("weights", "count"), default=d.loss_normalize,
+                   help="batch loss = sum(w * CE) / sum(w) (default) or / batch size")
+    g = p.add_argument_group("run")
+    g.add_argument("--seed", type=int, default=d.seed)
+    g.add_argument("--device", default=d.device, help="auto (default), cpu, cuda, cuda:N")
+    g.add_argument("--amp", action="store_true", help="bfloat16 autocast on CUDA")
+    g.add_argument("--out", help="output folder (default runs/<dataset>-<method>-<fraction>-s<seed>)")
+    g.add_argument("--resume", nargs="?", const="auto", metavar="CHECKPOINT",
+                   help="continue from CHECKPOINT (default <out>/checkpoint.pt, written every epoch); "
+                        "with compare: reuse finished runs and continue unfinished ones")
+    g.add_argument("--stop-after", type=int, metavar="EPOCHS",
+                   help="end this invocation after EPOCHS epochs (resume later with --resume)")
+    g.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    g = p.add_argument_group("compare (coreaug-train compare ..., or any run given --methods)")
+    g.add_argument("--methods", type=_list(str, METHODS), help="comma-separated methods to compare")
+    g.add_argument("--seeds", type=_list(int), default=[0], help="comma-separated seeds (default 0)")
+    g.add_argument("--fractions", type=_list(_fraction), help="subset fractions to compare (default --fraction)")
+    return p
+
+
+def config_from_args(args) -> TrainConfig:
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    compare = bool(argv) and argv[0] == "compare"
+    try:
+        args = build_parser().parse_args(argv[1:] if compare else argv)
+    except SystemExit as e:  # --help, or a bad argument already reported in one line
+        return e.code
+    cfg = config_from_args(args)
+    try:
+        if compare or args.methods:
+            from .compare import run_comparison
+
+            methods = args.methods or ["none", "random", "max-loss", "coreset", "full"]
+            out = Path(args.out or f"runs/compare-{args.dataset}")
+            cfg.resolved()  # report bad settings before the first run starts
+            rows, paths = run_comparison(dataclasses.replace(cfg, out=None), methods, args.seeds,
+                                         args.fractions or [cfg.fraction], out, progress=not args.quiet,
+                                         resume=args.resume is not None)
+            print(paths["markdown"].read_text())
+            print("wrote " + ", ".join(str(v) for v in paths.values() if v is not None))
+        else:
+            from .loop import train
+
+            s = train(cfg)
+            status = "" if s["complete"] else " (stopped early; continue with --resume)"
+            print(f"{s['method']} fraction {s['fraction']:g}: test acc {s['test_acc']:.2f}%  time {s['time_s']:.1f}s "
+                  f"(selection {s['selection_s']:.1f}, augment {s['augment_s']:.1f}, train {s['train_s']:.1f})  "
+                  f"wall {s['total_s']:.1f}s{status}")
+    except UsageError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; continue with --resume", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,310 @@
+"""The reference training loop and ``coreaug-train``: every method end to end on tiny
+synthetic data, the weights that reach the loss, subset-only training, exact resume,
+comparison tables, and one-line errors for bad arguments."""
+import dataclasses
+import json
+import math
+
+import pytest
+import torch
+
+from coreaug_fast.train import TrainConfig, epoch_rows, main, train
+from coreaug_fast.train import _api
+from coreaug_fast.train.data import load_dataset
+from coreaug_fast.train.models import build_model
+from coreaug_fast.train.report import comparison_rows, markdown_table
+
+N_TRAIN = 120  # 10 classes x 12
+TINY = dict(dataset="synthetic", train_size=N_TRAIN, image_size=8, epochs=1, batch_size=32,
+            device="cpu", quiet=True, copies=2, num_ops=2)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These models are tiny: on a shared CPU, several OpenMP threads spin-waiting on each
+    other cost far more than they bring, so the module runs single-threaded."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny(tmp_path, **kw) -> TrainConfig:
+    return TrainConfig(**{**TINY, "out": str(tmp_path / "run"), **kw})
+
+
+def per_class_budget(labels, fraction):
+    return sum(math.ceil(fraction * int(c)) for c in torch.bincount(labels) if c > 0)
+
+
+@pytest.fixture
+def recorder(monkeypatch):
+    """Intercept what the loop hands the library: every loss call (targets, weights), every
+    weak/strong gather (dataset rows) and every selection result."""
+    rec = {"loss": [], "weak": [], "strong": [], "selected": []}
+
+    real_loss = _api.weighted_cross_entropy
+    def loss(logits, targets, weights=None, **kw):
+        rec["loss"].append((targets.detach().cpu().clone(), weights.detach().cpu().clone(), kw))
+        return real_loss(logits, targets, weights, **kw)
+
+    real_crop = _api.crop_flip
+    def crop(images, offsets, flips, *, padding=4, index=None):
+        rec["weak"].append(index.cpu().clone())
+        return real_crop(images, offsets, flips, padding=padding, index=index)
+
+    class Augmenter(_api.Augmenter):
+        def __call__(self, images, index=None, *, generator=None):
+            rec["strong"].append(index.cpu().clone())
+            return super().__call__(images, index=index, generator=generator)
+
+    def wrap(fn):
+        def f(*a, **kw):
+            out = fn(*a, **kw)
+            rec["selected"].append(out)
+            return out
+        return f
+
+    monkeypatch.setattr(_api, "weighted_cross_entropy", loss)
+    monkeypatch.setattr(_api, "crop_flip", crop)
+    monkeypatch.setattr(_api, "Augmenter", Augmenter)
+    for name in ("select_coreset", "select_random"):
+        monkeypatch.setattr(_api, name, wrap(getattr(_api, name)))
+    return rec
+
+
+EPOCH_FIELDS = {"epoch", "train_loss", "test_acc", "selection_s", "augment_s", "train_s",
+                "fraction_never_selected", "maxloss_intersection"}
+SUMMARY_FIELDS = {"method", "fraction", "test_acc", "epochs", "total_s", "config"}
+
+
+@pytest.mark.parametrize("method", ["none", "full", "random", "max-loss", "coreset"])
+def test_each_method_trains_one_epoch_and_logs_the_paper_fields(tmp_path, method):
+    cfg = tiny(tmp_path, method=method, fraction=0.25)
+    s = train(cfg)
+    labels = load_dataset(cfg.resolved()).train_y
+    k = per_class_budget(labels, 0.25)
+    expected_rows = {"none": N_TRAIN, "full": 3 * N_TRAIN}.get(method, N_TRAIN + 2 * k)
+    (rec,) = s["epochs"]
+    assert SUMMARY_FIELDS <= s.keys() and EPOCH_FIELDS <= rec.keys()
+    assert s["method"] == method and s["complete"] and rec["rows"] == expected_rows
+    assert 0.0 <= s["test_acc"] <= 100.0 and math.isfinite(rec["train_loss"])
+    assert s["config"]["dataset"] == "synthetic" and s["implementation"]["weighted_cross_entropy"]
+    if method in ("random", "max-loss", "coreset"):
+        assert rec["selected"] and rec["subset_size"] == k
+        assert rec["fraction_never_selected"] == pytest.approx(1 - k / N_TRAIN)
+        assert 0.0 <= rec["maxloss_intersection"] <= 1.0
+    if method == "max-loss":
+        assert rec["maxloss_intersection"] == 1.0
+    assert rec["fraction_never_selected"] == {"none": None, "full": 0.0}.get(method, rec["fraction_never_selected"])
+    lines = (tmp_path / "run" / "epochs.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1]
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["test_acc"] == s["test_acc"]
+
+
+def test_loss_receives_selector_gamma_over_r_with_matching_targets(tmp_path, recorder):
+    """Every original row reaches the loss with weight 1 and every selected j's r copies
+    with gamma_j / r (the selector's raw weights), each paired with j's label."""
+    cfg = tiny(tmp_path, method="coreset", fraction=0.2, copies=3)
+    train(cfg)
+    (coreset,) = recorder["selected"]
+    gamma = coreset.weights
+    assert len(set(gamma.tolist())) > 1, "all weights equal: the test would not see a wrong scaling"
+    labels = load_dataset(cfg.resolved()).train_y
+    got = sorted((int(t), float(w)) for ts, ws, _ in recorder["loss"] for t, w in zip(ts, ws))
+    want = [(int(labels[i]), 1.0) for i in range(N_TRAIN)]
+    rho = (gamma.float() / 3).tolist()  # float32, as the loss receives it
+    want += [(int(labels[j]), g) for j, g in zip(coreset.indices, rho)] * 3
+    assert got == sorted(want)
+    assert all(kw.get("reduction") == "mean" for _, _, kw in recorder["loss"])
+
+
+@pytest.mark.parametrize("how", ["normalized", "uniform"])
+def test_subset_weights_rescale_gamma(tmp_path, recorder, how):
+    train(tiny(tmp_path, method="coreset", fraction=0.2, copies=2, subset_weights=how))
+    gamma = recorder["selected"][0].weights
+    w = gamma / gamma.mean() if how == "normalized" else torch.ones_like(gamma)
+    strong = torch.cat([ws for _, ws, _ in recorder["loss"]])
+    strong = strong[strong != 1.0] if how == "normalized" else strong
+    want = (w / 2).repeat(2)
+    want = want[want != 1.0] if how == "normalized" else torch.cat([torch.ones(N_TRAIN), want])
+    assert sorted(strong.tolist()) == pytest.approx(sorted(want.tolist()))
+
+
+def test_baseline_copies_carry_one_over_r(tmp_path, recorder):
+    train(tiny(tmp_path, method="random", fraction=0.2, copies=4))
+    weights = torch.cat([w for _, w, _ in recorder["loss"]])
+    k = recorder["selected"][0].indices.numel()
+    assert (weights == 1.0).sum() == N_TRAIN and (weights == 0.25).sum() == 4 * k
+
+
+def test_subset_only_trains_on_nothing_but_the_augmented_subset(tmp_path, recorder):
+    cfg = tiny(tmp_path, method="coreset", fraction=0.2, copies=2, subset_only=True)
+    s = train(cfg)
+    (coreset,) = recorder["selected"]
+    subset = sorted(coreset.indices.tolist())
+    weak = sorted(torch.cat(recorder["weak"]).tolist())
+    strong = sorted(torch.cat(recorder["strong"]).tolist())
+    assert weak == subset and strong == sorted(subset * 2)
+    assert s["epochs"][0]["rows"] == 3 * len(subset) < N_TRAIN
+    weights = sorted(torch.cat([w for _, w, _ in recorder["loss"]]).tolist())
+    g = coreset.weights.tolist()
+    assert weights == pytest.approx(sorted(g + [x / 2 for x in g] * 2))
+
+
+def test_inplace_replaces_the_selected_originals(tmp_path, recorder):
+    train(tiny(tmp_path, method="random", fraction=0.25, aug_mode="inplace"))
+    subset = set(recorder["selected"][0].indices.tolist())
+    weak = torch.cat(recorder["weak"]).tolist()
+    assert len(weak) == N_TRAIN - len(subset) and not subset & set(weak)
+
+
+def test_epoch_rows_compositions():
+    sub, w = torch.tensor([3, 7]), torch.tensor([5.0, 2.0])
+    r = epoch_rows(10, "coreset", subset=sub, subset_weights=w, copies=2)
+    assert r.index.tolist() == list(range(10)) + [3, 7, 3, 7]
+    assert r.strong.sum() == 4 and r.weight[10:].tolist() == [2.5, 1.0, 2.5, 1.0]
+    r = epoch_rows(10, "coreset", subset=sub, subset_weights=w, copies=2, aug_mode="inplace")
+    assert sorted(r.index[~r.strong].tolist()) == [0, 1, 2, 4, 5, 6, 8, 9]
+    r = epoch_rows(10, "coreset", subset=sub, subset_weights=w, copies=0, subset_only=True)
+    assert r.index.tolist() == [3, 7] and r.weight.tolist() == [5.0, 2.0] and not r.strong.any()
+    r = epoch_rows(4, "full", copies=3)
+    assert r.index.numel() == 16 and (r.weight == 1).all() and r.strong.sum() == 12
+    with pytest.raises(ValueError, match="subset"):
+        epoch_rows(4, "random")
+
+
+@pytest.mark.parametrize("method,select_every", [("coreset", 2), ("random", 1)])
+def test_resume_equals_uninterrupted(tmp_path, method, select_every):
+    """Stop after one epoch, resume: every record and the final weights match a run that was
+    never interrupted (selection state, RNG streams, momentum and schedule all restored)."""
+    kw = dict(method=method, fraction=0.3, epochs=3, select_every=select_every, warmup_epochs=1)
+    a = train(tiny(tmp_path, out=str(tmp_path / "a"), **kw))
+    part = train(tiny(tmp_path, out=str(tmp_path / "b"), stop_after=1, **kw))
+    assert not part["complete"] and len(part["epochs"]) == 1
+    b = train(tiny(tmp_path, out=str(tmp_path / "b"), resume="auto", **kw))
+    assert b["complete"]
+    keys = ("train_loss", "test_acc", "lr", "rows", "fraction_never_selected", "maxloss_intersection", "subset_size")
+    assert [[e[k] for k in keys] for e in a["epochs"]] == [[e[k] for k in keys] for e in b["epochs"]]
+    ma = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)["model"]
+    mb = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["model"]
+    assert all(torch.equal(ma[k], mb[k]) for k in ma)
+    assert len((tmp_path / "b" / "epochs.jsonl").read_text().splitlines()) == 3
+
+
+def test_resume_refuses_a_checkpoint_with_other_settings(tmp_path, capsys):
+    base = ["--dataset", "synthetic", "--train-size", "60", "--image-size", "8", "--epochs", "2",
+            "--quiet", "--device", "cpu", "--out", str(tmp_path / "r")]
+    assert main(base + ["--stop-after", "1"]) == 0
+    capsys.readouterr()
+    assert main(base + ["--resume", "--lr", "0.05"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "lr" in err[0]
+
+
+def test_same_seed_repeats_and_other_seed_differs(tmp_path):
+    runs = [train(tiny(tmp_path, out=str(tmp_path / f"s{i}"), seed=s, method="random", fraction=0.3))
+            for i, s in enumerate((5, 5, 6))]
+    losses = [r["epochs"][0]["train_loss"] for r in runs]
+    assert losses[0] == losses[1] != losses[2]
+
+
+def test_label_noise_flips_the_requested_share_to_other_classes():
+    cfg = TrainConfig(**{**TINY, "label_noise": 0.5}).resolved()
+    clean = load_dataset(dataclasses.replace(cfg, label_noise=0.0))
+    noisy = load_dataset(cfg)
+    changed = clean.train_y != noisy.train_y
+    assert int(changed.sum()) == N_TRAIN // 2 and torch.equal(changed, noisy.noisy)
+
+
+def test_imbalance_makes_a_long_tail():
+    ds = load_dataset(TrainConfig(dataset="synthetic", train_size=1000, image_size=8, imbalance=10).resolved())
+    counts = torch.bincount(ds.train_y, minlength=10)
+    assert counts[0] / counts[9] == pytest.approx(10, rel=0.15) and (counts[:-1] >= counts[1:]).all()
+
+
+def test_digits_is_built_in_and_never_flipped():
+    ds = load_dataset(TrainConfig(dataset="digits").resolved())
+    assert ds.train_x.dtype == torch.uint8 and ds.train_x.shape[1:] == (1, 8, 8)
+    assert ds.train_y.numel() + ds.test_y.numel() == 1797 and not ds.flip
+
+
+@pytest.mark.parametrize("name,params", [("resnet20", 0.27e6), ("resnet32", 0.46e6), ("wrn-28-10", 36.5e6)])
+def test_paper_models_have_their_published_sizes(name, params):
+    m = build_model(name, 10, (3, 32, 32))
+    count = sum(p.numel() for p in m.parameters())
+    assert count == pytest.approx(params, rel=0.03)
+    if name != "wrn-28-10":  # a forward pass of WRN on CPU is slow and adds nothing here
+        m.eval()
+        with torch.no_grad():
+            assert m.embed(torch.zeros(2, 3, 32, 32)).shape == (2, 64) and m(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_last_layer_features_embedding_runs(tmp_path):
+    s = train(tiny(tmp_path, method="coreset", embedding="last-layer-features", fraction=0.2))
+    assert s["epochs"][0]["selected"]
+
+
+def _summary(method, fraction, seed, acc, time_s):
+    return {"method": method, "fraction": fraction, "test_acc": acc, "time_s": time_s, "total_s": time_s + 1,
+            "selection_s": 0.0, "augment_s": time_s / 2, "train_s": time_s / 2,
+            "fraction_never_selected": None, "config": {"seed": seed, "subset_only": False}}
+
+
+def test_comparison_rows_gain_share_and_speedup():
+    runs = [_summary("none", 0.0, 0, 90.0, 2.0), _summary("none", 0.0, 1, 92.0, 2.0),
+            _summary("full", 1.0, 0, 96.0, 10.0), _summary("full", 1.0, 1, 96.0, 10.0),
+            _summary("coreset", 0.1, 0, 94.0, 4.0), _summary("coreset", 0.1, 1, 95.0, 6.0)]
+    by = {r["method"]: r for r in comparison_rows(runs)}
+    assert by["none"]["acc_mean"] == 91.0 and by["none"]["acc_std"] == pytest.approx(math.sqrt(2))
+    assert by["coreset"]["gain_share"] == pytest.approx((94.5 - 91.0) / (96.0 - 91.0))
+    assert by["coreset"]["speedup"] == pytest.approx(10.0 / 5.0) and by["full"]["speedup"] == 1.0
+    assert by["none"]["gain_share"] == 0.0 and by["full"]["gain_share"] == 1.0
+    assert "| coreset | 0.1 | 94.50 ± 0.71 | 70.0% | 5.0 | 2.00× |" in markdown_table(list(by.values()))
+
+
+def test_compare_cli_writes_markdown_json_and_png_and_reuses_runs(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    argv = ["compare", "--dataset", "synthetic", "--train-size", "60", "--image-size", "8", "--epochs", "1",
+            "--copies", "1", "--methods", "none,coreset,full", "--seeds", "0,1", "--quiet", "--device", "cpu",
+            "--out", str(out)]
+    assert main(argv) == 0
+    rows = json.loads((out / "compare.json").read_text())["rows"]
+    assert [r["method"] for r in rows] == ["none", "coreset", "full"] and rows[1]["seeds"] == [0, 1]
+    assert rows[2]["speedup"] == pytest.approx(1.0)
+    assert (out / "compare.png").stat().st_size > 0
+    md = (out / "compare.md").read_text()
+    assert "| coreset | 0.1 |" in md and "±" in md and md in capsys.readouterr().out
+    before = (out / "none-s0" / "summary.json").stat().st_mtime_ns
+    assert main(argv + ["--resume"]) == 0  # the finished runs are reused, not retrained
+    assert (out / "none-s0" / "summary.json").stat().st_mtime_ns == before
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--fraction", "0"], "--fraction"),
+    (["--fraction", "1.5"], "--fraction"),
+    (["--model", "resnet99"], "--model"),
+    (["--dataset", "cifar10"], "--data-dir"),
+    (["--dataset", "cifar10", "--data-dir", "/nonexistent/coreaug"], "--download"),
+    (["--dataset", "svhn", "--data-dir", "/nonexistent/coreaug"], "--download"),
+    (["--method", "full", "--subset-only"], "--subset-only"),
+    (["compare", "--methods", "none,bogus"], "bogus"),
+    (["--epochs", "0"], "--epochs"),
+    (["--resume", "/nonexistent/ckpt.pt", "--dataset", "synthetic", "--train-size", "20", "--image-size", "8"],
+     "checkpoint"),
+])
+def test_bad_arguments_exit_with_one_line(argv, needle, capsys, tmp_path):
+    code = main(argv + ["--quiet", "--out", str(tmp_path / "x")])
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, captured.err
+    assert lines[0].startswith("coreaug-train: error:") and needle in lines[0] and "Traceback" not in captured.err
+
+
+def test_module_entry_point_reports_bad_arguments_in_one_line():
+    """The real process (``python -m coreaug_fast.train``, what the console script runs)."""
+    import subprocess
+    import sys
+    p = subprocess.run([sys.executable, "-m", "coreaug_fast.train", "--fraction", "2"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "--fraction" in p.stderr, p.stderr
