@@ -10,11 +10,16 @@ __version__ = "0.1.0"
 from . import reference
 from ._ext import ExtensionNotBuiltError, build_info
 from .embeddings import FactoredEmbeddings, gradient_embeddings
+from .selection import Coreset, select_coreset, select_max_loss, select_random
 
 __all__ = [
     "__version__",
+    "Coreset",
     "ExtensionNotBuiltError",
     "FactoredEmbeddings",
     "build_info",
     "gradient_embeddings",
+    "select_coreset",
+    "select_max_loss",
+    "select_random",
 ]
