@@ -17,6 +17,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <vector>
 
 #ifdef _OPENMP
@@ -50,11 +51,11 @@ inline int64_t padded(int64_t n) { return (n + kPad - 1) / kPad * kPad; }
 typedef float v8f __attribute__((vector_size(32)));
 typedef double v8d __attribute__((vector_size(64)));
 
-__attribute__((always_inline)) inline v8f load8(const float* p) {
-  v8f v;
-  __builtin_memcpy(&v, p, sizeof(v));
-  return v;
-}
+// Unaligned loads through a may_alias vector type (no helper returning a vector: that
+// would change the ABI of the non-AVX clone).
+typedef float v8fu __attribute__((vector_size(32), aligned(4), may_alias));
+#define LOAD8(p) (*reinterpret_cast<const v8fu*>(p))
+
 
 
 // Σ_i max(0, u_i − k_i) over a padded row: float terms summed into 16 double lanes (lane l
@@ -64,8 +65,8 @@ double gain_of(const float* __restrict k, const float* __restrict u, int64_t np)
   const v8f zero = {0, 0, 0, 0, 0, 0, 0, 0};
   v8d acc0 = {0, 0, 0, 0, 0, 0, 0, 0}, acc1 = acc0;
   for (int64_t i = 0; i < np; i += kPad) {
-    v8f d0 = load8(u + i) - load8(k + i);
-    v8f d1 = load8(u + i + 8) - load8(k + i + 8);
+    v8f d0 = LOAD8(u + i) - LOAD8(k + i);
+    v8f d1 = LOAD8(u + i + 8) - LOAD8(k + i + 8);
     d0 = d0 > zero ? d0 : zero;
     d1 = d1 > zero ? d1 : zero;
     acc0 += __builtin_convertvector(d0, v8d);
@@ -86,18 +87,6 @@ void update_levels(const float* __restrict k, float* __restrict u, int64_t* __re
     assign[i] = closer ? pos : assign[i];
     u[i] = k[i] < u[i] ? k[i] : u[i];
   }
-}
-
-COREAUG_HOT
-float max_of(const float* __restrict k, int64_t np) {
-  v8f m = load8(k);
-  for (int64_t i = 8; i < np; i += 8) {
-    const v8f v = load8(k + i);
-    m = v > m ? v : m;
-  }
-  float r = m[0];
-  for (int l = 1; l < 8; ++l) r = m[l] > r ? m[l] : r;
-  return r;
 }
 
 // out_i = ‖x_e − x_i‖² for the padded i range; xt is the class transposed (dim × np) so
@@ -179,6 +168,26 @@ struct ClassProblem {
   float inv_dim = 1.f;
 };
 
+// Σ and max of k[0..len): row statistics for the lazy bounds (any order will do: they
+// only have to bound gains from above, with slack).
+COREAUG_HOT
+void sum_and_max(const float* __restrict k, int64_t len, double* sum, float* mx) {
+  double s = 0;
+  float m = *mx;
+  for (int64_t j = 0; j < len; ++j) {
+    s += static_cast<double>(k[j]);
+    m = k[j] > m ? k[j] : m;
+  }
+  *sum += s;
+  *mx = m;
+}
+
+// col_j += k_j: column sums of the upper triangle, one array per thread.
+COREAUG_HOT
+void add_to(const float* __restrict k, int64_t len, double* __restrict col) {
+  for (int64_t j = 0; j < len; ++j) col[j] += static_cast<double>(k[j]);
+}
+
 // The squared norms of the (plain or factored) rows, in double then rounded.
 std::vector<float> row_norms(const ClassProblem& p, int64_t np) {
   std::vector<float> out(np, 0.f);
@@ -193,10 +202,12 @@ std::vector<float> row_norms(const ClassProblem& p, int64_t np) {
 
 // Costs of one class, as padded rows of length np: a stored n×np matrix or rows computed
 // on demand (by the same routine every time, so a row never changes between evaluations).
+// Either way one pass also yields the class's largest cost and every row's cost sum.
 class CostSource {
  public:
   CostSource(const ClassProblem& p, bool store, bool parallel)
-      : p_(p), np_(padded(p.n)), stored_(store), grain_(parallel ? 1 : p.n + 1) {
+      : p_(p), np_(padded(p.n)), stored_(store), parallel_(parallel), grain_(parallel ? 1 : p.n + 1),
+        threads_(parallel ? at::get_num_threads() : 1) {
     const int64_t n = p.n;
     // Transposed copies make on-demand rows and the direct matrix vectorise over i.
     if (!stored_ || (p.dh == 0 && p.da <= kDirectMaxDim)) {
@@ -210,17 +221,25 @@ class CostSource {
         norm2_ = row_norms(p, np_);
       }
     }
-    if (stored_) build_matrix();
+    sums_.assign(n, 0.0);
+    if (stored_ && !(p.dh == 0 && p.da <= kDirectMaxDim)) {
+      build_matrix_gemm();
+    } else {
+      if (stored_) mat_.reset(new float[static_cast<size_t>(n * np_)]);  // not zero-filled
+      scan_rows();
+    }
   }
 
   bool stored() const { return stored_; }
   int64_t np() const { return np_; }
-  // The largest cost of the class, when the matrix is stored (NaN otherwise).
-  float stored_max() const { return max_; }
+  float max_cost() const { return max_; }
+  const std::vector<double>& row_sums() const { return sums_; }
+  int threads() const { return threads_; }
+  int thread() const { return parallel_ ? at::get_thread_num() : 0; }
 
   // Padded row e of K. `scratch` holds 2·np floats for on-demand rows.
   const float* row(int64_t e, float* scratch) const {
-    if (stored_) return mat_.data() + e * np_;
+    if (stored_) return mat_.get() + e * np_;
     compute_row(e, scratch, scratch + np_);
     return scratch;
   }
@@ -239,59 +258,70 @@ class CostSource {
     std::fill(out + n, out + np_, 0.f);
   }
 
-  void build_matrix() {
+  // Every row once (into the matrix when stored): row sums and the largest cost.
+  void scan_rows() {
     const int64_t n = p_.n;
-    mat_.resize(static_cast<size_t>(n * np_));
-    if (p_.dh == 0 && p_.da <= kDirectMaxDim) {
-      at::parallel_for(0, n, grain_, [&](int64_t b, int64_t e) {
-        for (int64_t i = b; i < e; ++i) compute_row(i, mat_.data() + i * np_, nullptr);
-      });
-    } else {
-      build_matrix_gemm();
-    }
-    std::vector<float> row_max(n);
-    at::parallel_for(0, n, grain_, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) row_max[i] = max_of(mat_.data() + i * np_, np_);
+    std::vector<float> row_max(n, -std::numeric_limits<float>::infinity());
+    std::vector<float> scratch(stored_ ? 0 : static_cast<size_t>(2 * np_ * threads_));
+    at::parallel_for(0, n, grain_, [&](int64_t lo, int64_t hi) {
+      float* s = stored_ ? nullptr : scratch.data() + 2 * np_ * thread();
+      for (int64_t e = lo; e < hi; ++e) {
+        float* r = stored_ ? mat_.get() + e * np_ : s;
+        compute_row(e, r, r + np_);
+        sum_and_max(r, n, &sums_[e], &row_max[e]);
+      }
     });
-    max_ = n ? *std::max_element(row_max.begin(), row_max.end()) : 0.f;
+    max_ = *std::max_element(row_max.begin(), row_max.end());
   }
 
-  // Upper triangle by row blocks of GEMMs (half the flops of X Xᵀ), then a tiled mirror, so
-  // the matrix is exactly symmetric.
+  // Upper triangle by row blocks of GEMMs (half the flops of X Xᵀ) whose epilogue also
+  // gathers row sums, column sums and maxima; then a tiled mirror, so the matrix is
+  // exactly symmetric.
   void build_matrix_gemm() {
     const int64_t n = p_.n;
+    mat_.reset(new float[static_cast<size_t>(n * np_)]);
     const bool factored = p_.dh > 0;
     auto opts = at::TensorOptions().dtype(at::kFloat);
     at::Tensor a = at::from_blob(const_cast<float*>(p_.a), {n, p_.da}, opts);
     at::Tensor h = factored ? at::from_blob(const_cast<float*>(p_.h), {n, p_.dh}, opts) : at::Tensor();
     const std::vector<float> norms = row_norms(p_, np_);
+    const float diag = p_.sim == kExp ? -1.f : 0.f;
+    std::vector<double> cols(static_cast<size_t>(threads_ * n), 0.0);
+    std::vector<float> row_max(n, diag);
     const int64_t block = 512;
     at::Tensor ga = at::empty({std::min(block, n), n}, opts), gh;
     if (factored) gh = at::empty({std::min(block, n), n}, opts);
     for (int64_t r0 = 0; r0 < n; r0 += block) {
-      const int64_t rows = std::min(block, n - r0), cols = n - r0;
-      at::Tensor oa = ga.narrow(0, 0, rows).narrow(1, 0, cols);
-      at::mm_out(oa, a.narrow(0, r0, rows), a.narrow(0, r0, cols).t());
+      const int64_t rows = std::min(block, n - r0), width = n - r0;
+      at::Tensor oa = ga.narrow(0, 0, rows).narrow(1, 0, width);
+      at::mm_out(oa, a.narrow(0, r0, rows), a.narrow(0, r0, width).t());
       at::Tensor oh;
       if (factored) {
-        oh = gh.narrow(0, 0, rows).narrow(1, 0, cols);
-        at::mm_out(oh, h.narrow(0, r0, rows), h.narrow(0, r0, cols).t());
+        oh = gh.narrow(0, 0, rows).narrow(1, 0, width);
+        at::mm_out(oh, h.narrow(0, r0, rows), h.narrow(0, r0, width).t());
       }
       const int64_t ld = oa.stride(0);
       const float* pa = oa.data_ptr<float>();
       const float* ph = factored ? oh.data_ptr<float>() : nullptr;
       at::parallel_for(0, rows, grain_, [&](int64_t b, int64_t e) {
+        double* col = cols.data() + n * thread();
         for (int64_t r = b; r < e; ++r) {
           const int64_t i = r0 + r, len = n - i - 1;
-          float* out = mat_.data() + i * np_;
+          float* out = mat_.get() + i * np_;
           const int64_t skip = r * ld + (i - r0) + 1;  // dots of (i, j) for j > i
           sqdist_from_dots(pa + skip, ph ? ph + skip : nullptr, norms.data() + i + 1, norms[i], out + i + 1, len);
           transform_row(out + i + 1, len, p_.sim, p_.inv_dim);
-          out[i] = p_.sim == kExp ? -1.f : 0.f;
+          out[i] = diag;
           std::fill(out + n, out + np_, 0.f);
+          sums_[i] += diag;
+          sum_and_max(out + i + 1, len, &sums_[i], &row_max[i]);
+          add_to(out + i + 1, len, col + i + 1);
         }
       });
     }
+    for (int t = 0; t < threads_; ++t)
+      for (int64_t j = 0; j < n; ++j) sums_[j] += cols[t * n + j];
+    max_ = *std::max_element(row_max.begin(), row_max.end());
     const int64_t tile = 64, tiles = (n + tile - 1) / tile;
     at::parallel_for(0, tiles, grain_, [&](int64_t b, int64_t e) {
       for (int64_t tj = b; tj < e; ++tj) {
@@ -300,8 +330,8 @@ class CostSource {
           const int64_t i0 = ti * tile, i1 = std::min(n, i0 + tile);
           // contiguous writes along row j, strided reads down column j of the upper tile
           for (int64_t j = j0; j < j1; ++j) {
-            float* dst = mat_.data() + j * np_;
-            const float* src = mat_.data() + j;
+            float* dst = mat_.get() + j * np_;
+            const float* src = mat_.get() + j;
             for (int64_t i = i0, stop = std::min(i1, j); i < stop; ++i) dst[i] = src[i * np_];
           }
         }
@@ -311,10 +341,13 @@ class CostSource {
 
   const ClassProblem& p_;
   int64_t np_;
-  bool stored_;
+  bool stored_, parallel_;
   int64_t grain_;
-  float max_ = std::numeric_limits<float>::quiet_NaN();
-  std::vector<float> mat_, at_, ht_, norm2_;
+  int threads_;
+  float max_ = 0.f;
+  std::unique_ptr<float[]> mat_;
+  std::vector<float> at_, ht_, norm2_;
+  std::vector<double> sums_;
 };
 
 // splitmix64: a small, well-mixed generator for stochastic greedy's samples.
@@ -364,42 +397,40 @@ void run_class(const ClassProblem& p, int64_t k, int64_t optimizer, double epsil
   const bool store = static_cast<double>(n) * padded(n) * sizeof(float) <= static_cast<double>(max_matrix_bytes);
   CostSource cost(p, store, parallel);
   const int64_t np = cost.np();
-  const int threads = parallel ? at::get_num_threads() : 1;
-  const int64_t grain = parallel ? 1 : n + 1;  // n + 1: at::parallel_for runs inline
-  std::vector<float> scratch(cost.stored() ? 0 : static_cast<size_t>(2 * np * threads));
-  // Inside a class-per-thread region the outer thread number must not index the scratch.
-  auto scratch_of = [&](int tid) { return scratch.data() + 2 * np * (parallel ? tid : 0); };
+  std::vector<float> scratch(cost.stored() ? 0 : static_cast<size_t>(2 * np * cost.threads()));
+  auto scratch_here = [&]() { return cost.stored() ? nullptr : scratch.data() + 2 * np * cost.thread(); };
 
   // The start level b: the class's largest cost for the distance similarities (so s ≥ 0).
-  float b = 0.f;
-  if (p.sim != kExp) {
-    if (cost.stored()) {
-      b = cost.stored_max();
-    } else {
-      std::vector<float> row_max(n, 0.f);
-      at::parallel_for(0, n, grain, [&](int64_t lo, int64_t hi) {
-        for (int64_t e = lo; e < hi; ++e) row_max[e] = max_of(cost.row(e, scratch_of(at::get_thread_num())), np);
-      });
-      b = *std::max_element(row_max.begin(), row_max.end());
-    }
-  }
+  const float b = p.sim == kExp ? 0.f : cost.max_cost();
   std::vector<float> u(np, 0.f);  // padding keeps u = 0 = cost: a zero term
   std::fill(u.begin(), u.begin() + n, b);
-  std::vector<double> ub(n);  // current gain bound of each row (exact at step 0)
+  std::vector<double> ub(n);  // an upper bound of each row's current gain
   std::vector<char> taken(n, 0);
-  // Step at which ub[e] was last computed exactly (stochastic starts with no bounds).
-  std::vector<int64_t> stamp(n, optimizer == kStochastic ? -1 : 0);
-  auto evaluate_all = [&](const std::vector<int64_t>* which, int64_t count) {
-    at::parallel_for(0, count, grain, [&](int64_t lo, int64_t hi) {
-      float* s = cost.stored() ? nullptr : scratch_of(at::get_thread_num());
+  // The step at which ub[e] was last computed exactly; -1: a bound only.
+  std::vector<int64_t> stamp(n, -1);
+  auto evaluate = [&](const int64_t* which, int64_t count, int64_t t) {
+    // Threads only for >= 2^21 costs of work each (see the lazy loop).
+    const int64_t grain_rows = std::max<int64_t>(1, (int64_t(1) << 21) / np);
+    at::parallel_for(0, count, grain_rows, [&](int64_t lo, int64_t hi) {
+      float* s = scratch_here();
       for (int64_t j = lo; j < hi; ++j) {
-        const int64_t e = which ? (*which)[j] : j;
+        const int64_t e = which ? which[j] : j;
         ub[e] = gain_of(cost.row(e, s), u.data(), np);
+        stamp[e] = t;
       }
     });
   };
-  if (optimizer != kStochastic) evaluate_all(nullptr, n);  // stochastic fills bounds lazily
-  else std::fill(ub.begin(), ub.end(), std::numeric_limits<double>::infinity());
+  if (optimizer == kNaive) {
+    evaluate(nullptr, n, 0);
+  } else {
+    // The first gain is Σ_i (b − K_ie) = n·b − (row sum); float rounding of the terms adds
+    // at most 2^-24 relative, so 1e-5 relative slack keeps these true upper bounds.
+    const double nb = static_cast<double>(n) * b;
+    for (int64_t e = 0; e < n; ++e) {
+      const double s = cost.row_sums()[e];
+      ub[e] = std::max(0.0, nb - s) * (1 + 1e-5) + 1e-9 * (std::abs(nb) + std::abs(s)) + 1e-30;
+    }
+  }
 
   std::vector<Candidate> heap;
   auto heap_less = [](const Candidate& x, const Candidate& y) { return better(y.gain, y.row, x.gain, x.row); };
@@ -417,33 +448,45 @@ void run_class(const ClassProblem& p, int64_t k, int64_t optimizer, double epsil
     where.resize(n);
     for (int64_t e = 0; e < n; ++e) pool[e] = where[e] = e;
   }
-  std::vector<int64_t> picks;
-  float* tmp = cost.stored() ? nullptr : scratch_of(0);
+  // Lazy evaluates the stale top of the heap one row at a time: waking threads costs more
+  // than a row, and on a busy machine milliseconds. Only a step that needs very many rows
+  // (the second step re-evaluates nearly all) gets batches of >= 2^22 costs spread over
+  // the threads, doubling while the top stays stale.
+  constexpr int64_t kSerialRounds = 256;
+  const int64_t big_batch = std::max<int64_t>(4 * cost.threads(), (int64_t(1) << 22) / np);
+  std::vector<int64_t> batch, picks;
 
   for (int64_t t = 0; t < k; ++t) {
     int64_t best = -1;
     double best_gain = -1.0;
     if (optimizer == kLazy) {
-      while (true) {
-        std::pop_heap(heap.begin(), heap.end(), heap_less);
-        Candidate c = heap.back();
-        heap.pop_back();
-        if (stamp[c.row] == t) {  // exact now, and no bound above it: the argmax
-          best = c.row;
-          best_gain = c.gain;
-          break;
+      int64_t size = 1, rounds = 0;
+      while (stamp[heap.front().row] != t) {
+        batch.clear();
+        while (!heap.empty() && static_cast<int64_t>(batch.size()) < size && stamp[heap.front().row] != t) {
+          std::pop_heap(heap.begin(), heap.end(), heap_less);
+          batch.push_back(heap.back().row);
+          heap.pop_back();
         }
-        c.gain = ub[c.row] = gain_of(cost.row(c.row, tmp), u.data(), np);
-        stamp[c.row] = t;
-        heap.push_back(c);
-        std::push_heap(heap.begin(), heap.end(), heap_less);
+        evaluate(batch.data(), static_cast<int64_t>(batch.size()), t);
+        for (int64_t e : batch) {
+          heap.push_back({ub[e], e});
+          std::push_heap(heap.begin(), heap.end(), heap_less);
+        }
+        if (parallel && ++rounds >= kSerialRounds)
+          size = size == 1 ? big_batch : std::min<int64_t>(2 * size, 8192);
       }
+      // Exact now, and no bound above it: the argmax (ties to the lowest row).
+      std::pop_heap(heap.begin(), heap.end(), heap_less);
+      best = heap.back().row;
+      best_gain = heap.back().gain;
+      heap.pop_back();
     } else if (optimizer == kNaive) {
       if (t > 0) {
         picks.clear();
         for (int64_t e = 0; e < n; ++e)
           if (!taken[e]) picks.push_back(e);
-        evaluate_all(&picks, static_cast<int64_t>(picks.size()));
+        evaluate(picks.data(), static_cast<int64_t>(picks.size()), t);
       }
       for (int64_t e = 0; e < n; ++e)
         if (!taken[e] && (best < 0 || better(ub[e], e, best_gain, best))) best = e, best_gain = ub[e];
@@ -456,15 +499,12 @@ void run_class(const ClassProblem& p, int64_t k, int64_t optimizer, double epsil
         where[pool[j]] = j;
         where[pool[r]] = r;
       }
-      // Stale bounds prune members that cannot beat the best so far (same result).
+      // Bounds prune members that cannot beat the best so far (same result as evaluating all).
       std::vector<int64_t> order(pool.begin(), pool.begin() + m);
       std::sort(order.begin(), order.end(), [&](int64_t x, int64_t y) { return better(ub[x], x, ub[y], y); });
       for (int64_t e : order) {
         if (best >= 0 && !better(ub[e], e, best_gain, best)) break;
-        if (stamp[e] != t) {
-          ub[e] = gain_of(cost.row(e, tmp), u.data(), np);
-          stamp[e] = t;
-        }
+        if (stamp[e] != t) evaluate(&e, 1, t);
         if (best < 0 || better(ub[e], e, best_gain, best)) best = e, best_gain = ub[e];
       }
       const int64_t last = remaining - 1, at_pos = where[best];  // drop best from the pool
@@ -475,7 +515,8 @@ void run_class(const ClassProblem& p, int64_t k, int64_t optimizer, double epsil
     taken[best] = 1;
     out.rows[t] = best;
     out.gains[t] = static_cast<float>(best_gain);
-    update_levels(cost.row(best, tmp), u.data(), out.assign, n, out.pos0 + t, t == 0);
+    update_levels(cost.row(best, scratch.empty() ? nullptr : scratch.data()), u.data(), out.assign, n,
+                  out.pos0 + t, t == 0);
   }
 }
 
