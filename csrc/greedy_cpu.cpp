@@ -172,14 +172,49 @@ struct ClassProblem {
 // only have to bound gains from above, with slack).
 COREAUG_HOT
 void sum_and_max(const float* __restrict k, int64_t len, double* sum, float* mx) {
+  v8d acc = {0, 0, 0, 0, 0, 0, 0, 0};
+  v8f m = {*mx, *mx, *mx, *mx, *mx, *mx, *mx, *mx};
+  int64_t j = 0;
+  for (; j + 8 <= len; j += 8) {
+    const v8f v = LOAD8(k + j);
+    acc += __builtin_convertvector(v, v8d);
+    m = v > m ? v : m;
+  }
   double s = 0;
-  float m = *mx;
-  for (int64_t j = 0; j < len; ++j) {
+  float r = *mx;
+  for (int l = 0; l < 8; ++l) {
+    s += acc[l];
+    r = m[l] > r ? m[l] : r;
+  }
+  for (; j < len; ++j) {
     s += static_cast<double>(k[j]);
-    m = k[j] > m ? k[j] : m;
+    r = k[j] > r ? k[j] : r;
   }
   *sum += s;
-  *mx = m;
+  *mx = r;
+}
+
+// dst row r (stride ld_dst) = column r of the 8×8 block at src (stride ld_src).
+COREAUG_HOT
+void transpose8(const float* __restrict src, int64_t ld_src, float* __restrict dst, int64_t ld_dst) {
+  v8f r[8], t[8], u[8];
+  for (int i = 0; i < 8; ++i) r[i] = LOAD8(src + i * ld_src);
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = __builtin_shufflevector(r[i], r[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+    t[i + 1] = __builtin_shufflevector(r[i], r[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    u[i] = __builtin_shufflevector(t[i], t[i + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+    u[i + 1] = __builtin_shufflevector(t[i], t[i + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+    u[i + 2] = __builtin_shufflevector(t[i + 1], t[i + 3], 0, 1, 8, 9, 4, 5, 12, 13);
+    u[i + 3] = __builtin_shufflevector(t[i + 1], t[i + 3], 2, 3, 10, 11, 6, 7, 14, 15);
+  }
+  for (int c = 0; c < 4; ++c) {
+    const v8f lo = __builtin_shufflevector(u[c], u[c + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+    const v8f hi = __builtin_shufflevector(u[c], u[c + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+    __builtin_memcpy(dst + c * ld_dst, &lo, sizeof(lo));
+    __builtin_memcpy(dst + (c + 4) * ld_dst, &hi, sizeof(hi));
+  }
 }
 
 // col_j += k_j: column sums of the upper triangle, one array per thread.
@@ -328,11 +363,18 @@ class CostSource {
         const int64_t j0 = tj * tile, j1 = std::min(n, j0 + tile);
         for (int64_t ti = 0; ti <= tj; ++ti) {  // lower tile (tj, ti) from upper tile (ti, tj)
           const int64_t i0 = ti * tile, i1 = std::min(n, i0 + tile);
-          // contiguous writes along row j, strided reads down column j of the upper tile
-          for (int64_t j = j0; j < j1; ++j) {
-            float* dst = mat_.get() + j * np_;
-            const float* src = mat_.get() + j;
-            for (int64_t i = i0, stop = std::min(i1, j); i < stop; ++i) dst[i] = src[i * np_];
+          // 8×8 blocks wholly above the diagonal and inside the matrix: register transposes
+          for (int64_t j = j0; j < j1; j += 8) {
+            for (int64_t i = i0; i < i1; i += 8) {
+              float* dst = mat_.get() + j * np_ + i;
+              const float* src = mat_.get() + i * np_ + j;
+              if (i + 8 <= j && j + 8 <= n) {
+                transpose8(src, np_, dst, np_);
+              } else {  // the diagonal and the edge, entry by entry
+                for (int64_t jj = j; jj < std::min(j + 8, n); ++jj)
+                  for (int64_t ii = i; ii < std::min({i + 8, jj, n}); ++ii) mat_[jj * np_ + ii] = mat_[ii * np_ + jj];
+              }
+            }
           }
         }
       }
