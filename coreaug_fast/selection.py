@@ -178,7 +178,7 @@ def _run(backend, x, h, offsets, budgets, total, sim, opt, epsilon, seed):
         dev = x.device
         return (torch.empty(0, dtype=torch.long, device=dev), torch.empty(0, device=dev),
                 torch.full((x.shape[0],), -1, dtype=torch.long, device=dev))
-    if backend == "triton":
+    if backend == "triton" and opt != "stochastic":
         from .kernels import greedy
 
         return greedy.facility_location(x, h, offsets, budgets, total, similarity=sim, optimizer=opt,
@@ -233,8 +233,10 @@ def select_coreset(embeddings, labels: torch.Tensor, fraction: Optional[float] =
             (stochastic greedy: each step the best of ``ceil(n_c / k_c · ln(1/epsilon))``
             rows drawn without replacement from the unchosen ones).
         epsilon: stochastic greedy's ε in (0, 1).
-        backend: ``"triton"`` (GPU kernels), ``"torch"`` (the compiled CPU op; CUDA inputs
-            are copied to the host) or ``"auto"`` (Triton for CUDA tensors, else the CPU op).
+        backend: ``"triton"`` (GPU kernels: all classes at once, no host synchronisation
+            per greedy step), ``"torch"`` (the compiled CPU op; CUDA inputs are copied to the
+            host) or ``"auto"`` (Triton for CUDA tensors, else the CPU op). Stochastic greedy
+            always runs in the CPU op (its samples then match across backends).
         generator: draws stochastic greedy's samples (default: torch's global generator).
             Same generator state and backend, same result.
         indices: optional (n,) integer dataset indices of the rows (e.g. a shard's global

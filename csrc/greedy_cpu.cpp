@@ -35,6 +35,10 @@ enum Optimizer : int64_t { kNaive = 0, kLazy = 1, kStochastic = 2 };
 // Rows up to this width get their distances by direct differences (exact for duplicates,
 // no cancellation); wider rows go through blocked GEMMs.
 constexpr int64_t kDirectMaxDim = 32;
+// Squared distances below kDupTol · (‖x_i‖² + ‖x_j‖²) are below float32's resolution of the
+// expansion ‖x_i‖² + ‖x_j‖² − 2 x_i·x_j and count as 0 on every path (CPU, GPU, reference),
+// so duplicates are duplicates whichever way their distance was computed.
+constexpr float kDupTol = 1.f / (1 << 18);
 // Rows of costs are padded to a multiple of kPad with cost 0 and level u = 0 (a zero term),
 // so every loop runs whole vectors: no scalar tail computes a value differently.
 constexpr int64_t kPad = 16;
@@ -94,7 +98,7 @@ void update_levels(const float* __restrict k, float* __restrict u, int64_t* __re
 // the matrix is exactly symmetric).
 COREAUG_HOT
 void sqdist_row_direct(const float* __restrict xt, int64_t dim, int64_t np, const float* __restrict xe,
-                       float* __restrict out) {
+                       const float* __restrict norm2, float ne, float* __restrict out) {
   std::fill(out, out + np, 0.f);
   for (int64_t c = 0; c < dim; ++c) {
     const float* col = xt + c * np;
@@ -104,6 +108,7 @@ void sqdist_row_direct(const float* __restrict xt, int64_t dim, int64_t np, cons
       out[i] += d * d;
     }
   }
+  for (int64_t i = 0; i < np; ++i) out[i] = out[i] > kDupTol * (ne + norm2[i]) ? out[i] : 0.f;
 }
 
 // out_i = ‖a_e⊗h_e − a_i⊗h_i‖² from the transposed factors and the rows' squared norms.
@@ -126,7 +131,7 @@ void sqdist_row_factored(const float* __restrict at, int64_t da, const float* __
   }
   for (int64_t i = 0; i < np; ++i) {
     const float d2 = ne + norm2[i] - 2.f * dot_a[i] * out[i];
-    out[i] = d2 > 0.f ? d2 : 0.f;
+    out[i] = d2 > kDupTol * (ne + norm2[i]) ? d2 : 0.f;
   }
 }
 
@@ -148,12 +153,12 @@ void sqdist_from_dots(const float* __restrict ga, const float* __restrict gh, co
   if (gh) {
     for (int64_t j = 0; j < len; ++j) {
       const float d2 = ni + norms[j] - 2.f * (ga[j] * gh[j]);
-      out[j] = d2 > 0.f ? d2 : 0.f;
+      out[j] = d2 > kDupTol * (ni + norms[j]) ? d2 : 0.f;
     }
   } else {
     for (int64_t j = 0; j < len; ++j) {
       const float d2 = ni + norms[j] - 2.f * ga[j];
-      out[j] = d2 > 0.f ? d2 : 0.f;
+      out[j] = d2 > kDupTol * (ni + norms[j]) ? d2 : 0.f;
     }
   }
 }
@@ -253,8 +258,8 @@ class CostSource {
         ht_.assign(static_cast<size_t>(np_ * p.dh), 0.f);
         for (int64_t i = 0; i < n; ++i)
           for (int64_t c = 0; c < p.dh; ++c) ht_[c * np_ + i] = p.h[i * p.dh + c];
-        norm2_ = row_norms(p, np_);
       }
+      norm2_ = row_norms(p, np_);
     }
     sums_.assign(n, 0.0);
     if (stored_ && !(p.dh == 0 && p.da <= kDirectMaxDim)) {
@@ -283,7 +288,7 @@ class CostSource {
   void compute_row(int64_t e, float* out, float* tmp) const {
     const int64_t n = p_.n;
     if (p_.dh == 0) {
-      sqdist_row_direct(at_.data(), p_.da, np_, p_.a + e * p_.da, out);
+      sqdist_row_direct(at_.data(), p_.da, np_, p_.a + e * p_.da, norm2_.data(), norm2_[e], out);
     } else {
       sqdist_row_factored(at_.data(), p_.da, ht_.data(), p_.dh, norm2_.data(), np_, p_.a + e * p_.da,
                           p_.h + e * p_.dh, norm2_[e], tmp, out);

@@ -203,6 +203,14 @@ def test_duplicate_points_are_chosen_once():
     assert more.indices[5:].tolist() == rest[:2]
 
 
+def test_duplicates_on_the_gemm_path_are_exact_duplicates():
+    x, _ = _data(30, 48, 1, seed=61)  # wide rows: distances by the GEMM expansion
+    x = torch.cat([x, x[:10]])  # rows 30..39 repeat rows 0..9
+    out = coreaug_fast.select_coreset(x, torch.zeros(40, dtype=torch.long), budget=30)
+    assert sorted(out.indices.tolist()) == list(range(30))  # one of each distinct row
+    assert out.weights.sum() == 40 and sorted(out.weights.tolist())[-10:] == [2.0] * 10
+
+
 def test_identical_rows_tie_to_the_lowest_rows():
     x = torch.ones(6, 3)
     out = coreaug_fast.select_coreset(x, torch.zeros(6, dtype=torch.long), budget=3)

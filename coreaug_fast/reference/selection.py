@@ -16,8 +16,9 @@ def facility_location_reference(embeddings, labels: torch.Tensor, fraction: Opti
     Same definitions as :func:`coreaug_fast.select_coreset`: cost K = ‖g_i − g_j‖,
     ‖g_i − g_j‖² or −exp(−‖g_i − g_j‖ / dim); start level b = max K over the class for the
     distances, 0 for ``"exp"``; the gain of e is Σ_i max(0, u_i − K_ie) with
-    u_i = min(b, min_{j∈S} K_ij); ties go to the lowest row. Factored embeddings are
-    materialised.
+    u_i = min(b, min_{j∈S} K_ij); ties go to the lowest row; squared distances below
+    2^-18 · (‖x_i‖² + ‖x_j‖²) (norms of the class-centred rows, or of the factors' product
+    for factored rows) count as 0. Factored embeddings are materialised.
 
     Returns:
         A :class:`coreaug_fast.Coreset` on the CPU, with float64 ``gains``.
@@ -25,8 +26,10 @@ def facility_location_reference(embeddings, labels: torch.Tensor, fraction: Opti
     from ..embeddings import FactoredEmbeddings
     from ..selection import Coreset
 
-    if isinstance(embeddings, FactoredEmbeddings) or isinstance(embeddings, tuple):
-        x = FactoredEmbeddings(*embeddings).materialize()
+    factored = isinstance(embeddings, tuple)
+    if factored:
+        a, h = (t.detach().cpu().double() for t in embeddings)
+        x = FactoredEmbeddings(a, h).materialize()
     else:
         x = embeddings
     x = x.detach().cpu().double()
@@ -42,6 +45,10 @@ def facility_location_reference(embeddings, labels: torch.Tensor, fraction: Opti
         else:
             k = min(n, int(budget if isinstance(budget, int) else budget[c]))
         d2 = ((x[rows, None, :] - x[None, rows, :]) ** 2).sum(-1)
+        # below float32's resolution of ‖x_i‖² + ‖x_j‖² − 2 x_i·x_j: duplicates (all paths)
+        xc = x[rows] - x[rows].mean(0)
+        norms = (xc * xc).sum(1) if not factored else (a[rows] ** 2).sum(1) * (h[rows] ** 2).sum(1)
+        d2 = torch.where(d2 > 2.0 ** -18 * (norms[:, None] + norms[None, :]), d2, torch.zeros_like(d2))
         if similarity == "sqdistance":
             cost = d2
         elif similarity == "distance":
