@@ -216,18 +216,19 @@ def class_cost_matrices(x, offsets: torch.Tensor, similarity: int, *, store: boo
     torch.cumsum(sizes, 0, out=mat_off[1:])
     block, block_d = _blocks(device)
     nb = (counts + block - 1) // block
-    # the upper-triangle tiles (bi <= bj) of every class
+    # the upper-triangle tiles (bi <= bj) of every class, built once per distinct class size
     classes, tile_i, tile_j = [], [], []
-    for c, b in enumerate(nb.tolist()):
+    for b in torch.unique(nb).tolist():
         if b == 0:
             continue
-        i, j = torch.triu_indices(b, b)
-        classes.append(torch.full((i.numel(),), c, dtype=torch.int32))
-        tile_i.append(i.int())
-        tile_j.append(j.int())
+        members = (nb == b).nonzero().squeeze(1).int()
+        i, j = torch.triu_indices(b, b, dtype=torch.int32)
+        classes.append(members.repeat_interleave(i.numel()))
+        tile_i.append(i.repeat(members.numel()))
+        tile_j.append(j.repeat(members.numel()))
     m = counts.numel()
     cmax = torch.zeros(m, dtype=torch.float32, device=device)
-    costs = torch.empty(int(mat_off[-1]) if store else 0, dtype=torch.float32, device=device) if store else None
+    costs = torch.empty(int(mat_off[-1]), dtype=torch.float32, device=device) if store else None
     if not classes:
         return costs, mat_off[:-1].to(device), npad.int().to(device), cmax
     tc, ti, tj = (torch.cat(v).to(device) for v in (classes, tile_i, tile_j))

@@ -173,6 +173,8 @@ def _greedy_kernel(COST, MAT_OFF, NPAD, XA, XH, XN, U, UB, CAND, ROW_OFF, OUT_OF
             tl.store(UB + r0 + e0, g0, mask=e0 != best_e)
         tl.store(OUT_ROWS + o0 + t, (r0 + best_e).to(tl.int64))
         tl.store(OUT_GAINS + o0 + t, best_g)
+        # other threads stored the winner's fresh gain above; -inf must land after it
+        tl.debug_barrier()
         tl.store(UB + r0 + best_e, float("-inf"))
         # u_i = min(u_i, K_{e,i}); rows strictly closer to e (all rows at the first pick) move to it
         first = lanes == 0
@@ -188,9 +190,13 @@ def _greedy_kernel(COST, MAT_OFF, NPAD, XA, XH, XN, U, UB, CAND, ROW_OFF, OUT_OF
             tl.store(U + r0 + ii, tl.minimum(u, krow), mask=mi)
 
 
-def _blocks(device: torch.device):
-    # (BC, BI, BS, BLOCK_D); small blocks keep the interpreter quick
-    return (16, 256, 1024, 32) if device.type == "cuda" else (16, 32, 64, 16)
+def _blocks(device: torch.device, stored: bool):
+    """(BC, BI, BS, BLOCK_D). On the GPU, costs computed on the fly hold two dot
+    accumulators per tile: narrower row chunks keep them in registers (no spills on sm_90).
+    Small blocks keep the interpreter quick."""
+    if device.type != "cuda":
+        return 16, 32, 64, 16
+    return (16, 256, 1024, 32) if stored else (16, 64, 1024, 32)
 
 
 def _matrix_budget(device: torch.device) -> int:
@@ -249,7 +255,7 @@ def facility_location(x, h, offsets: torch.Tensor, budgets: torch.Tensor, total:
     cand = torch.empty(n_total, dtype=torch.int32, device=device)
     out_off = torch.zeros(m, dtype=torch.int32)
     torch.cumsum(budgets[:-1], 0, out=out_off[1:])
-    bc, bi, bs, bd = _blocks(device)
+    bc, bi, bs, bd = _blocks(device, stored)
     common = dict(DA=xa.shape[1], DH=xh.shape[1] if factored else 0, s_xa=xa.stride(0),
                   s_xh=xh.stride(0) if factored else 0, inv_dim=1.0 / max(dim, 1),
                   SIM=sim, STORED=stored, FACTORED=factored, BC=bc, BI=bi, BLOCK_D=bd)
@@ -259,14 +265,12 @@ def facility_location(x, h, offsets: torch.Tensor, budgets: torch.Tensor, total:
     k_max = int(budgets.max())
 
     if optimizer == "lazy":
-        # candidate tiles of every class (classes with picks only)
-        cls, start = [], []
-        for c, (nc, kc) in enumerate(zip(counts.tolist(), budgets.tolist())):
-            if kc > 0:
-                s = torch.arange(0, nc, bc, dtype=torch.int32)
-                cls.append(torch.full_like(s, c))
-                start.append(s)
-        tiles_class, tiles_start = torch.cat(cls).to(device), torch.cat(start).to(device)
+        # candidate tiles of 16 rows, for every class with picks
+        tiles = torch.where(budgets > 0, (counts + bc - 1) // bc, 0)
+        tiles_class = torch.repeat_interleave(torch.arange(m, dtype=torch.int32), tiles)
+        first_tile = torch.cumsum(tiles, 0) - tiles
+        tiles_start = ((torch.arange(int(tiles.sum())) - first_tile.repeat_interleave(tiles)) * bc).int()
+        tiles_class, tiles_start = tiles_class.to(device), tiles_start.to(device)
 
         def refresh():
             _refresh_kernel[(tiles_class.numel(),)](*ptrs, row_off, tiles_class, tiles_start,
