@@ -56,7 +56,9 @@ def check_choice(name: str, value, choices: Sequence) -> None:
 
 
 def check_fraction(name: str, value) -> float:
-    """A plain number in (0, 1]."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+    """A real number (Python or NumPy scalar) in (0, 1]."""
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value <= 1:
         raise ValueError(f"{name} must be a number in (0, 1], got {value!r}")
     return float(value)
