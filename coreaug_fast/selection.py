@@ -161,14 +161,14 @@ def _resolve_backend(backend: str, device: torch.device) -> str:
 
 
 def _centred(x: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-    """Rows minus their class mean (float64 means): distances are unchanged and the
-    expansion ‖x‖² + ‖y‖² − 2x·y cancels far less."""
+    """Rows minus their class mean. Any per-class offset leaves the distances unchanged;
+    the mean makes the norms small, so the expansion ‖x‖² + ‖y‖² − 2x·y cancels far less.
+    segment_reduce is deterministic (index_add_ on CUDA is not), so the result is too."""
     counts = (offsets[1:] - offsets[:-1]).to(x.device)
-    cls = torch.repeat_interleave(torch.arange(counts.numel(), device=x.device), counts)
-    sums = torch.zeros(counts.numel(), x.shape[1], dtype=torch.float64, device=x.device)
-    sums.index_add_(0, cls, x.double())
-    means = sums / counts.clamp(min=1).double()[:, None]
-    return (x.double() - means[cls]).float()
+    if x.shape[0] == 0:
+        return x
+    means = torch.segment_reduce(x, "mean", lengths=counts, axis=0)
+    return x - torch.repeat_interleave(means, counts, dim=0)
 
 
 def _run(backend, x, h, offsets, budgets, total, sim, opt, epsilon, seed):
