@@ -64,17 +64,37 @@ typedef float v8fu __attribute__((vector_size(32), aligned(4), may_alias));
 
 // Σ_i max(0, u_i − k_i) over a padded row: float terms summed into 16 double lanes (lane l
 // takes i ≡ l mod 16), lanes combined in order. Deterministic, and non-decreasing in u.
+// 16-row blocks marked dead in `alive` (one bit per block) are skipped, and blocks whose
+// 16 terms are all 0 are marked dead: u only decreases, so they stay 0. Skipped terms are
+// +0.0, and adding +0.0 changes no lane, so the value is the dense sum's bit for bit; only
+// the cache lines read shrink as the coreset grows.
 COREAUG_HOT
-double gain_of(const float* __restrict k, const float* __restrict u, int64_t np) {
+double gain_of_alive(const float* __restrict k, const float* __restrict u, uint64_t* __restrict alive,
+                     int64_t np) {
   const v8f zero = {0, 0, 0, 0, 0, 0, 0, 0};
   v8d acc0 = {0, 0, 0, 0, 0, 0, 0, 0}, acc1 = acc0;
-  for (int64_t i = 0; i < np; i += kPad) {
-    v8f d0 = LOAD8(u + i) - LOAD8(k + i);
-    v8f d1 = LOAD8(u + i + 8) - LOAD8(k + i + 8);
-    d0 = d0 > zero ? d0 : zero;
-    d1 = d1 > zero ? d1 : zero;
-    acc0 += __builtin_convertvector(d0, v8d);
-    acc1 += __builtin_convertvector(d1, v8d);
+  const int64_t blocks = np / kPad, words = (blocks + 63) / 64;
+  for (int64_t w = 0; w < words; ++w) {
+    uint64_t bits = alive[w], dead = 0;
+    while (bits) {
+      const int b = __builtin_ctzll(bits);
+      bits &= bits - 1;
+      const int64_t i = (w * 64 + b) * kPad;
+      v8f d0 = LOAD8(u + i) - LOAD8(k + i);
+      v8f d1 = LOAD8(u + i + 8) - LOAD8(k + i + 8);
+      d0 = d0 > zero ? d0 : zero;
+      d1 = d1 > zero ? d1 : zero;
+      const v8f both = d0 + d1;  // terms are >= 0: the sum is 0 only if all 16 are
+      uint64_t nz[4];
+      __builtin_memcpy(nz, &both, sizeof(nz));
+      if ((nz[0] | nz[1] | nz[2] | nz[3]) == 0) {
+        dead |= uint64_t(1) << b;
+        continue;
+      }
+      acc0 += __builtin_convertvector(d0, v8d);
+      acc1 += __builtin_convertvector(d1, v8d);
+    }
+    alive[w] &= ~dead;
   }
   double s = 0;
   for (int l = 0; l < 8; ++l) s += acc0[l];
@@ -455,6 +475,11 @@ void run_class(const ClassProblem& p, int64_t k, int64_t optimizer, double epsil
   std::vector<char> taken(n, 0);
   // The step at which ub[e] was last computed exactly; -1: a bound only.
   std::vector<int64_t> stamp(n, -1);
+  // Per row, one bit per 16-row block that may still add to its gain (see gain_of_alive).
+  const int64_t words = (np / kPad + 63) / 64;
+  std::vector<uint64_t> alive(static_cast<size_t>(n * words), ~uint64_t(0));
+  if ((np / kPad) % 64)
+    for (int64_t e = 0; e < n; ++e) alive[e * words + words - 1] = (uint64_t(1) << ((np / kPad) % 64)) - 1;
   auto evaluate = [&](const int64_t* which, int64_t count, int64_t t) {
     // Threads only for >= 2^21 costs of work each (see the lazy loop).
     const int64_t grain_rows = std::max<int64_t>(1, (int64_t(1) << 21) / np);
@@ -462,7 +487,7 @@ void run_class(const ClassProblem& p, int64_t k, int64_t optimizer, double epsil
       float* s = scratch_here();
       for (int64_t j = lo; j < hi; ++j) {
         const int64_t e = which ? which[j] : j;
-        ub[e] = gain_of(cost.row(e, s), u.data(), np);
+        ub[e] = gain_of_alive(cost.row(e, s), u.data(), alive.data() + e * words, np);
         stamp[e] = t;
       }
     });
