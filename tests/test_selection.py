@@ -59,10 +59,11 @@ def _numpy_greedy(x, k):
 # ---------------------------------------------------------------- exactness
 
 @pytest.mark.parametrize("similarity", SIMS)
-def test_lazy_matches_naive_bit_for_bit(similarity):
-    x, labels = _data(600, 6, 3, seed=1)
+def test_lazy_matches_naive_bit_for_bit(device, similarity):
+    x, labels = _data(600, 6, 3, seed=1, device=device)
     lazy = coreaug_fast.select_coreset(x, labels, 0.2, similarity=similarity, optimizer="lazy")
     naive = coreaug_fast.select_coreset(x, labels, 0.2, similarity=similarity, optimizer="naive")
+    assert lazy.indices.device == x.device
     assert torch.equal(lazy.indices, naive.indices)
     assert torch.equal(lazy.gains, naive.gains)
     assert torch.equal(lazy.weights, naive.weights)
@@ -71,16 +72,17 @@ def test_lazy_matches_naive_bit_for_bit(similarity):
 
 @pytest.mark.parametrize("similarity", SIMS)
 @pytest.mark.parametrize("d", [3, 40])  # direct differences and the GEMM path
-def test_matches_float64_reference_order(similarity, d):
+def test_matches_float64_reference_order(device, similarity, d):
     # small random classes: gains differ by far more than float32 rounding
-    x, labels = _data(90, d, 3, seed=d)
+    x, labels = _data(90, d, 3, seed=d, device=device)
     out = coreaug_fast.select_coreset(x, labels, 0.3, similarity=similarity)
+    assert out.indices.device == x.device and out.weights.device == x.device
     ref = facility_location_reference(x, labels, 0.3, similarity=similarity)
-    assert torch.equal(out.indices, ref.indices)
-    assert torch.equal(out.weights, ref.weights)
-    assert torch.equal(out.assignment, ref.assignment)
-    assert torch.equal(out.offsets, ref.offsets) and torch.equal(out.labels, ref.labels)
-    torch.testing.assert_close(out.gains.double(), ref.gains, rtol=2e-5, atol=1e-6 * float(ref.gains.max()))
+    assert torch.equal(out.indices.cpu(), ref.indices)
+    assert torch.equal(out.weights.cpu(), ref.weights)
+    assert torch.equal(out.assignment.cpu(), ref.assignment)
+    assert torch.equal(out.offsets.cpu(), ref.offsets) and torch.equal(out.labels.cpu(), ref.labels)
+    torch.testing.assert_close(out.gains.cpu().double(), ref.gains, rtol=2e-5, atol=1e-6 * float(ref.gains.max()))
 
 
 def test_matches_independent_numpy_greedy():
@@ -219,10 +221,12 @@ def test_identical_rows_tie_to_the_lowest_rows():
     assert out.weights.tolist() == [6.0, 0.0, 0.0]  # the earliest pick represents its ties
 
 
-def test_class_of_one_budget_zero_and_budget_above_class_size():
-    x, _ = _data(10, 3, 1, seed=19)
-    labels = torch.tensor([0, 1, 1, 1, 2, 2, 2, 2, 2, 2])
+def test_class_of_one_budget_zero_and_budget_above_class_size(device):
+    x, _ = _data(10, 3, 1, seed=19, device=device)
+    labels = torch.tensor([0, 1, 1, 1, 2, 2, 2, 2, 2, 2], device=device)
     out = coreaug_fast.select_coreset(x, labels, budget=[1, 0, 100])
+    out = coreaug_fast.Coreset(**{f: getattr(out, f).cpu() for f in out.__dataclass_fields__})
+    x, labels = x.cpu(), labels.cpu()
     assert out.offsets.tolist() == [0, 1, 1, 7]
     assert out.indices[0] == 0 and out.weights[0] == 1 and out.gains[0] == 0
     assert torch.all(out.assignment[1:4] == -1)  # a class with no picks
@@ -276,6 +280,13 @@ def test_low_precision_and_non_contiguous_inputs():
                        coreaug_fast.select_coreset(wide.contiguous(), labels, 0.2).indices)
     assert torch.equal(coreaug_fast.select_coreset(x, labels.int(), 0.2).indices,
                        coreaug_fast.select_coreset(x, labels, 0.2).indices)
+
+
+def test_torch_backend_returns_on_the_input_device(device):
+    x, labels = _data(60, 4, 2, seed=67, device=device)
+    out = coreaug_fast.select_coreset(x, labels, 0.2, backend="torch")
+    assert out.indices.device == x.device and out.assignment.device == x.device
+    assert torch.equal(out.indices.cpu(), coreaug_fast.select_coreset(x.cpu(), labels.cpu(), 0.2).indices)
 
 
 def test_far_from_origin_rows_are_centred():
