@@ -11,11 +11,16 @@ from . import reference
 from . import analysis
 from ._ext import ExtensionNotBuiltError, build_info
 from .embeddings import FactoredEmbeddings, gradient_embeddings
+from .selection import Coreset, select_coreset, select_max_loss, select_random
 
 __all__ = [
     "__version__",
+    "Coreset",
     "ExtensionNotBuiltError",
     "FactoredEmbeddings",
     "build_info",
     "gradient_embeddings",
+    "select_coreset",
+    "select_max_loss",
+    "select_random",
 ]

@@ -53,3 +53,12 @@ def check_range(name: str, x: torch.Tensor, low: int, high: int) -> None:
 def check_choice(name: str, value, choices: Sequence) -> None:
     if value not in choices:
         raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+
+
+def check_fraction(name: str, value) -> float:
+    """A real number (Python or NumPy scalar) in (0, 1]."""
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value <= 1:
+        raise ValueError(f"{name} must be a number in (0, 1], got {value!r}")
+    return float(value)

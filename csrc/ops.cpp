@@ -15,6 +15,14 @@ int coreaug_cuda_runtime_version();
 TORCH_LIBRARY(coreaug, m) {
   // softmax(logits) - onehot(targets): float32 (N, C). Targets must lie in [0, C).
   m.def("gradient_embeddings(Tensor logits, Tensor targets) -> Tensor");
+  // Greedy facility location per class over rows grouped by class: x (N, D) float32 (or the
+  // factored pair x (N, C), features (N, d)), offsets (K+1,) int64 class starts, budgets (K,)
+  // int64 picks per class summing to total. similarity 0/1/2 = distance/sqdistance/exp,
+  // optimizer 0/1/2 = naive/lazy/stochastic. Returns (rows (total,) int64 into x, gains
+  // (total,) float32, assignment (N,) int64 output position of each row's representative).
+  m.def("facility_location(Tensor x, Tensor? features, Tensor offsets, Tensor budgets, int total, "
+        "int similarity, int optimizer, float epsilon, int seed, int max_matrix_bytes) "
+        "-> (Tensor, Tensor, Tensor)");
 }
 
 // The Python module only reports how it was built; importing it registers the ops above.

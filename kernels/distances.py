@@ -5,6 +5,11 @@ Plain rows x_i ∈ R^D use ‖x_i‖² + ‖y_j‖² − 2 x_i·y_j; factored ro
 never formed. Dots are IEEE float32 (no TF32): the greedy compares gains that differ in
 late digits. Callers centre plain rows first (distances are translation invariant, and
 centring shrinks the norms whose difference the expansion cancels).
+
+Two launchers: :func:`pairwise_sq_distances` (one x against one y) and
+:func:`class_cost_matrices` (every class's own n_c × n_c cost matrix, all classes in one
+launch, for the coreset selector). Both use :func:`sq_dist_tile`, which the greedy
+kernels (kernels/greedy.py) also call to compute costs on the fly.
 """
 from __future__ import annotations
 
@@ -13,6 +18,54 @@ from typing import Optional
 import torch
 import triton
 import triton.language as tl
+
+# similarity codes, shared with kernels/greedy.py and the CPU op
+DISTANCE, SQDISTANCE, EXP = 0, 1, 2
+# Squared distances below DUP_TOL · (‖x_i‖² + ‖x_j‖²) are below float32's resolution of the
+# expansion and count as 0 (as in the CPU op and the reference): duplicates stay duplicates.
+DUP_TOL = 2.0 ** -18
+
+
+@triton.jit
+def sq_dist_tile(XA, XH, XN, YA, YH, YN, rx, ry, mask_x, mask_y, DA, DH, s_xa, s_xh, s_ya, s_yh,
+                 FACTORED: tl.constexpr, BLOCK_X: tl.constexpr, BLOCK_Y: tl.constexpr, BLOCK_D: tl.constexpr,
+                 DUP_FLOOR: tl.constexpr = False):
+    """Squared distances between rows rx of X and ry of Y, (BLOCK_X, BLOCK_Y) float32,
+    clamped at 0; with DUP_FLOOR, values below DUP_TOL · (‖x‖² + ‖y‖²) (rounding noise)
+    are 0 too. Masked rows read as zeros. XN/YN hold the rows' squared norms."""
+    rd = tl.arange(0, BLOCK_D)
+    dot_a = tl.zeros((BLOCK_X, BLOCK_Y), dtype=tl.float32)
+    for d0 in range(0, DA, BLOCK_D):
+        cols = d0 + rd
+        x = tl.load(XA + rx[:, None].to(tl.int64) * s_xa + cols[None, :], mask=mask_x[:, None] & (cols[None, :] < DA), other=0.0)
+        y = tl.load(YA + ry[:, None].to(tl.int64) * s_ya + cols[None, :], mask=mask_y[:, None] & (cols[None, :] < DA), other=0.0)
+        dot_a += tl.dot(x, tl.trans(y), input_precision="ieee")
+    if FACTORED:
+        dot_h = tl.zeros((BLOCK_X, BLOCK_Y), dtype=tl.float32)
+        for d0 in range(0, DH, BLOCK_D):
+            cols = d0 + rd
+            x = tl.load(XH + rx[:, None].to(tl.int64) * s_xh + cols[None, :], mask=mask_x[:, None] & (cols[None, :] < DH), other=0.0)
+            y = tl.load(YH + ry[:, None].to(tl.int64) * s_yh + cols[None, :], mask=mask_y[:, None] & (cols[None, :] < DH), other=0.0)
+            dot_h += tl.dot(x, tl.trans(y), input_precision="ieee")
+        dot_a = dot_a * dot_h
+    xn = tl.load(XN + rx, mask=mask_x, other=0.0)
+    yn = tl.load(YN + ry, mask=mask_y, other=0.0)
+    scale = xn[:, None] + yn[None, :]
+    d2 = scale - 2.0 * dot_a
+    if DUP_FLOOR:
+        return tl.where(d2 > 3.814697265625e-06 * scale, d2, 0.0)  # DUP_TOL
+    return tl.maximum(d2, 0.0)
+
+
+@triton.jit
+def cost_from_sq(d2, inv_dim, SIM: tl.constexpr):
+    """Squared distances -> costs: ‖·‖ (SIM 0), ‖·‖² (1), −exp(−‖·‖·inv_dim) (2)."""
+    if SIM == 1:
+        return d2
+    elif SIM == 0:
+        return tl.sqrt(d2)
+    else:
+        return -tl.exp(-tl.sqrt(d2) * inv_dim)
 
 
 @triton.jit
@@ -27,31 +80,51 @@ def _sq_distance_kernel(
     pid_n = tl.program_id(1)
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    rd = tl.arange(0, BLOCK_D)
     mask_m = rm < M
     mask_n = rn < N
-
-    dot_a = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for d0 in range(0, DA, BLOCK_D):
-        cols = d0 + rd
-        x = tl.load(XA + rm[:, None] * s_xa + cols[None, :], mask=mask_m[:, None] & (cols[None, :] < DA), other=0.0)
-        y = tl.load(YA + rn[:, None] * s_ya + cols[None, :], mask=mask_n[:, None] & (cols[None, :] < DA), other=0.0)
-        dot_a += tl.dot(x, tl.trans(y), input_precision="ieee")
-    if FACTORED:
-        dot_h = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        for d0 in range(0, DH, BLOCK_D):
-            cols = d0 + rd
-            x = tl.load(XH + rm[:, None] * s_xh + cols[None, :], mask=mask_m[:, None] & (cols[None, :] < DH), other=0.0)
-            y = tl.load(YH + rn[:, None] * s_yh + cols[None, :], mask=mask_n[:, None] & (cols[None, :] < DH), other=0.0)
-            dot_h += tl.dot(x, tl.trans(y), input_precision="ieee")
-        dot_a = dot_a * dot_h
-
-    xn = tl.load(XN + rm, mask=mask_m, other=0.0)
-    yn = tl.load(YN + rn, mask=mask_n, other=0.0)
-    d2 = tl.maximum(xn[:, None] + yn[None, :] - 2.0 * dot_a, 0.0)
+    d2 = sq_dist_tile(XA, XH, XN, YA, YH, YN, rm, rn, mask_m, mask_n, DA, DH, s_xa, s_xh, s_ya, s_yh,
+                      FACTORED, BLOCK_M, BLOCK_N, BLOCK_D)
     if ZERO_DIAGONAL:
         d2 = tl.where(rm[:, None] == rn[None, :], 0.0, d2)
     tl.store(OUT + rm[:, None] * s_om + rn[None, :], d2, mask=mask_m[:, None] & mask_n[None, :])
+
+
+@triton.jit
+def _class_cost_kernel(
+    XA, XH, XN, COST, CMAX,
+    TILE_CLASS, TILE_I, TILE_J, ROW_OFF, MAT_OFF, NPAD,
+    DA, DH, s_xa, s_xh, inv_dim,
+    SIM: tl.constexpr, FACTORED: tl.constexpr, STORE: tl.constexpr, WANT_MAX: tl.constexpr,
+    BLOCK: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    # One upper-triangle tile (bi <= bj) of one class; it also writes the mirror tile, so
+    # every matrix is exactly symmetric.
+    tile = tl.program_id(0)
+    c = tl.load(TILE_CLASS + tile)
+    bi = tl.load(TILE_I + tile)
+    bj = tl.load(TILE_J + tile)
+    r0 = tl.load(ROW_OFF + c)
+    n = tl.load(ROW_OFF + c + 1) - r0
+    ri = bi * BLOCK + tl.arange(0, BLOCK)
+    rj = bj * BLOCK + tl.arange(0, BLOCK)
+    mi = ri < n
+    mj = rj < n
+    xa = XA + r0.to(tl.int64) * s_xa
+    xh = XH + r0.to(tl.int64) * s_xh
+    xn = XN + r0
+    d2 = sq_dist_tile(xa, xh, xn, xa, xh, xn, ri, rj, mi, mj, DA, DH, s_xa, s_xh, s_xa, s_xh,
+                      FACTORED, BLOCK, BLOCK, BLOCK_D, DUP_FLOOR=True)
+    d2 = tl.where(ri[:, None] == rj[None, :], 0.0, d2)
+    k = cost_from_sq(d2, inv_dim, SIM)
+    upper = ri[:, None] <= rj[None, :]
+    valid = mi[:, None] & mj[None, :]
+    if STORE:
+        base = COST + tl.load(MAT_OFF + c)
+        npad = tl.load(NPAD + c).to(tl.int64)
+        tl.store(base + ri[:, None].to(tl.int64) * npad + rj[None, :], k, mask=valid & upper)
+        tl.store(base + rj[None, :].to(tl.int64) * npad + ri[:, None], k, mask=valid & (ri[:, None] < rj[None, :]))
+    if WANT_MAX:
+        tl.atomic_max(CMAX + c, tl.max(tl.where(valid & upper, k, 0.0)))
 
 
 def _factors(e):
@@ -62,8 +135,13 @@ def _factors(e):
 
 
 def _sq_norms(a: torch.Tensor, h: Optional[torch.Tensor]) -> torch.Tensor:
-    n = (a * a).sum(1)
-    return n if h is None else n * (h * h).sum(1)
+    n = (a.double() ** 2).sum(1)
+    return (n if h is None else n * (h.double() ** 2).sum(1)).float()
+
+
+def _blocks(device: torch.device):
+    # small blocks keep the interpreter quick
+    return (64, 32) if device.type == "cuda" else (16, 16)
 
 
 def pairwise_sq_distances(x, y=None, *, out: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -93,8 +171,7 @@ def pairwise_sq_distances(x, y=None, *, out: Optional[torch.Tensor] = None) -> t
     yn = xn if y is None else _sq_norms(ya, yh)
     factored = xh is not None
     dh = xh.shape[1] if factored else 0
-    block = 64 if xa.is_cuda else 16  # small blocks keep the interpreter quick
-    block_d = 32 if xa.is_cuda else 16
+    block, block_d = _blocks(xa.device)
     grid = (triton.cdiv(m, block), triton.cdiv(n, block))
     _sq_distance_kernel[grid](
         xa, xh if factored else xa, ya, yh if factored else ya, xn, yn, out,
@@ -105,3 +182,65 @@ def pairwise_sq_distances(x, y=None, *, out: Optional[torch.Tensor] = None) -> t
         BLOCK_M=block, BLOCK_N=block, BLOCK_D=block_d,
     )
     return out
+
+
+def padded_rows(counts: torch.Tensor) -> torch.Tensor:
+    """Row stride of each class's cost matrix: n_c rounded up to 16 (64-byte rows)."""
+    return (counts + 15) // 16 * 16
+
+
+def class_cost_matrices(x, offsets: torch.Tensor, similarity: int, *, store: bool = True):
+    """Every class's n_c × n_c cost matrix, all classes in one launch.
+
+    Args:
+        x: (N, D) float32 rows grouped by class (plain rows already centred per class), or
+            a (grad (N, C), features (N, d)) pair for factored rows; CUDA (or CPU under the
+            interpreter).
+        offsets: (m + 1,) int64 CPU tensor, class t owns rows offsets[t]:offsets[t+1].
+        similarity: DISTANCE, SQDISTANCE or EXP (cost ‖·‖, ‖·‖² or −exp(−‖·‖/dim)).
+        store: False computes only the per-class maxima (for costs computed on the fly).
+
+    Returns:
+        ``(costs, mat_off, npad, cmax)``: the flat float32 buffer in which class t's matrix
+        starts at ``mat_off[t]`` (int64) with row stride ``npad[t]`` (int32), exactly
+        symmetric with an exact diagonal (0, or −1 for EXP), squared distances below
+        DUP_TOL · (‖x_i‖² + ‖x_j‖²) taken as 0; and ``cmax`` (m,) float32, the
+        largest cost per class (0 for EXP). ``costs`` is None when ``store`` is False.
+    """
+    xa, xh = _factors(x)
+    device = xa.device
+    counts = offsets[1:] - offsets[:-1]
+    npad = padded_rows(counts)
+    sizes = counts * npad
+    mat_off = torch.zeros_like(offsets)
+    torch.cumsum(sizes, 0, out=mat_off[1:])
+    block, block_d = _blocks(device)
+    nb = (counts + block - 1) // block
+    # the upper-triangle tiles (bi <= bj) of every class, built once per distinct class size
+    classes, tile_i, tile_j = [], [], []
+    for b in torch.unique(nb).tolist():
+        if b == 0:
+            continue
+        members = (nb == b).nonzero().squeeze(1).int()
+        i, j = torch.triu_indices(b, b, dtype=torch.int32)
+        classes.append(members.repeat_interleave(i.numel()))
+        tile_i.append(i.repeat(members.numel()))
+        tile_j.append(j.repeat(members.numel()))
+    m = counts.numel()
+    cmax = torch.zeros(m, dtype=torch.float32, device=device)
+    costs = torch.empty(int(mat_off[-1]), dtype=torch.float32, device=device) if store else None
+    if not classes:
+        return costs, mat_off[:-1].to(device), npad.int().to(device), cmax
+    tc, ti, tj = (torch.cat(v).to(device) for v in (classes, tile_i, tile_j))
+    factored = xh is not None
+    dim = xa.shape[1] * (xh.shape[1] if factored else 1)
+    xn = _sq_norms(xa, xh)
+    _class_cost_kernel[(tc.numel(),)](
+        xa, xh if factored else xa, xn, costs if store else cmax, cmax,
+        tc, ti, tj, offsets.to(device=device, dtype=torch.int32), mat_off[:-1].to(device), npad.int().to(device),
+        xa.shape[1], xh.shape[1] if factored else 0, xa.stride(0), xh.stride(0) if factored else 0,
+        1.0 / max(dim, 1),
+        SIM=similarity, FACTORED=factored, STORE=store, WANT_MAX=similarity != EXP,
+        BLOCK=block, BLOCK_D=block_d,
+    )
+    return costs, mat_off[:-1].to(device), npad.int().to(device), cmax

@@ -45,3 +45,40 @@ def test_mixing_plain_and_factored_is_an_error():
     x = torch.randn(3, 4).to(TRITON_DEVICE)
     with pytest.raises(ValueError, match="both be plain or both be factored"):
         distances.pairwise_sq_distances(x, coreaug_fast.FactoredEmbeddings(x, x))
+
+
+@pytest.mark.parametrize("similarity", [distances.DISTANCE, distances.SQDISTANCE, distances.EXP])
+def test_class_cost_matrices_match_float64_cdist_per_class(similarity):
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(75, 6, generator=g).to(TRITON_DEVICE)
+    offsets = torch.tensor([0, 1, 34, 34, 75])  # a class of one, an empty class
+    costs, mat_off, npad, cmax = distances.class_cost_matrices(x, offsets, similarity)
+    for c in range(4):
+        lo, hi = int(offsets[c]), int(offsets[c + 1])
+        n = hi - lo
+        if n == 0:
+            continue
+        assert int(npad[c]) % 16 == 0 and int(npad[c]) >= n
+        k = costs[int(mat_off[c]):int(mat_off[c]) + n * int(npad[c])].view(n, int(npad[c]))[:, :n]
+        d = pairwise_distances_reference(x[lo:hi])
+        ref = {distances.DISTANCE: d, distances.SQDISTANCE: d * d, distances.EXP: -torch.exp(-d / 6)}[similarity]
+        torch.testing.assert_close(k.double(), ref, rtol=1e-5, atol=2e-6)
+        assert torch.equal(k, k.T)  # exactly symmetric
+        assert torch.all(k.diagonal() == (-1.0 if similarity == distances.EXP else 0.0))
+        expect = 0.0 if similarity == distances.EXP else float(ref.max())
+        assert float(cmax[c]) == pytest.approx(expect, rel=1e-5, abs=1e-6)
+    _, _, _, cmax_only = distances.class_cost_matrices(x, offsets, similarity, store=False)
+    assert torch.equal(cmax_only, cmax)
+
+
+def test_class_cost_matrices_factored_and_duplicates():
+    g = torch.Generator().manual_seed(4)
+    a = torch.randn(40, 3, generator=g).to(TRITON_DEVICE)
+    h = torch.randn(40, 9, generator=g).to(TRITON_DEVICE)
+    a[7], h[7] = a[3], h[3]  # a duplicate row: its distance must be exactly 0
+    emb = coreaug_fast.FactoredEmbeddings(a, h)
+    offsets = torch.tensor([0, 40])
+    costs, _, npad, _ = distances.class_cost_matrices(emb, offsets, distances.SQDISTANCE)
+    k = costs.view(40, int(npad[0]))[:, :40]
+    torch.testing.assert_close(k.double(), pairwise_distances_reference(emb, squared=True), rtol=1e-5, atol=1e-3)
+    assert k[3, 7] == 0 and k[7, 3] == 0

@@ -2,5 +2,6 @@
 compiled extension. Slow by design; written for clarity, in float64 where it matters."""
 from .embeddings import gradient_embeddings_reference
 from .distances import pairwise_distances_reference
+from .selection import facility_location_reference
 
-__all__ = ["gradient_embeddings_reference", "pairwise_distances_reference"]
+__all__ = ["facility_location_reference", "gradient_embeddings_reference", "pairwise_distances_reference"]

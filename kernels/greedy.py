@@ -1,0 +1,288 @@
+"""Greedy facility location on the GPU, all classes at once, in Triton.
+
+Costs K (smaller = more similar), start levels b and gains are defined as in
+:mod:`coreaug_fast.selection`: with u_i = min(b, min_{j∈S} K_ij) the gain of e is
+Σ_i max(0, u_i − K_ie). Every gain is computed by one routine (:func:`_gains`: fixed
+chunks, fixed reduction), so a computed gain only shrinks as u shrinks and a stale gain
+is a true upper bound; the exact lazy greedy therefore returns the naive greedy's
+sequence, ties to the lowest row.
+
+Kernels (the launcher :func:`facility_location` runs them with no host synchronisation
+between greedy steps):
+
+* ``_refresh_kernel``: exact gains of every unchosen row of every class at the current u
+  (one program per 16 candidates; uses the whole GPU). Run before the first pick and
+  again after it, when every bound is stale at once.
+* ``_greedy_kernel``: one persistent program per class runs its greedy steps. Per step:
+  the row e0 with the largest bound is re-evaluated; every row whose bound could still
+  beat (or tie lower) the best fresh gain is compacted into a list and re-evaluated
+  16 at a time, pruning against the running best; the winner is recorded and u and the
+  assignment are updated. Naive mode re-evaluates every unchosen row instead.
+
+Costs come from the stored per-class matrices of :func:`class_cost_matrices`, or, when
+they would not fit in memory, are recomputed on the fly from the embeddings
+(:func:`sq_dist_tile`), n² · D work per full pass instead of n² memory.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from .distances import EXP, _factors, _sq_norms, class_cost_matrices, cost_from_sq, padded_rows, sq_dist_tile
+
+NAIVE, LAZY = 0, 1
+_FLOAT32_EPS = 2.0 ** -24
+
+
+@triton.jit
+def _cost_tile(COST, mat0, npad, XA, XH, XN, r0, ra, rb, ma, mb, DA, DH, s_xa, s_xh, inv_dim,
+               SIM: tl.constexpr, STORED: tl.constexpr, FACTORED: tl.constexpr,
+               BA: tl.constexpr, BB: tl.constexpr, BLOCK_D: tl.constexpr):
+    """K[ra, rb] of one class (local rows), (BA, BB); masked entries are 0."""
+    mask = ma[:, None] & mb[None, :]
+    if STORED:
+        k = tl.load(COST + mat0 + ra[:, None].to(tl.int64) * npad + rb[None, :], mask=mask, other=0.0)
+    else:
+        xa = XA + r0.to(tl.int64) * s_xa
+        xh = XH + r0.to(tl.int64) * s_xh
+        xn = XN + r0
+        d2 = sq_dist_tile(xa, xh, xn, xa, xh, xn, ra, rb, ma, mb, DA, DH, s_xa, s_xh, s_xa, s_xh,
+                          FACTORED, BA, BB, BLOCK_D, DUP_FLOOR=True)
+        d2 = tl.where(ra[:, None] == rb[None, :], 0.0, d2)
+        k = tl.where(mask, cost_from_sq(d2, inv_dim, SIM), 0.0)
+    return k
+
+
+@triton.jit
+def _gains(COST, mat0, npad, XA, XH, XN, U, r0, n, cand, live, DA, DH, s_xa, s_xh, inv_dim,
+           SIM: tl.constexpr, STORED: tl.constexpr, FACTORED: tl.constexpr,
+           BC: tl.constexpr, BI: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Σ_i max(0, u_i − K_ie) for the BC candidates ``cand`` (local rows) where ``live``;
+    chunk sums added in row order. Values for dead lanes are meaningless."""
+    acc = tl.zeros((BC,), dtype=tl.float32)
+    for i0 in range(0, n, BI):
+        ii = i0 + tl.arange(0, BI)
+        mi = ii < n
+        u = tl.load(U + r0 + ii, mask=mi, other=0.0)
+        k = _cost_tile(COST, mat0, npad, XA, XH, XN, r0, cand, ii, live, mi, DA, DH, s_xa, s_xh, inv_dim,
+                       SIM, STORED, FACTORED, BC, BI, BLOCK_D)
+        acc += tl.sum(tl.maximum(u[None, :] - k, 0.0), axis=1)  # padding: u = 0 = K, a zero term
+    return acc
+
+
+@triton.jit
+def _refresh_kernel(COST, MAT_OFF, NPAD, XA, XH, XN, U, UB, ROW_OFF, TILE_CLASS, TILE_START,
+                    DA, DH, s_xa, s_xh, inv_dim, slack_per_chunk,
+                    SIM: tl.constexpr, STORED: tl.constexpr, FACTORED: tl.constexpr,
+                    BC: tl.constexpr, BI: tl.constexpr, BLOCK_D: tl.constexpr):
+    tile = tl.program_id(0)
+    c = tl.load(TILE_CLASS + tile)
+    r0 = tl.load(ROW_OFF + c)
+    n = tl.load(ROW_OFF + c + 1) - r0
+    cand = tl.load(TILE_START + tile) + tl.arange(0, BC)
+    ub = tl.load(UB + r0 + cand, mask=cand < n, other=float("-inf"))
+    live = (cand < n) & (ub != float("-inf"))  # -inf marks chosen rows
+    g = _gains(COST, tl.load(MAT_OFF + c), tl.load(NPAD + c).to(tl.int64), XA, XH, XN, U, r0, n, cand, live,
+               DA, DH, s_xa, s_xh, inv_dim, SIM, STORED, FACTORED, BC, BI, BLOCK_D)
+    # Another kernel may sum the same terms in another order: a relative slack of a few
+    # rounding errors per chunk keeps the stored value an upper bound of _greedy_kernel's.
+    chunks = (n + BI - 1) // BI
+    tl.store(UB + r0 + cand, g * (1.0 + slack_per_chunk * (chunks + 16)), mask=live)
+
+
+@triton.jit
+def _greedy_kernel(COST, MAT_OFF, NPAD, XA, XH, XN, U, UB, CAND, ROW_OFF, OUT_OFF, BUDGET,
+                   OUT_ROWS, OUT_GAINS, ASSIGN, T0, T1,
+                   DA, DH, s_xa, s_xh, inv_dim,
+                   SIM: tl.constexpr, STORED: tl.constexpr, FACTORED: tl.constexpr, OPT: tl.constexpr,
+                   BC: tl.constexpr, BI: tl.constexpr, BS: tl.constexpr, BLOCK_D: tl.constexpr):
+    c = tl.program_id(0)
+    r0 = tl.load(ROW_OFF + c)
+    n = tl.load(ROW_OFF + c + 1) - r0
+    o0 = tl.load(OUT_OFF + c)
+    k = tl.load(BUDGET + c)
+    mat0 = tl.load(MAT_OFF + c)
+    npad = tl.load(NPAD + c).to(tl.int64)
+    lanes = tl.arange(0, BC)
+    big = 2147483647
+    for t in range(T0, tl.minimum(T1, k)):
+        # Global scratch written by other threads of this program in the last step.
+        tl.debug_barrier()
+        best_g = -1.0
+        best_e = 0
+        if OPT == 0:  # naive: every unchosen row, every step
+            for c0 in range(0, n, BC):
+                cand = c0 + lanes
+                ub = tl.load(UB + r0 + cand, mask=cand < n, other=float("-inf"))
+                live = (cand < n) & (ub != float("-inf"))
+                g = _gains(COST, mat0, npad, XA, XH, XN, U, r0, n, cand, live, DA, DH, s_xa, s_xh, inv_dim,
+                           SIM, STORED, FACTORED, BC, BI, BLOCK_D)
+                gm = tl.where(live, g, -1.0)
+                tm = tl.max(gm, axis=0)
+                ti = tl.min(tl.where(gm == tm, cand, big), axis=0)
+                take = tm > best_g  # chunks come in row order: ties keep the lower row
+                best_e = tl.where(take, ti, best_e)
+                best_g = tl.maximum(tm, best_g)
+        else:
+            # the largest bound (lowest row on ties)
+            top = float("-inf")
+            e0 = 0
+            for j0 in range(0, n, BS):
+                jj = j0 + tl.arange(0, BS)
+                v = tl.load(UB + r0 + jj, mask=jj < n, other=float("-inf"))
+                cm = tl.max(v, axis=0)
+                ci = tl.min(tl.where(v == cm, jj, big), axis=0)
+                e0 = tl.where(cm > top, ci, e0)
+                top = tl.maximum(cm, top)
+            first = lanes == 0
+            g = _gains(COST, mat0, npad, XA, XH, XN, U, r0, n, e0 + lanes * 0, first, DA, DH, s_xa, s_xh, inv_dim,
+                       SIM, STORED, FACTORED, BC, BI, BLOCK_D)
+            g0 = tl.sum(tl.where(first, g, 0.0), axis=0)
+            best_g = g0
+            best_e = e0
+            # every row whose bound could beat e0 (or tie it from a lower row)
+            count = 0
+            for j0 in range(0, n, BS):
+                jj = j0 + tl.arange(0, BS)
+                v = tl.load(UB + r0 + jj, mask=jj < n, other=float("-inf"))
+                keep = (jj < n) & (jj != e0) & ((v > g0) | ((v == g0) & (jj < e0)))
+                kept = keep.to(tl.int32)
+                pos = count + tl.cumsum(kept, axis=0) - 1
+                tl.store(CAND + r0 + pos, jj, mask=keep)
+                count += tl.sum(kept, axis=0)
+            tl.debug_barrier()
+            for c0 in range(0, count, BC):
+                slot = c0 + lanes
+                ms = slot < count
+                cand = tl.load(CAND + r0 + slot, mask=ms, other=0)
+                ub = tl.load(UB + r0 + cand, mask=ms, other=float("-inf"))
+                live = ms & ((ub > best_g) | ((ub == best_g) & (cand < best_e)))
+                if tl.sum(live.to(tl.int32), axis=0) > 0:
+                    g = _gains(COST, mat0, npad, XA, XH, XN, U, r0, n, cand, live, DA, DH, s_xa, s_xh, inv_dim,
+                               SIM, STORED, FACTORED, BC, BI, BLOCK_D)
+                    tl.store(UB + r0 + cand, g, mask=live)
+                    gm = tl.where(live, g, -1.0)
+                    tm = tl.max(gm, axis=0)
+                    ti = tl.min(tl.where(gm == tm, cand, big), axis=0)
+                    take = (tm > best_g) | ((tm == best_g) & (ti < best_e))
+                    best_e = tl.where(take, ti, best_e)
+                    best_g = tl.where(take, tm, best_g)
+            tl.store(UB + r0 + e0, g0, mask=e0 != best_e)
+        tl.store(OUT_ROWS + o0 + t, (r0 + best_e).to(tl.int64))
+        tl.store(OUT_GAINS + o0 + t, best_g)
+        # other threads stored the winner's fresh gain above; -inf must land after it
+        tl.debug_barrier()
+        tl.store(UB + r0 + best_e, float("-inf"))
+        # u_i = min(u_i, K_{e,i}); rows strictly closer to e (all rows at the first pick) move to it
+        first = lanes == 0
+        for i0 in range(0, n, BI):
+            ii = i0 + tl.arange(0, BI)
+            mi = ii < n
+            kt = _cost_tile(COST, mat0, npad, XA, XH, XN, r0, best_e + lanes * 0, ii, first, mi,
+                            DA, DH, s_xa, s_xh, inv_dim, SIM, STORED, FACTORED, BC, BI, BLOCK_D)
+            krow = tl.sum(tl.where(first[:, None], kt, 0.0), axis=0)
+            u = tl.load(U + r0 + ii, mask=mi, other=0.0)
+            closer = (krow < u) | (t == 0)
+            tl.store(ASSIGN + r0 + ii, (o0 + t).to(tl.int64), mask=mi & closer)
+            tl.store(U + r0 + ii, tl.minimum(u, krow), mask=mi)
+
+
+def _blocks(device: torch.device, stored: bool):
+    """(BC, BI, BS, BLOCK_D). On the GPU, costs computed on the fly hold two dot
+    accumulators per tile: narrower row chunks keep them in registers (no spills on sm_90).
+    Small blocks keep the interpreter quick."""
+    if device.type != "cuda":
+        return 16, 32, 64, 16
+    return (16, 256, 1024, 32) if stored else (16, 64, 1024, 32)
+
+
+def _matrix_budget(device: torch.device) -> int:
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free * 0.6)
+    from coreaug_fast import selection
+
+    return selection.MAX_MATRIX_BYTES
+
+
+def facility_location(x, h, offsets: torch.Tensor, budgets: torch.Tensor, total: int, *,
+                      similarity: str = "distance", optimizer: str = "lazy", epsilon: float = 0.01,
+                      seed: int = 0, stored=None):
+    """Greedy facility location for every class, on the device of ``x``.
+
+    Args:
+        x: (N, D) float32 rows grouped by class (plain rows centred per class), or the
+            grad factor (N, C) when ``h`` (N, d) is given (factored rows).
+        offsets: (m + 1,) int64 CPU tensor of class starts; budgets: (m,) int64 CPU picks
+            per class (<= class size), summing to ``total``.
+        similarity: "distance", "sqdistance" or "exp"; optimizer: "naive" or "lazy".
+        stored: force stored matrices (True) or on-the-fly costs (False); default: stored
+            when they fit in 60% of free GPU memory.
+
+    Returns:
+        ``(rows, gains, assignment)`` as torch.ops.coreaug.facility_location: rows (total,)
+        int64 into x in greedy order per class, gains (total,) float32, assignment (N,) int64
+        output position of each row's representative (-1 for classes with no picks).
+    """
+    if optimizer not in ("naive", "lazy"):
+        raise ValueError(f"the Triton selector runs optimizer 'naive' or 'lazy', got {optimizer!r}")
+    sim = ("distance", "sqdistance", "exp").index(similarity)
+    emb = x if h is None else (x, h)
+    xa, xh = _factors(emb)
+    device = xa.device
+    n_total = xa.shape[0]
+    counts = offsets[1:] - offsets[:-1]
+    m = counts.numel()
+    rows = torch.empty(total, dtype=torch.long, device=device)
+    gains = torch.empty(total, dtype=torch.float32, device=device)
+    assign = torch.full((n_total,), -1, dtype=torch.long, device=device)
+    if total == 0:
+        return rows, gains, assign
+    if stored is None:
+        stored = int((counts * padded_rows(counts)).sum()) * 4 <= _matrix_budget(device)
+    costs, mat_off, npad, cmax = class_cost_matrices(emb, offsets, sim, store=stored)
+    factored = xh is not None
+    dim = xa.shape[1] * (xh.shape[1] if factored else 1)
+    xn = _sq_norms(xa, xh)
+    row_off = offsets.to(device=device, dtype=torch.int32)
+    class_of_row = torch.repeat_interleave(torch.arange(m, device=device), counts.to(device))
+    level = torch.zeros(m, device=device) if sim == EXP else cmax
+    u = level[class_of_row].contiguous()
+    ub = torch.zeros(n_total, dtype=torch.float32, device=device)
+    cand = torch.empty(n_total, dtype=torch.int32, device=device)
+    out_off = torch.zeros(m, dtype=torch.int32)
+    torch.cumsum(budgets[:-1], 0, out=out_off[1:])
+    bc, bi, bs, bd = _blocks(device, stored)
+    common = dict(DA=xa.shape[1], DH=xh.shape[1] if factored else 0, s_xa=xa.stride(0),
+                  s_xh=xh.stride(0) if factored else 0, inv_dim=1.0 / max(dim, 1),
+                  SIM=sim, STORED=stored, FACTORED=factored, BC=bc, BI=bi, BLOCK_D=bd)
+    ptrs = (costs if stored else xa, mat_off, npad, xa, xh if factored else xa, xn, u, ub)
+    greedy_args = (*ptrs, cand, row_off, out_off.to(device), budgets.to(device=device, dtype=torch.int32),
+                   rows, gains, assign)
+    k_max = int(budgets.max())
+
+    if optimizer == "lazy":
+        # candidate tiles of 16 rows, for every class with picks
+        tiles = torch.where(budgets > 0, (counts + bc - 1) // bc, 0)
+        tiles_class = torch.repeat_interleave(torch.arange(m, dtype=torch.int32), tiles)
+        first_tile = torch.cumsum(tiles, 0) - tiles
+        tiles_start = ((torch.arange(int(tiles.sum())) - first_tile.repeat_interleave(tiles)) * bc).int()
+        tiles_class, tiles_start = tiles_class.to(device), tiles_start.to(device)
+
+        def refresh():
+            _refresh_kernel[(tiles_class.numel(),)](*ptrs, row_off, tiles_class, tiles_start,
+                                                    slack_per_chunk=4 * _FLOAT32_EPS * math.log2(2 * bi), **common)
+
+        # Before the first pick and after it every bound is stale: refresh them all across
+        # the whole GPU, then let one program per class run the remaining steps.
+        refresh()
+        _greedy_kernel[(m,)](*greedy_args, 0, 1, OPT=LAZY, BS=bs, **common)
+        if k_max > 1:
+            refresh()
+            _greedy_kernel[(m,)](*greedy_args, 1, k_max, OPT=LAZY, BS=bs, **common)
+    else:
+        _greedy_kernel[(m,)](*greedy_args, 0, k_max, OPT=NAIVE, BS=bs, **common)
+    return rows, gains, assign
