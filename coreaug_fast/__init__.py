@@ -10,6 +10,7 @@ __version__ = "0.1.0"
 from . import reference
 from ._ext import ExtensionNotBuiltError, build_info
 from .embeddings import FactoredEmbeddings, gradient_embeddings
+from .loss import weighted_cross_entropy
 
 __all__ = [
     "__version__",
@@ -17,4 +18,5 @@ __all__ = [
     "FactoredEmbeddings",
     "build_info",
     "gradient_embeddings",
+    "weighted_cross_entropy",
 ]
