@@ -3,8 +3,9 @@
 Training on a coreset ``S`` with weights ``ρ`` minimises ``Σ_{i∈S} ρ_i · CE(x_i, y_i)``
 (paper Eq. 12). The usual ``(F.cross_entropy(x, y, reduction="none") * w).sum()`` runs
 several kernels and keeps N×C buffers (log-probabilities, the scattered one-hot gradient)
-alive; this op reads the logits once in the forward, saves one float32 log-sum-exp per
-row, and in the backward recomputes the softmax and writes the gradient directly:
+alive; this op reads the logits in the forward, saves one log-sum-exp per row (float64,
+so that logits far from 0 keep float32-accurate softmax values), and in the backward
+recomputes the softmax and writes the gradient directly:
 
     loss_i = w_i · CE_i,   CE_i = −Σ_j q_ij log softmax(x_i)_j,
     q_ij = (1 − ε)[j = y_i] + ε / C                      (ε = label_smoothing),
@@ -123,9 +124,9 @@ if _ext.available():
         torch._check(logits.shape[0] == targets.shape[0], lambda: "logits and targets differ in rows")
         if weights is not None:
             torch._check(weights.shape == targets.shape, lambda: "weights and targets differ in shape")
-        acc = _acc_dtype(logits.dtype)
         n = logits.shape[0]
-        return logits.new_empty((n,), dtype=acc), logits.new_empty((n,), dtype=acc)
+        return (logits.new_empty((n,), dtype=_acc_dtype(logits.dtype)),
+                logits.new_empty((n,), dtype=torch.float64))
 
     @torch.library.register_fake("coreaug::weighted_cross_entropy_backward")
     def _(grad_loss, logits, targets, weights, lse, label_smoothing):
@@ -150,12 +151,12 @@ if _ext.available():
             grad_logits = torch.ops.coreaug.weighted_cross_entropy_backward(
                 grad_loss, logits, targets, weights, lse, eps)
         if weights is not None and ctx.needs_input_grad[2]:
-            # CE_i from the saved lse: lse − (1−ε)·x_{i,y_i} − ε·mean_j x_ij. O(N) without
-            # smoothing, one row-sum pass with it; no N×C buffer either way.
-            ce = lse - logits.gather(1, targets[:, None]).squeeze(1).to(lse.dtype)
+            # CE_i from the saved (float64) lse: lse − (1−ε)·x_{i,y_i} − ε·mean_j x_ij. O(N)
+            # without smoothing, one row-sum pass with it; no N×C buffer either way.
+            ce = lse - logits.gather(1, targets[:, None]).squeeze(1).double()
             if eps > 0:
-                ce = (1 - eps) * ce + eps * (lse - logits.sum(1, dtype=lse.dtype) / logits.shape[1])
-            grad_weights = grad_loss * ce
+                ce = (1 - eps) * ce + eps * (lse - logits.sum(1, dtype=torch.float64) / logits.shape[1])
+            grad_weights = grad_loss * ce.to(grad_loss.dtype)
         return grad_logits, None, grad_weights, None
 
     torch.library.register_autograd("coreaug::weighted_cross_entropy", _backward,

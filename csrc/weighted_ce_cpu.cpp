@@ -41,7 +41,6 @@ namespace {
 constexpr int kLanes = 16;
 typedef float f32x16 __attribute__((vector_size(64)));
 typedef uint32_t u32x16 __attribute__((vector_size(64)));
-typedef int32_t i32x16 __attribute__((vector_size(64)));
 
 // exp(x) for x <= 0 (the only arguments softmax needs), as scalar or 16 lanes:
 // x = n·ln2 + r with |r| <= ln2/2, e^r by its degree-7 Taylor polynomial (truncation
@@ -185,7 +184,7 @@ COREAUG_INLINE acc_t row_loss(acc_t m, acc_t log_s, acc_t z, acc_t x_target, int
 // Forward over rows [begin, end) for float, half and bfloat16 logits (float32 maths).
 template <typename scalar_t>
 COREAUG_CLONES void forward_rows_vec(const scalar_t* x, const int64_t* t, const float* w,
-                                     float* loss, float* lse, int64_t begin, int64_t end,
+                                     float* loss, double* lse, int64_t begin, int64_t end,
                                      int64_t c, float eps) {
   const int64_t cv = c - c % kLanes, rem = c - cv;
   const float inf = std::numeric_limits<float>::infinity();
@@ -211,13 +210,14 @@ COREAUG_CLONES void forward_rows_vec(const scalar_t* x, const int64_t* t, const 
       vs += exp_v(d);
       vz += real > 0.0f ? d : f32x16{};
     }
-    const float log_s = std::log(hsum(vs)), z = hsum(vz);
+    const double log_s = std::log(static_cast<double>(hsum(vs)));
+    const float z = hsum(vz);
     if (std::isnan(z)) {  // a NaN logit (or m = ±inf): the row's loss is NaN, as in PyTorch
       lse[i] = loss[i] = std::numeric_limits<float>::quiet_NaN();
       continue;
     }
-    lse[i] = m + log_s;
-    loss[i] = (w ? w[i] : 1.0f) * row_loss<float>(m, log_s, z, static_cast<float>(row[t[i]]), c, eps);
+    lse[i] = static_cast<double>(m) + log_s;
+    loss[i] = (w ? w[i] : 1.0f) * row_loss<float>(m, static_cast<float>(log_s), z, static_cast<float>(row[t[i]]), c, eps);
   }
 }
 
@@ -225,7 +225,7 @@ COREAUG_CLONES void forward_rows_vec(const scalar_t* x, const int64_t* t, const 
 // (smoothed) target distribution, q_ij = (1−ε)[j = y_i] + ε/C.
 template <typename scalar_t>
 COREAUG_CLONES void backward_rows_vec(const float* g, int64_t g_stride, const scalar_t* x,
-                                      const int64_t* t, const float* w, const float* lse,
+                                      const int64_t* t, const float* w, const double* lse,
                                       scalar_t* out, int64_t begin, int64_t end, int64_t c,
                                       float eps) {
   const int64_t cv = c - c % kLanes, rem = c - cv;
@@ -237,17 +237,20 @@ COREAUG_CLONES void backward_rows_vec(const float* g, int64_t g_stride, const sc
     const scalar_t* row = x + i * c;
     scalar_t* o = out + i * c;
     const float scale = g[i * g_stride] * (w ? w[i] : 1.0f);
-    const float l = lse[i];
-    if (std::isnan(l)) {
-      for (int64_t j = 0; j < c; ++j) o[j] = static_cast<scalar_t>(l);
+    // x − lse as (x − hi) − lo: with logits far from 0 (say 1000) a float32 lse alone
+    // would already be off by half its ulp (3e-5), and so would every softmax value.
+    const float hi = static_cast<float>(lse[i]);
+    const float lo = static_cast<float>(lse[i] - static_cast<double>(hi));
+    if (std::isnan(hi)) {
+      for (int64_t j = 0; j < c; ++j) o[j] = static_cast<scalar_t>(hi);
       continue;
     }
     for (int64_t j = 0; j < cv; j += kLanes) {
-      store16(o + j, (exp_v(load16(row + j) - l) - off) * scale);
+      store16(o + j, (exp_v((load16(row + j) - hi) - lo) - off) * scale);
     }
-    if (rem) store_tail(o + cv, rem, (exp_v(load_tail(row + cv, x_end, rem, real, 0.0f) - l) - off) * scale);
+    if (rem) store_tail(o + cv, rem, (exp_v((load_tail(row + cv, x_end, rem, real, 0.0f) - hi) - lo) - off) * scale);
     const int64_t y = t[i];
-    o[y] = static_cast<scalar_t>((exp_s(static_cast<float>(row[y]) - l) - on) * scale);
+    o[y] = static_cast<scalar_t>((exp_s((static_cast<float>(row[y]) - hi) - lo) - on) * scale);
   }
 }
 
@@ -306,7 +309,7 @@ std::tuple<at::Tensor, at::Tensor> weighted_cross_entropy_cpu(
   const int64_t n = logits.size(0), c = logits.size(1);
   const auto acc = weighted_ce_acc_type(logits.scalar_type());
   auto loss = at::empty({n}, logits.options().dtype(acc));
-  auto lse = at::empty({n}, logits.options().dtype(acc));
+  auto lse = at::empty({n}, logits.options().dtype(at::kDouble));
   if (n == 0) return {loss, lse};
   auto x = logits.contiguous();
   auto t = targets.contiguous();
@@ -326,7 +329,7 @@ std::tuple<at::Tensor, at::Tensor> weighted_cross_entropy_cpu(
     if constexpr (!std::is_same_v<scalar_t, double>) {
       const scalar_t* xp = x.data_ptr<scalar_t>();
       float* lp = loss.data_ptr<float>();
-      float* sp = lse.data_ptr<float>();
+      double* sp = lse.data_ptr<double>();
       at::parallel_for(0, n, grain(c), [&](int64_t b, int64_t e) {
         forward_rows_vec<scalar_t>(xp, tp, wp, lp, sp, b, e, c, static_cast<float>(label_smoothing));
       });
@@ -343,7 +346,7 @@ at::Tensor weighted_cross_entropy_backward_cpu(const at::Tensor& grad_loss, cons
   const int64_t n = logits.size(0), c = logits.size(1);
   const auto acc = weighted_ce_acc_type(logits.scalar_type());
   const at::Tensor g = weighted_ce_row_vector(grad_loss, "grad_loss", n, acc, logits.device());
-  const at::Tensor l = weighted_ce_row_vector(lse, "lse", n, acc, logits.device()).contiguous();
+  const at::Tensor l = weighted_ce_row_vector(lse, "lse", n, at::kDouble, logits.device()).contiguous();
   auto out = at::empty({n, c}, logits.options().memory_format(at::MemoryFormat::Contiguous));
   if (n == 0) return out;
   auto x = logits.contiguous();
@@ -367,7 +370,7 @@ at::Tensor weighted_cross_entropy_backward_cpu(const at::Tensor& grad_loss, cons
       const float* gp = g.data_ptr<float>();
       const scalar_t* xp = x.data_ptr<scalar_t>();
       scalar_t* op = out.data_ptr<scalar_t>();
-      const float* lp = l.data_ptr<float>();
+      const double* lp = l.data_ptr<double>();
       at::parallel_for(0, n, grain(c), [&](int64_t b, int64_t e) {
         backward_rows_vec<scalar_t>(gp, gs, xp, tp, wp, lp, op, b, e, c, static_cast<float>(label_smoothing));
       });

@@ -75,7 +75,7 @@ template <typename scalar_t, int kThreads, int kRows, typename acc_t = at::opmat
 __global__ void __launch_bounds__(kThreads* kRows)
     weighted_ce_forward_kernel(const scalar_t* __restrict__ x, const int64_t* __restrict__ t,
                                const acc_t* __restrict__ w, acc_t* __restrict__ loss,
-                               acc_t* __restrict__ lse, int64_t n, int64_t c, acc_t eps) {
+                               double* __restrict__ lse, int64_t n, int64_t c, acc_t eps) {
   static_assert(kRows == 1 || kThreads == 32, "rows share a block only on the warp path");
   __shared__ acc_t smem[kThreads / 32];
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kRows + threadIdx.y;
@@ -112,14 +112,15 @@ __global__ void __launch_bounds__(kThreads* kRows)
     // A bad target must not trap (that would poison the context): the row becomes NaN.
     // The public function has already rejected it.
     if (y < 0 || y >= c || isnan(z)) {
-      loss[row] = lse[row] = nan;
+      loss[row] = nan;
+      lse[row] = static_cast<double>(nan);
       return;
     }
     const acc_t log_s = log(s);
     // (1-ε)(lse - x_y) + ε(lse - mean x) with the max subtracted out; see row_loss on the CPU.
     acc_t ce = (m - static_cast<acc_t>(xr[y])) + log_s;
     if (eps > 0) ce = (1 - eps) * ce + eps * (log_s - z / static_cast<acc_t>(c));
-    lse[row] = m + log_s;
+    lse[row] = static_cast<double>(m) + log(static_cast<double>(s));
     loss[row] = (w ? w[row] : acc_t(1)) * ce;
   }
 }
@@ -128,7 +129,7 @@ template <typename scalar_t, int kThreads, int kRows, typename acc_t = at::opmat
 __global__ void __launch_bounds__(kThreads* kRows)
     weighted_ce_backward_kernel(const acc_t* __restrict__ g, int64_t g_stride,
                                 const scalar_t* __restrict__ x, const int64_t* __restrict__ t,
-                                const acc_t* __restrict__ w, const acc_t* __restrict__ lse,
+                                const acc_t* __restrict__ w, const double* __restrict__ lse,
                                 scalar_t* __restrict__ out, int64_t n, int64_t c, acc_t eps,
                                 bool pack_store) {
   static_assert(kRows == 1 || kThreads == 32, "rows share a block only on the warp path");
@@ -138,13 +139,16 @@ __global__ void __launch_bounds__(kThreads* kRows)
   const scalar_t* xr = x + row * c;
   scalar_t* o = out + row * c;
   const int64_t y = t[row];
-  const acc_t l = lse[row];
+  // x − lse as (x − hi) − lo: with logits far from 0 (say 1000) a float32 lse alone
+  // would already be off by half its ulp (3e-5), and so would every softmax value.
+  const acc_t hi = static_cast<acc_t>(lse[row]);
+  const acc_t lo = static_cast<acc_t>(lse[row] - static_cast<double>(hi));
   acc_t scale = g[row * g_stride] * (w ? w[row] : acc_t(1));
   if (y < 0 || y >= c) scale = std::numeric_limits<acc_t>::quiet_NaN();
   const acc_t off = eps / static_cast<acc_t>(c);
   const acc_t on = 1 - eps + off;
   auto grad = [&](int64_t j, scalar_t v) {
-    return static_cast<scalar_t>((exp(static_cast<acc_t>(v) - l) - (j == y ? on : off)) * scale);
+    return static_cast<scalar_t>((exp((static_cast<acc_t>(v) - hi) - lo) - (j == y ? on : off)) * scale);
   };
   for_row<kThreads>(xr, c, tid, [&](int64_t j, scalar_t v) { o[j] = grad(j, v); },
                     [&](int64_t j0, const Pack<scalar_t>& p) {
@@ -178,7 +182,7 @@ std::tuple<at::Tensor, at::Tensor> weighted_cross_entropy_cuda(
   const int64_t n = logits.size(0), c = logits.size(1);
   const auto acc = weighted_ce_acc_type(logits.scalar_type());
   auto loss = at::empty({n}, logits.options().dtype(acc));
-  auto lse = at::empty({n}, logits.options().dtype(acc));
+  auto lse = at::empty({n}, logits.options().dtype(at::kDouble));
   if (n == 0) return {loss, lse};
   auto x = logits.contiguous();
   auto t = targets.contiguous();
@@ -192,11 +196,11 @@ std::tuple<at::Tensor, at::Tensor> weighted_cross_entropy_cuda(
     if (c <= kWarpMaxC) {
       weighted_ce_forward_kernel<scalar_t, 32, kWarpRows><<<grid, dim3(32, kWarpRows), 0, stream>>>(
           x.data_ptr<scalar_t>(), t.data_ptr<int64_t>(), wp, loss.data_ptr<acc_t>(),
-          lse.data_ptr<acc_t>(), n, c, eps);
+          lse.data_ptr<double>(), n, c, eps);
     } else {
       weighted_ce_forward_kernel<scalar_t, kBlockThreads, 1><<<grid, dim3(kBlockThreads, 1), 0, stream>>>(
           x.data_ptr<scalar_t>(), t.data_ptr<int64_t>(), wp, loss.data_ptr<acc_t>(),
-          lse.data_ptr<acc_t>(), n, c, eps);
+          lse.data_ptr<double>(), n, c, eps);
     }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
@@ -212,7 +216,7 @@ at::Tensor weighted_cross_entropy_backward_cuda(const at::Tensor& grad_loss, con
   const int64_t n = logits.size(0), c = logits.size(1);
   const auto acc = weighted_ce_acc_type(logits.scalar_type());
   const at::Tensor g = weighted_ce_row_vector(grad_loss, "grad_loss", n, acc, logits.device());
-  const at::Tensor l = weighted_ce_row_vector(lse, "lse", n, acc, logits.device()).contiguous();
+  const at::Tensor l = weighted_ce_row_vector(lse, "lse", n, at::kDouble, logits.device()).contiguous();
   auto out = at::empty({n, c}, logits.options().memory_format(at::MemoryFormat::Contiguous));
   if (n == 0) return out;
   auto x = logits.contiguous();
@@ -231,11 +235,11 @@ at::Tensor weighted_cross_entropy_backward_cuda(const at::Tensor& grad_loss, con
     if (c <= kWarpMaxC) {
       weighted_ce_backward_kernel<scalar_t, 32, kWarpRows><<<grid, dim3(32, kWarpRows), 0, stream>>>(
           g.data_ptr<acc_t>(), gs, x.data_ptr<scalar_t>(), t.data_ptr<int64_t>(), wp,
-          l.data_ptr<acc_t>(), out.data_ptr<scalar_t>(), n, c, eps, pack_store);
+          l.data_ptr<double>(), out.data_ptr<scalar_t>(), n, c, eps, pack_store);
     } else {
       weighted_ce_backward_kernel<scalar_t, kBlockThreads, 1><<<grid, dim3(kBlockThreads, 1), 0, stream>>>(
           g.data_ptr<acc_t>(), gs, x.data_ptr<scalar_t>(), t.data_ptr<int64_t>(), wp,
-          l.data_ptr<acc_t>(), out.data_ptr<scalar_t>(), n, c, eps, pack_store);
+          l.data_ptr<double>(), out.data_ptr<scalar_t>(), n, c, eps, pack_store);
     }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
