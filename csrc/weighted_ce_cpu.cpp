@@ -192,32 +192,36 @@ COREAUG_CLONES void forward_rows_vec(const scalar_t* x, const int64_t* t, const 
   const scalar_t* x_end = x + end * c;
   for (int64_t i = begin; i < end; ++i) {
     const scalar_t* row = x + i * c;
+    // One loop per pass, its last step masked when C is not a multiple of 16: a separate
+    // tail block after the loop would sit on the row's critical path.
     // NaN compares false, so the max may skip it; z below catches it instead.
-    f32x16 vm = rem ? load_tail(row + cv, x_end, rem, real, -inf) : load16(row);
-    for (int64_t j = rem ? 0 : kLanes; j < cv; j += kLanes) {
-      const f32x16 v = load16(row + j);
+    f32x16 vm = f32x16{} - inf;
+    for (int64_t j = 0; j < c; j += kLanes) {
+      const f32x16 v = j < cv ? load16(row + j) : load_tail(row + j, x_end, rem, real, -inf);
       vm = v > vm ? v : vm;
     }
     const float m = hmax(vm);
     f32x16 vs = {}, vz = {};
-    for (int64_t j = 0; j < cv; j += kLanes) {
-      const f32x16 d = load16(row + j) - m;
-      vs += exp_v(d);
-      vz += d;
+    for (int64_t j = 0; j < c; j += kLanes) {
+      if (j < cv) {
+        const f32x16 d = load16(row + j) - m;
+        vs += exp_v(d);
+        vz += d;
+      } else {
+        const f32x16 d = load_tail(row + j, x_end, rem, real, -inf) - m;  // padding: exp(-inf) = 0
+        vs += exp_v(d);
+        vz += real > 0.0f ? d : f32x16{};
+      }
     }
-    if (rem) {
-      const f32x16 d = load_tail(row + cv, x_end, rem, real, -inf) - m;  // padding: exp(-inf) = 0
-      vs += exp_v(d);
-      vz += real > 0.0f ? d : f32x16{};
-    }
-    const double log_s = std::log(static_cast<double>(hsum(vs)));
+    // s itself carries float32 rounding, so logf loses nothing that log would keep
+    const float log_s = std::log(hsum(vs));
     const float z = hsum(vz);
     if (std::isnan(z)) {  // a NaN logit (or m = ±inf): the row's loss is NaN, as in PyTorch
       lse[i] = loss[i] = std::numeric_limits<float>::quiet_NaN();
       continue;
     }
-    lse[i] = static_cast<double>(m) + log_s;
-    loss[i] = (w ? w[i] : 1.0f) * row_loss<float>(m, static_cast<float>(log_s), z, static_cast<float>(row[t[i]]), c, eps);
+    lse[i] = static_cast<double>(m) + static_cast<double>(log_s);
+    loss[i] = (w ? w[i] : 1.0f) * row_loss<float>(m, log_s, z, static_cast<float>(row[t[i]]), c, eps);
   }
 }
 

@@ -120,7 +120,7 @@ __global__ void __launch_bounds__(kThreads* kRows)
     // (1-ε)(lse - x_y) + ε(lse - mean x) with the max subtracted out; see row_loss on the CPU.
     acc_t ce = (m - static_cast<acc_t>(xr[y])) + log_s;
     if (eps > 0) ce = (1 - eps) * ce + eps * (log_s - z / static_cast<acc_t>(c));
-    lse[row] = static_cast<double>(m) + log(static_cast<double>(s));
+    lse[row] = static_cast<double>(m) + static_cast<double>(log_s);
     loss[row] = (w ? w[row] : acc_t(1)) * ce;
   }
 }
