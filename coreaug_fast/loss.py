@@ -17,6 +17,7 @@ import math
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 
 from . import _checks, _ext
 
@@ -80,7 +81,8 @@ def weighted_cross_entropy(logits: torch.Tensor, targets: torch.Tensor,
         ``normalize="weights"`` when all weights are 0.
 
     Gradients flow to ``logits`` (and to ``weights`` if they require grad); the backward is a
-    single fused op. Double backward is not supported.
+    single fused op. Under ``backward(create_graph=True)`` the gradient is instead built from
+    differentiable torch ops (unfused, two more N×C buffers), so higher derivatives are exact.
 
     Raises:
         ValueError: wrong shapes or dtypes, targets outside [0, C), negative / NaN / inf
@@ -146,9 +148,25 @@ if _ext.available():
         # lse is for the backward only; it has no gradient formula
         ctx.mark_non_differentiable(lse)
 
+    def _differentiable_backward(ctx, grad_loss, logits, targets, weights, eps):
+        """The same gradients from differentiable torch ops (two N×C buffers more), used only
+        under create_graph=True so that second derivatives are exact rather than missing."""
+        acc = _acc_dtype(logits.dtype)
+        logp = torch.log_softmax(logits.to(acc), 1)
+        q = F.one_hot(targets, logits.shape[1]).to(acc) * (1 - eps) + eps / logits.shape[1]
+        scale = grad_loss if weights is None else grad_loss * weights
+        grad_logits = grad_weights = None
+        if ctx.needs_input_grad[0]:
+            grad_logits = ((logp.exp() - q) * scale[:, None]).to(logits.dtype)
+        if weights is not None and ctx.needs_input_grad[2]:
+            grad_weights = grad_loss * -(q * logp).sum(1)
+        return grad_logits, None, grad_weights, None
+
     def _backward(ctx, grad_loss, grad_lse):
         logits, targets, weights, lse = ctx.saved_tensors
         eps = ctx.label_smoothing
+        if torch.is_grad_enabled():  # backward(create_graph=True): a graph must be recorded
+            return _differentiable_backward(ctx, grad_loss, logits, targets, weights, eps)
         grad_logits = grad_weights = None
         if ctx.needs_input_grad[0]:
             grad_logits = torch.ops.coreaug.weighted_cross_entropy_backward(

@@ -123,6 +123,15 @@ def test_gradcheck_float64(device, reduction, label_smoothing):
     assert torch.autograd.gradcheck(fn, (logits, weights))
 
 
+def test_second_derivatives_under_create_graph(device):
+    logits, targets, _ = _inputs(5, 4, device, dtype=torch.float64)
+    weights = torch.rand(5, dtype=torch.float64, device=device) + 0.5
+    logits.requires_grad_(True)
+    weights.requires_grad_(True)
+    fn = lambda x, w: wce(x, targets, w, reduction="none", label_smoothing=0.2)  # noqa: E731
+    assert torch.autograd.gradgradcheck(fn, (logits, weights))
+
+
 def test_weights_are_constants_unless_they_require_grad(device):
     logits, targets, weights = _inputs(8, 4, device)
     x = logits.clone().requires_grad_(True)
@@ -306,7 +315,11 @@ def test_opcheck_backward(device):
 
 
 @pytest.mark.parametrize("backend", ["eager", "inductor"])
-def test_torch_compile(backend):
+def test_torch_compile(backend, monkeypatch):
+    # the compiled backward must be the fused op, not the create_graph fallback
+    def not_expected(*args):
+        raise AssertionError("the differentiable fallback ran instead of the fused backward")
+    monkeypatch.setattr(coreaug_fast.loss, "_differentiable_backward", not_expected)
     logits, targets, weights = _inputs(12, 7, "cpu")
     upstream = torch.randn(12)
 
