@@ -4,12 +4,14 @@
 //
 // Speed: the unfused `(F.cross_entropy(x, y, reduction="none") * w).sum()` runs ATen's
 // AVX2/AVX-512 kernels, so a scalar loop calling std::exp would lose to it despite doing
-// less memory traffic. The float rows are therefore processed 16 lanes at a time with
-// GCC vector extensions and a polynomial exp, and on x86-64 the row functions are built
-// for AVX-512, AVX2 and the baseline, picked at load time (target_clones), so the one
-// binary runs on any x86-64 and uses the widest vectors the machine has. float64 (used
-// by gradcheck) takes a plain scalar path with std::exp.
+// less memory traffic. Rows of float32, float16 and bfloat16 are therefore processed 16
+// lanes at a time in float32 with GCC vector extensions, a polynomial exp and vectorised
+// 16-bit conversions, and on x86-64 the row functions are built for AVX-512, AVX2 and the
+// baseline, picked at load time (target_clones, by CPU features), so the one binary runs
+// on any x86-64 and uses the widest vectors the machine has. float64 (used by gradcheck)
+// takes a plain scalar path with std::exp.
 #include <ATen/Dispatch.h>
+#include <ATen/Dispatch_v2.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -41,6 +43,7 @@ namespace {
 constexpr int kLanes = 16;
 typedef float f32x16 __attribute__((vector_size(64)));
 typedef uint32_t u32x16 __attribute__((vector_size(64)));
+typedef uint16_t u16x16 __attribute__((vector_size(32)));
 
 // exp(x) for x <= 0 (the only arguments softmax needs), as scalar or 16 lanes:
 // x = n·ln2 + r with |r| <= ln2/2, e^r by its degree-7 Taylor polynomial (truncation
@@ -72,30 +75,73 @@ COREAUG_INLINE F exp_nonpositive(const F& x) {
 COREAUG_INLINE float exp_s(float x) { return exp_nonpositive<float, uint32_t>(x); }
 COREAUG_INLINE f32x16 exp_v(const f32x16& x) { return exp_nonpositive<f32x16, u32x16>(x); }
 
+// 16-bit floats <-> float32 on 16 lanes with integer vector ops, bit-exact with c10's
+// scalar conversions (round to nearest even), which the compiler would not vectorise.
+COREAUG_INLINE u32x16 load_u16(const void* p) {
+  u16x16 h;
+  std::memcpy(&h, p, sizeof(h));
+  return __builtin_convertvector(h, u32x16);
+}
+
+COREAUG_INLINE void store_u16(void* p, const u32x16& u) {
+  const u16x16 h = __builtin_convertvector(u, u16x16);
+  std::memcpy(p, &h, sizeof(h));
+}
+
+COREAUG_INLINE f32x16 half_to_float(const u32x16& h) {
+  const u32x16 em = h & 0x7fffu;
+  // exponent and mantissa moved into float position, then rebiased by 2^112 (a multiply,
+  // which also normalises half denormals)
+  const f32x16 f = __builtin_bit_cast(f32x16, em << 13) * 0x1p112f;
+  u32x16 bits = __builtin_bit_cast(u32x16, f);
+  bits = em >= 0x7c00u ? bits | 0x7f800000u : bits;  // inf and NaN keep an all-ones exponent
+  return __builtin_bit_cast(f32x16, bits | ((h & 0x8000u) << 16));
+}
+
+COREAUG_INLINE u32x16 float_to_half(const f32x16& v) {
+  const u32x16 all = __builtin_bit_cast(u32x16, v);
+  const u32x16 sign = all & 0x80000000u;
+  const u32x16 a = all ^ sign;
+  // |v| >= 65520 rounds to inf; NaN stays (quiet) NaN
+  const u32x16 big = a > 0x7f800000u ? u32x16{} + 0x7e00u : u32x16{} + 0x7c00u;
+  // below 2^-14 the half is denormal: adding 0.5 lets the float adder round to its grid
+  const f32x16 tiny_f = __builtin_bit_cast(f32x16, a) + 0.5f;
+  const u32x16 tiny = __builtin_bit_cast(u32x16, tiny_f) - 0x3f000000u;
+  // normal: rebias the exponent and round the 13 dropped bits to nearest even
+  const u32x16 normal = (a + 0xc8000fffu + ((a >> 13) & 1u)) >> 13;
+  u32x16 o = a >= 0x47800000u ? big : (a < 0x38800000u ? tiny : normal);
+  return o | (sign >> 16);
+}
+
+COREAUG_INLINE u32x16 float_to_bfloat16(const f32x16& v) {
+  const u32x16 u = __builtin_bit_cast(u32x16, v);
+  const u32x16 rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  return v != v ? u32x16{} + 0x7fc0u : rounded;
+}
+
 template <typename scalar_t>
 COREAUG_INLINE f32x16 load16(const scalar_t* p) {
-  f32x16 v;
   if constexpr (std::is_same_v<scalar_t, float>) {
+    f32x16 v;
     std::memcpy(&v, p, sizeof(v));
+    return v;
   } else if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) {
-    // bfloat16 is the top half of a float32
-    uint16_t h[kLanes];
-    std::memcpy(h, p, sizeof(h));
-    u32x16 u;
-    for (int k = 0; k < kLanes; ++k) u[k] = static_cast<uint32_t>(h[k]) << 16;
-    v = __builtin_bit_cast(f32x16, u);
+    return __builtin_bit_cast(f32x16, load_u16(p) << 16);  // the top half of a float32
   } else {
-    for (int k = 0; k < kLanes; ++k) v[k] = static_cast<float>(p[k]);
+    static_assert(std::is_same_v<scalar_t, c10::Half>);
+    return half_to_float(load_u16(p));
   }
-  return v;
 }
 
 template <typename scalar_t>
 COREAUG_INLINE void store16(scalar_t* p, const f32x16& v) {
   if constexpr (std::is_same_v<scalar_t, float>) {
     std::memcpy(p, &v, sizeof(v));
+  } else if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) {
+    store_u16(p, float_to_bfloat16(v));
   } else {
-    for (int k = 0; k < kLanes; ++k) p[k] = static_cast<scalar_t>(v[k]);
+    static_assert(std::is_same_v<scalar_t, c10::Half>);
+    store_u16(p, float_to_half(v));
   }
 }
 
@@ -122,11 +168,21 @@ COREAUG_INLINE f32x16 tail_lanes(int64_t rem) {
   return real;
 }
 
+// The first `rem` (< 16) lanes of v to p, converted as store16 does (c10's scalar
+// float -> half conversion would cost more than the rest of a short row).
 template <typename scalar_t>
 COREAUG_INLINE void store_tail(scalar_t* p, int64_t rem, const f32x16& v) {
-  float buf[kLanes];
-  std::memcpy(buf, &v, sizeof(v));
-  for (int64_t k = 0; k < rem; ++k) p[k] = static_cast<scalar_t>(buf[k]);
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    std::memcpy(p, &v, rem * sizeof(float));
+  } else {
+    u16x16 h;
+    if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) {
+      h = __builtin_convertvector(float_to_bfloat16(v), u16x16);
+    } else {
+      h = __builtin_convertvector(float_to_half(v), u16x16);
+    }
+    std::memcpy(static_cast<void*>(p), &h, rem * sizeof(uint16_t));
+  }
 }
 
 #if defined(__has_builtin)
@@ -329,16 +385,15 @@ std::tuple<at::Tensor, at::Tensor> weighted_cross_entropy_cpu(
     return {loss, lse};
   }
   const float* wp = w.defined() ? w.data_ptr<float>() : nullptr;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "weighted_cross_entropy_cpu", [&] {
-    if constexpr (!std::is_same_v<scalar_t, double>) {
-      const scalar_t* xp = x.data_ptr<scalar_t>();
-      float* lp = loss.data_ptr<float>();
-      double* sp = lse.data_ptr<double>();
-      at::parallel_for(0, n, grain(c), [&](int64_t b, int64_t e) {
-        forward_rows_vec<scalar_t>(xp, tp, wp, lp, sp, b, e, c, static_cast<float>(label_smoothing));
-      });
-    }
-  });
+  // float64 went above: the vector path covers float32 and the two 16-bit types
+  AT_DISPATCH_V2(x.scalar_type(), "weighted_cross_entropy_cpu", AT_WRAP([&] {
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    float* lp = loss.data_ptr<float>();
+    double* sp = lse.data_ptr<double>();
+    at::parallel_for(0, n, grain(c), [&](int64_t b, int64_t e) {
+      forward_rows_vec<scalar_t>(xp, tp, wp, lp, sp, b, e, c, static_cast<float>(label_smoothing));
+    });
+  }), at::kFloat, at::kHalf, at::kBFloat16);
   return {loss, lse};
 }
 
@@ -369,17 +424,15 @@ at::Tensor weighted_cross_entropy_backward_cpu(const at::Tensor& grad_loss, cons
     return out;
   }
   const float* wp = w.defined() ? w.data_ptr<float>() : nullptr;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "weighted_cross_entropy_backward_cpu", [&] {
-    if constexpr (!std::is_same_v<scalar_t, double>) {
-      const float* gp = g.data_ptr<float>();
-      const scalar_t* xp = x.data_ptr<scalar_t>();
-      scalar_t* op = out.data_ptr<scalar_t>();
-      const double* lp = l.data_ptr<double>();
-      at::parallel_for(0, n, grain(c), [&](int64_t b, int64_t e) {
-        backward_rows_vec<scalar_t>(gp, gs, xp, tp, wp, lp, op, b, e, c, static_cast<float>(label_smoothing));
-      });
-    }
-  });
+  AT_DISPATCH_V2(x.scalar_type(), "weighted_cross_entropy_backward_cpu", AT_WRAP([&] {
+    const float* gp = g.data_ptr<float>();
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    scalar_t* op = out.data_ptr<scalar_t>();
+    const double* lp = l.data_ptr<double>();
+    at::parallel_for(0, n, grain(c), [&](int64_t b, int64_t e) {
+      backward_rows_vec<scalar_t>(gp, gs, xp, tp, wp, lp, op, b, e, c, static_cast<float>(label_smoothing));
+    });
+  }), at::kFloat, at::kHalf, at::kBFloat16);
   return out;
 }
 

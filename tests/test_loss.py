@@ -102,6 +102,32 @@ def test_half_and_bfloat16_accumulate_in_float32(device, dtype, grad_ulp, c):
     _compare(logits, targets, weights, upstream, atol_grad=atol, reduction="none", label_smoothing=0.1)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_16bit_logits_are_float32_maths_rounded_once(device, dtype):
+    # the 16-bit kernels must equal the float32 kernels on the same values, rounded to the
+    # dtype by torch (round to nearest even): bit for bit, denormals, zeros and inf included
+    g = torch.Generator().manual_seed(3)
+    x = (3 * torch.randn(300, 1037, generator=g)).to(dtype)
+    x[0, :5] = torch.tensor([1e-7, -3e-6, 6e-5, 6.5e4, -6.5e4]).to(dtype)
+    x, y = x.to(device), torch.randint(0, 1037, (300,), generator=g).to(device)
+    up = (torch.randn(300, generator=g) * torch.logspace(-8, 6, 300)).to(device)  # into inf
+    loss16, lse16 = torch.ops.coreaug.weighted_cross_entropy(x, y, None, 0.1)
+    loss32, lse32 = torch.ops.coreaug.weighted_cross_entropy(x.float(), y, None, 0.1)
+    assert torch.equal(loss16, loss32) and torch.equal(lse16, lse32)
+    grad16 = torch.ops.coreaug.weighted_cross_entropy_backward(up, x, y, None, lse16, 0.1)
+    grad32 = torch.ops.coreaug.weighted_cross_entropy_backward(up, x.float(), y, None, lse32, 0.1)
+    assert torch.equal(grad16.view(torch.int16), grad32.to(dtype).view(torch.int16))
+    if dtype == torch.float16:  # the cases above do occur: underflow to 0, denormals, overflow
+        assert (grad16 == 0).any() and ((grad16 != 0) & (grad16.abs() < 6e-5)).any()
+        assert torch.isinf(grad16).any()
+    # every finite 16-bit pattern is read exactly
+    bits = torch.arange(-32768, 32768, dtype=torch.int32).to(torch.int16).view(dtype).reshape(-1, 16)
+    bits = bits[torch.isfinite(bits).all(1)].to(device)
+    zeros = torch.zeros(len(bits), dtype=torch.long, device=device)
+    assert torch.equal(torch.ops.coreaug.weighted_cross_entropy(bits, zeros, None, 0.0)[1],
+                       torch.ops.coreaug.weighted_cross_entropy(bits.float(), zeros, None, 0.0)[1])
+
+
 def test_float64_is_exact_to_rounding(device):
     logits, targets, weights = _inputs(25, 9, device, dtype=torch.float64)
     upstream = torch.randn(25, dtype=torch.float64, device=device)
