@@ -12,6 +12,7 @@ from . import analysis
 from ._ext import ExtensionNotBuiltError, build_info
 from .embeddings import FactoredEmbeddings, gradient_embeddings
 from .selection import Coreset, select_coreset, select_max_loss, select_random
+from .loss import weighted_cross_entropy
 
 __all__ = [
     "__version__",
@@ -23,4 +24,5 @@ __all__ = [
     "select_coreset",
     "select_max_loss",
     "select_random",
+    "weighted_cross_entropy",
 ]

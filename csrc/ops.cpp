@@ -23,6 +23,20 @@ TORCH_LIBRARY(coreaug, m) {
   m.def("facility_location(Tensor x, Tensor? features, Tensor offsets, Tensor budgets, int total, "
         "int similarity, int optimizer, float epsilon, int seed, int max_matrix_bytes) "
         "-> (Tensor, Tensor, Tensor)");
+  // Per-row weighted cross-entropy: loss[i] = weights[i] · CE(logits[i], targets[i]) with
+  // F.cross_entropy's label smoothing, (N,) float32 (float64 for float64 logits), and
+  // lse[i] = logsumexp(logits[i]), (N,) float64: 8 bytes a row buy float32-accurate
+  // softmax values in the backward even for logits far from 0. The op stops at per-row
+  // losses: "sum"/"mean" are one N-element reduction on top (negligible next to the N×C
+  // pass), so every reduction runs the same kernels and "none" with an arbitrary upstream
+  // gradient needs no special case. Targets must lie in [0, C) (CPU: error; CUDA: NaN row,
+  // since a kernel cannot raise; the public function checks first). weights (None for
+  // ones) are float32/float64 like the losses.
+  m.def("weighted_cross_entropy(Tensor logits, Tensor targets, Tensor? weights, float label_smoothing) -> (Tensor loss, Tensor lse)");
+  // d(Σ grad_loss[i]·loss[i]) / d logits = grad_loss[i]·weights[i]·(softmax(logits[i]) − q_i),
+  // q_i the smoothed one-hot target; the softmax is recomputed from logits and the saved lse,
+  // so the only N×C buffer is the result (logits' dtype, contiguous).
+  m.def("weighted_cross_entropy_backward(Tensor grad_loss, Tensor logits, Tensor targets, Tensor? weights, Tensor lse, float label_smoothing) -> Tensor");
 }
 
 // The Python module only reports how it was built; importing it registers the ops above.

@@ -3,5 +3,7 @@ compiled extension. Slow by design; written for clarity, in float64 where it mat
 from .embeddings import gradient_embeddings_reference
 from .distances import pairwise_distances_reference
 from .selection import facility_location_reference
+from .loss import weighted_cross_entropy_reference
 
-__all__ = ["facility_location_reference", "gradient_embeddings_reference", "pairwise_distances_reference"]
+__all__ = ["facility_location_reference", "gradient_embeddings_reference", "pairwise_distances_reference",
+           "weighted_cross_entropy_reference"]

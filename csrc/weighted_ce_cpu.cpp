@@ -1,0 +1,444 @@
+// weighted_cross_entropy on the CPU: rows in parallel. The forward reads each row twice
+// (max, then Σexp) and writes two numbers per row; the backward reads it once more,
+// recomputing the softmax from the saved log-sum-exp, and writes the gradient.
+//
+// Speed: the unfused `(F.cross_entropy(x, y, reduction="none") * w).sum()` runs ATen's
+// AVX2/AVX-512 kernels, so a scalar loop calling std::exp would lose to it despite doing
+// less memory traffic. Rows of float32, float16 and bfloat16 are therefore processed 16
+// lanes at a time in float32 with GCC vector extensions, a polynomial exp and vectorised
+// 16-bit conversions, and on x86-64 the row functions are built for AVX-512, AVX2 and the
+// baseline, picked at load time (target_clones, by CPU features), so the one binary runs
+// on any x86-64 and uses the widest vectors the machine has. float64 (used by gradcheck)
+// takes a plain scalar path with std::exp.
+#include <ATen/Dispatch.h>
+#include <ATen/Dispatch_v2.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <type_traits>
+
+#include "weighted_ce.h"
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
+#define COREAUG_CLONES \
+  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define COREAUG_CLONES
+#endif
+// The helpers must be inlined into each clone to be compiled for its instruction set.
+#define COREAUG_INLINE inline __attribute__((always_inline))
+
+// A 64-byte vector return value changes the calling convention between the clones; that
+// is harmless here, where every helper returning one is inlined and file-local. (Vector
+// arguments go by reference, which would otherwise draw the same note.)
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+namespace coreaug {
+namespace {
+
+constexpr int kLanes = 16;
+typedef float f32x16 __attribute__((vector_size(64)));
+typedef uint32_t u32x16 __attribute__((vector_size(64)));
+typedef uint16_t u16x16 __attribute__((vector_size(32)));
+
+// exp(x) for x <= 0 (the only arguments softmax needs), as scalar or 16 lanes:
+// x = n·ln2 + r with |r| <= ln2/2, e^r by its degree-7 Taylor polynomial (truncation
+// error < 6e-9 relative), 2^n added to the exponent bits. Below -87.3 (where the
+// result would be denormal) it returns 0. NaN inputs give an unspecified finite
+// value: the row functions detect NaN per row instead (through z = Σ(x − m)).
+template <typename F, typename U>
+COREAUG_INLINE F exp_nonpositive(const F& x) {
+  const F zero = {};
+  const F lo = zero - 87.3f;  // a broadcast that compiles for scalars and vectors alike
+  const F xc = x < lo ? lo : x;
+  const float magic = 12582912.0f;  // 1.5·2^23: adding it rounds to an integer in the low bits
+  const F t = xc * 1.44269504088896341f + magic;
+  const F n = t - magic;
+  const U ni = __builtin_bit_cast(U, t) - __builtin_bit_cast(uint32_t, magic);
+  F r = xc - n * 0.693359375f;  // ln 2 split in two so that n·hi is exact
+  r = r - n * -2.12194440e-4f;
+  F p = r * (1.0f / 5040) + (1.0f / 720);
+  p = p * r + (1.0f / 120);
+  p = p * r + (1.0f / 24);
+  p = p * r + (1.0f / 6);
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const F res = __builtin_bit_cast(F, __builtin_bit_cast(U, p) + (ni << 23));
+  return x < lo ? zero : res;
+}
+
+COREAUG_INLINE float exp_s(float x) { return exp_nonpositive<float, uint32_t>(x); }
+COREAUG_INLINE f32x16 exp_v(const f32x16& x) { return exp_nonpositive<f32x16, u32x16>(x); }
+
+// 16-bit floats <-> float32 on 16 lanes with integer vector ops, bit-exact with c10's
+// scalar conversions (round to nearest even), which the compiler would not vectorise.
+COREAUG_INLINE u32x16 load_u16(const void* p) {
+  u16x16 h;
+  std::memcpy(&h, p, sizeof(h));
+  return __builtin_convertvector(h, u32x16);
+}
+
+COREAUG_INLINE void store_u16(void* p, const u32x16& u) {
+  const u16x16 h = __builtin_convertvector(u, u16x16);
+  std::memcpy(p, &h, sizeof(h));
+}
+
+COREAUG_INLINE f32x16 half_to_float(const u32x16& h) {
+  const u32x16 em = h & 0x7fffu;
+  // exponent and mantissa moved into float position, then rebiased by 2^112 (a multiply,
+  // which also normalises half denormals)
+  const f32x16 f = __builtin_bit_cast(f32x16, em << 13) * 0x1p112f;
+  u32x16 bits = __builtin_bit_cast(u32x16, f);
+  bits = em >= 0x7c00u ? bits | 0x7f800000u : bits;  // inf and NaN keep an all-ones exponent
+  return __builtin_bit_cast(f32x16, bits | ((h & 0x8000u) << 16));
+}
+
+COREAUG_INLINE u32x16 float_to_half(const f32x16& v) {
+  const u32x16 all = __builtin_bit_cast(u32x16, v);
+  const u32x16 sign = all & 0x80000000u;
+  const u32x16 a = all ^ sign;
+  // |v| >= 65520 rounds to inf; NaN stays (quiet) NaN
+  const u32x16 big = a > 0x7f800000u ? u32x16{} + 0x7e00u : u32x16{} + 0x7c00u;
+  // below 2^-14 the half is denormal: adding 0.5 lets the float adder round to its grid
+  const f32x16 tiny_f = __builtin_bit_cast(f32x16, a) + 0.5f;
+  const u32x16 tiny = __builtin_bit_cast(u32x16, tiny_f) - 0x3f000000u;
+  // normal: rebias the exponent and round the 13 dropped bits to nearest even
+  const u32x16 normal = (a + 0xc8000fffu + ((a >> 13) & 1u)) >> 13;
+  u32x16 o = a >= 0x47800000u ? big : (a < 0x38800000u ? tiny : normal);
+  return o | (sign >> 16);
+}
+
+COREAUG_INLINE u32x16 float_to_bfloat16(const f32x16& v) {
+  const u32x16 u = __builtin_bit_cast(u32x16, v);
+  const u32x16 rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  return v != v ? u32x16{} + 0x7fc0u : rounded;
+}
+
+template <typename scalar_t>
+COREAUG_INLINE f32x16 load16(const scalar_t* p) {
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    f32x16 v;
+    std::memcpy(&v, p, sizeof(v));
+    return v;
+  } else if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) {
+    return __builtin_bit_cast(f32x16, load_u16(p) << 16);  // the top half of a float32
+  } else {
+    static_assert(std::is_same_v<scalar_t, c10::Half>);
+    return half_to_float(load_u16(p));
+  }
+}
+
+template <typename scalar_t>
+COREAUG_INLINE void store16(scalar_t* p, const f32x16& v) {
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    std::memcpy(p, &v, sizeof(v));
+  } else if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) {
+    store_u16(p, float_to_bfloat16(v));
+  } else {
+    static_assert(std::is_same_v<scalar_t, c10::Half>);
+    store_u16(p, float_to_half(v));
+  }
+}
+
+// The last `rem` (< 16) elements of a row in the lanes where `real` is set, `fill` in the
+// others, so that row tails run through the same vector code as the body. Where the 16
+// elements from p lie inside the tensor (every row but the last few) this is a plain load
+// and a select; only there is it assembled through a buffer, whose scalar stores then
+// stall the vector load (no store-to-load forwarding), a cost that small C would feel.
+template <typename scalar_t>
+COREAUG_INLINE f32x16 load_tail(const scalar_t* p, const scalar_t* end, int64_t rem,
+                                const f32x16& real, float fill) {
+  const f32x16 filled = f32x16{} + fill;
+  if (p + kLanes <= end) return real > 0.0f ? load16(p) : filled;
+  float buf[kLanes];
+  for (int k = 0; k < kLanes; ++k) buf[k] = k < rem ? static_cast<float>(p[k]) : fill;
+  f32x16 v;
+  std::memcpy(&v, buf, sizeof(v));
+  return v;
+}
+
+COREAUG_INLINE f32x16 tail_lanes(int64_t rem) {
+  f32x16 real;
+  for (int k = 0; k < kLanes; ++k) real[k] = k < rem ? 1.0f : 0.0f;
+  return real;
+}
+
+// The first `rem` (< 16) lanes of v to p, converted as store16 does (c10's scalar
+// float -> half conversion would cost more than the rest of a short row).
+template <typename scalar_t>
+COREAUG_INLINE void store_tail(scalar_t* p, int64_t rem, const f32x16& v) {
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    std::memcpy(p, &v, rem * sizeof(float));
+  } else {
+    u16x16 h;
+    if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) {
+      h = __builtin_convertvector(float_to_bfloat16(v), u16x16);
+    } else {
+      h = __builtin_convertvector(float_to_half(v), u16x16);
+    }
+    std::memcpy(static_cast<void*>(p), &h, rem * sizeof(uint16_t));
+  }
+}
+
+#if defined(__has_builtin)
+#if __has_builtin(__builtin_shufflevector)
+#define COREAUG_HAS_SHUFFLE 1
+#endif
+#endif
+
+// Horizontal max and sum by halving (log2(16) shuffles rather than 15 lane extractions).
+COREAUG_INLINE float hmax(const f32x16& in) {
+  f32x16 v = in;
+#ifdef COREAUG_HAS_SHUFFLE
+  f32x16 u = __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
+  v = u > v ? u : v;
+  u = __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11);
+  v = u > v ? u : v;
+  u = __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
+  v = u > v ? u : v;
+  u = __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
+  v = u > v ? u : v;
+  return v[0];
+#else
+  float m = v[0];
+  for (int k = 1; k < kLanes; ++k) m = v[k] > m ? v[k] : m;
+  return m;
+#endif
+}
+
+COREAUG_INLINE float hsum(const f32x16& in) {
+  f32x16 v = in;
+#ifdef COREAUG_HAS_SHUFFLE
+  v += __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
+  v += __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11);
+  v += __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
+  v += __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
+  return v[0];
+#else
+  float s = 0;
+  for (int k = 0; k < kLanes; ++k) s += v[k];
+  return s;
+#endif
+}
+
+// The per-row loss from the row's max m, log s = log Σexp(x-m) and z = Σ(x-m) (z <= 0):
+// CE = (1-ε)(lse - x_y) + ε(lse - mean x), written with m subtracted out so that a large
+// common offset in the logits cancels exactly instead of in rounding. With ε = 0 the
+// smoothing term is left out rather than multiplied by 0 (z may be -inf).
+template <typename acc_t>
+COREAUG_INLINE acc_t row_loss(acc_t m, acc_t log_s, acc_t z, acc_t x_target, int64_t c, acc_t eps) {
+  acc_t ce = (m - x_target) + log_s;
+  if (eps > 0) ce = (1 - eps) * ce + eps * (log_s - z / static_cast<acc_t>(c));
+  return ce;
+}
+
+// Forward over rows [begin, end) for float, half and bfloat16 logits (float32 maths).
+template <typename scalar_t>
+COREAUG_CLONES void forward_rows_vec(const scalar_t* x, const int64_t* t, const float* w,
+                                     float* loss, double* lse, int64_t begin, int64_t end,
+                                     int64_t c, float eps) {
+  const int64_t cv = c - c % kLanes, rem = c - cv;
+  const float inf = std::numeric_limits<float>::infinity();
+  const f32x16 real = tail_lanes(rem);
+  const scalar_t* x_end = x + end * c;
+  for (int64_t i = begin; i < end; ++i) {
+    const scalar_t* row = x + i * c;
+    // One loop per pass, its last step masked when C is not a multiple of 16: a separate
+    // tail block after the loop would sit on the row's critical path.
+    // NaN compares false, so the max may skip it; z below catches it instead.
+    f32x16 vm = f32x16{} - inf;
+    for (int64_t j = 0; j < c; j += kLanes) {
+      const f32x16 v = j < cv ? load16(row + j) : load_tail(row + j, x_end, rem, real, -inf);
+      vm = v > vm ? v : vm;
+    }
+    const float m = hmax(vm);
+    f32x16 vs = {}, vz = {};
+    for (int64_t j = 0; j < c; j += kLanes) {
+      if (j < cv) {
+        const f32x16 d = load16(row + j) - m;
+        vs += exp_v(d);
+        vz += d;
+      } else {
+        const f32x16 d = load_tail(row + j, x_end, rem, real, -inf) - m;  // padding: exp(-inf) = 0
+        vs += exp_v(d);
+        vz += real > 0.0f ? d : f32x16{};
+      }
+    }
+    // s itself carries float32 rounding, so logf loses nothing that log would keep
+    const float log_s = std::log(hsum(vs));
+    const float z = hsum(vz);
+    if (std::isnan(z)) {  // a NaN logit (or m = ±inf): the row's loss is NaN, as in PyTorch
+      lse[i] = loss[i] = std::numeric_limits<float>::quiet_NaN();
+      continue;
+    }
+    lse[i] = static_cast<double>(m) + static_cast<double>(log_s);
+    loss[i] = (w ? w[i] : 1.0f) * row_loss<float>(m, log_s, z, static_cast<float>(row[t[i]]), c, eps);
+  }
+}
+
+// Backward over rows [begin, end): grad = g_i·w_i·(softmax(x_i) − q_i), with q_i the
+// (smoothed) target distribution, q_ij = (1−ε)[j = y_i] + ε/C.
+template <typename scalar_t>
+COREAUG_CLONES void backward_rows_vec(const float* g, int64_t g_stride, const scalar_t* x,
+                                      const int64_t* t, const float* w, const double* lse,
+                                      scalar_t* out, int64_t begin, int64_t end, int64_t c,
+                                      float eps) {
+  const int64_t cv = c - c % kLanes, rem = c - cv;
+  const float off = eps / static_cast<float>(c);
+  const float on = 1.0f - eps + off;
+  const f32x16 real = tail_lanes(rem);
+  const scalar_t* x_end = x + end * c;
+  for (int64_t i = begin; i < end; ++i) {
+    const scalar_t* row = x + i * c;
+    scalar_t* o = out + i * c;
+    const float scale = g[i * g_stride] * (w ? w[i] : 1.0f);
+    // x − lse as (x − hi) − lo: with logits far from 0 (say 1000) a float32 lse alone
+    // would already be off by half its ulp (3e-5), and so would every softmax value.
+    const float hi = static_cast<float>(lse[i]);
+    const float lo = static_cast<float>(lse[i] - static_cast<double>(hi));
+    if (std::isnan(hi)) {
+      for (int64_t j = 0; j < c; ++j) o[j] = static_cast<scalar_t>(hi);
+      continue;
+    }
+    for (int64_t j = 0; j < cv; j += kLanes) {
+      store16(o + j, (exp_v((load16(row + j) - hi) - lo) - off) * scale);
+    }
+    if (rem) store_tail(o + cv, rem, (exp_v((load_tail(row + cv, x_end, rem, real, 0.0f) - hi) - lo) - off) * scale);
+    const int64_t y = t[i];
+    o[y] = static_cast<scalar_t>((exp_s((static_cast<float>(row[y]) - hi) - lo) - on) * scale);
+  }
+}
+
+// float64 (gradcheck, reference-grade use): plain loops, std::exp.
+void forward_rows_f64(const double* x, const int64_t* t, const double* w, double* loss,
+                      double* lse, int64_t begin, int64_t end, int64_t c, double eps) {
+  for (int64_t i = begin; i < end; ++i) {
+    const double* row = x + i * c;
+    double m = -std::numeric_limits<double>::infinity();
+    for (int64_t j = 0; j < c; ++j) m = row[j] > m ? row[j] : m;
+    double s = 0, z = 0;
+    for (int64_t j = 0; j < c; ++j) {
+      s += std::exp(row[j] - m);
+      z += row[j] - m;
+    }
+    const double wi = w ? w[i] : 1.0;
+    if (std::isnan(z)) {
+      lse[i] = loss[i] = std::numeric_limits<double>::quiet_NaN();
+      continue;
+    }
+    lse[i] = m + std::log(s);
+    loss[i] = wi * row_loss<double>(m, std::log(s), z, row[t[i]], c, eps);
+  }
+}
+
+void backward_rows_f64(const double* g, int64_t g_stride, const double* x, const int64_t* t,
+                       const double* w, const double* lse, double* out, int64_t begin,
+                       int64_t end, int64_t c, double eps) {
+  const double off = eps / static_cast<double>(c);
+  const double on = 1.0 - eps + off;
+  for (int64_t i = begin; i < end; ++i) {
+    const double scale = g[i * g_stride] * (w ? w[i] : 1.0);
+    for (int64_t j = 0; j < c; ++j) {
+      out[i * c + j] = (std::exp(x[i * c + j] - lse[i]) - (j == t[i] ? on : off)) * scale;
+    }
+  }
+}
+
+// Rows per task: enough work per chunk to amortise the thread hand-off.
+int64_t grain(int64_t c) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(c, 1)); }
+
+void check_targets(const at::Tensor& t, int64_t c) {
+  // Checked before the parallel region: throwing from inside it would abort.
+  const int64_t* tp = t.data_ptr<int64_t>();
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    TORCH_CHECK(tp[i] >= 0 && tp[i] < c, "targets[", i, "] = ", tp[i], " is outside [0, ", c, ")");
+  }
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor> weighted_cross_entropy_cpu(
+    const at::Tensor& logits, const at::Tensor& targets, const std::optional<at::Tensor>& weights,
+    double label_smoothing) {
+  check_weighted_ce_args(logits, targets, weights, label_smoothing);
+  const int64_t n = logits.size(0), c = logits.size(1);
+  const auto acc = weighted_ce_acc_type(logits.scalar_type());
+  auto loss = at::empty({n}, logits.options().dtype(acc));
+  auto lse = at::empty({n}, logits.options().dtype(at::kDouble));
+  if (n == 0) return {loss, lse};
+  auto x = logits.contiguous();
+  auto t = targets.contiguous();
+  check_targets(t, c);
+  at::Tensor w = weights.has_value() ? weights->contiguous() : at::Tensor();
+  const int64_t* tp = t.data_ptr<int64_t>();
+  if (acc == at::kDouble) {
+    const double* wp = w.defined() ? w.data_ptr<double>() : nullptr;
+    at::parallel_for(0, n, grain(c), [&](int64_t b, int64_t e) {
+      forward_rows_f64(x.data_ptr<double>(), tp, wp, loss.data_ptr<double>(),
+                       lse.data_ptr<double>(), b, e, c, label_smoothing);
+    });
+    return {loss, lse};
+  }
+  const float* wp = w.defined() ? w.data_ptr<float>() : nullptr;
+  // float64 went above: the vector path covers float32 and the two 16-bit types
+  AT_DISPATCH_V2(x.scalar_type(), "weighted_cross_entropy_cpu", AT_WRAP([&] {
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    float* lp = loss.data_ptr<float>();
+    double* sp = lse.data_ptr<double>();
+    at::parallel_for(0, n, grain(c), [&](int64_t b, int64_t e) {
+      forward_rows_vec<scalar_t>(xp, tp, wp, lp, sp, b, e, c, static_cast<float>(label_smoothing));
+    });
+  }), at::kFloat, at::kHalf, at::kBFloat16);
+  return {loss, lse};
+}
+
+at::Tensor weighted_cross_entropy_backward_cpu(const at::Tensor& grad_loss, const at::Tensor& logits,
+                                               const at::Tensor& targets,
+                                               const std::optional<at::Tensor>& weights,
+                                               const at::Tensor& lse, double label_smoothing) {
+  check_weighted_ce_args(logits, targets, weights, label_smoothing);
+  const int64_t n = logits.size(0), c = logits.size(1);
+  const auto acc = weighted_ce_acc_type(logits.scalar_type());
+  const at::Tensor g = weighted_ce_row_vector(grad_loss, "grad_loss", n, acc, logits.device());
+  const at::Tensor l = weighted_ce_row_vector(lse, "lse", n, at::kDouble, logits.device()).contiguous();
+  auto out = at::empty({n, c}, logits.options().memory_format(at::MemoryFormat::Contiguous));
+  if (n == 0) return out;
+  auto x = logits.contiguous();
+  auto t = targets.contiguous();
+  check_targets(t, c);
+  at::Tensor w = weights.has_value() ? weights->contiguous() : at::Tensor();
+  // grad_loss is often a broadcast scalar (stride 0, from .sum()): read it in place.
+  const int64_t gs = g.stride(0);
+  const int64_t* tp = t.data_ptr<int64_t>();
+  if (acc == at::kDouble) {
+    const double* wp = w.defined() ? w.data_ptr<double>() : nullptr;
+    at::parallel_for(0, n, grain(c), [&](int64_t b, int64_t e) {
+      backward_rows_f64(g.data_ptr<double>(), gs, x.data_ptr<double>(), tp, wp,
+                        l.data_ptr<double>(), out.data_ptr<double>(), b, e, c, label_smoothing);
+    });
+    return out;
+  }
+  const float* wp = w.defined() ? w.data_ptr<float>() : nullptr;
+  AT_DISPATCH_V2(x.scalar_type(), "weighted_cross_entropy_backward_cpu", AT_WRAP([&] {
+    const float* gp = g.data_ptr<float>();
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    scalar_t* op = out.data_ptr<scalar_t>();
+    const double* lp = l.data_ptr<double>();
+    at::parallel_for(0, n, grain(c), [&](int64_t b, int64_t e) {
+      backward_rows_vec<scalar_t>(gp, gs, xp, tp, wp, lp, op, b, e, c, static_cast<float>(label_smoothing));
+    });
+  }), at::kFloat, at::kHalf, at::kBFloat16);
+  return out;
+}
+
+TORCH_LIBRARY_IMPL(coreaug, CPU, m) {
+  m.impl("weighted_cross_entropy", &weighted_cross_entropy_cpu);
+  m.impl("weighted_cross_entropy_backward", &weighted_cross_entropy_backward_cpu);
+}
+
+}  // namespace coreaug

@@ -1,0 +1,254 @@
+// weighted_cross_entropy on the GPU, the twin of weighted_ce_cpu.cpp: the forward reads
+// each row twice (max, then Σexp; the second read hits L1/L2) and writes two numbers per
+// row; the backward reads it once more and writes the gradient. One warp per row (8 rows
+// per block) for C <= 1024, one 512-thread block per row above; float32 accumulation
+// (float64 for float64); 16-byte vector loads for the aligned middle of each row.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include <cstdint>
+#include <limits>
+
+#include "weighted_ce.h"
+
+namespace coreaug {
+namespace {
+
+constexpr int kWarpRows = 8;         // rows per block on the warp-per-row path
+constexpr int kBlockThreads = 512;   // threads per row on the block-per-row path
+constexpr int64_t kWarpMaxC = 1024;  // widest row still given to a single warp
+
+template <typename scalar_t>
+struct alignas(16) Pack {
+  static constexpr int kSize = 16 / sizeof(scalar_t);
+  scalar_t v[kSize];
+};
+
+// Visits this thread's share of row[0, c): `one(j, value)` for the unaligned head and
+// tail, `pack(j0, Pack)` for the 16-byte aligned middle, consecutive packs going to
+// consecutive threads so that a warp's loads coalesce.
+template <int kThreads, typename scalar_t, typename One, typename Many>
+__device__ __forceinline__ void for_row(const scalar_t* row, int64_t c, int tid, One&& one,
+                                        Many&& pack) {
+  constexpr int kVec = Pack<scalar_t>::kSize;
+  const int64_t mis = static_cast<int64_t>((reinterpret_cast<uintptr_t>(row) % 16) / sizeof(scalar_t));
+  const int64_t head = mis ? min(static_cast<int64_t>(kVec) - mis, c) : 0;
+  for (int64_t j = tid; j < head; j += kThreads) one(j, row[j]);
+  const int64_t packs = (c - head) / kVec;
+  const Pack<scalar_t>* body = reinterpret_cast<const Pack<scalar_t>*>(row + head);
+  for (int64_t p = tid; p < packs; p += kThreads) pack(head + p * kVec, body[p]);
+  for (int64_t j = head + packs * kVec + tid; j < c; j += kThreads) one(j, row[j]);
+}
+
+struct Max {
+  template <typename T>
+  __device__ T operator()(T a, T b) const { return max(a, b); }
+};
+struct Sum {
+  template <typename T>
+  __device__ T operator()(T a, T b) const { return a + b; }
+};
+
+// All-reduce over the kThreads threads of a row: shuffles within a warp, then (for a
+// block per row) each warp's result through shared memory. smem holds kThreads/32 values;
+// the leading barrier lets the same buffer serve consecutive reductions.
+template <int kThreads, typename T, typename Op>
+__device__ __forceinline__ T row_allreduce(T v, T* smem, Op op) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(0xffffffff, v, o));
+  if constexpr (kThreads > 32) {
+    constexpr int kWarps = kThreads / 32;
+    __syncthreads();
+    if (threadIdx.x % 32 == 0) smem[threadIdx.x / 32] = v;
+    __syncthreads();
+    v = smem[0];
+#pragma unroll
+    for (int k = 1; k < kWarps; ++k) v = op(v, smem[k]);
+  }
+  return v;
+}
+
+template <typename scalar_t, int kThreads, int kRows, typename acc_t = at::opmath_type<scalar_t>>
+__global__ void __launch_bounds__(kThreads* kRows)
+    weighted_ce_forward_kernel(const scalar_t* __restrict__ x, const int64_t* __restrict__ t,
+                               const acc_t* __restrict__ w, acc_t* __restrict__ loss,
+                               double* __restrict__ lse, int64_t n, int64_t c, acc_t eps) {
+  static_assert(kRows == 1 || kThreads == 32, "rows share a block only on the warp path");
+  __shared__ acc_t smem[kThreads / 32];
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kRows + threadIdx.y;
+  if (row >= n) return;  // only on the warp path, where no barrier follows
+  const int tid = threadIdx.x;
+  const scalar_t* xr = x + row * c;
+
+  // NaN never wins max(); z below carries it instead, as on the CPU.
+  acc_t m = -std::numeric_limits<acc_t>::infinity();
+  for_row<kThreads>(xr, c, tid, [&](int64_t, scalar_t v) { m = max(m, static_cast<acc_t>(v)); },
+                    [&](int64_t, const Pack<scalar_t>& p) {
+#pragma unroll
+                      for (int k = 0; k < Pack<scalar_t>::kSize; ++k) m = max(m, static_cast<acc_t>(p.v[k]));
+                    });
+  m = row_allreduce<kThreads>(m, smem, Max());
+
+  acc_t s = 0, z = 0;
+  auto add = [&](acc_t v) {
+    const acc_t d = v - m;
+    s += exp(d);
+    z += d;
+  };
+  for_row<kThreads>(xr, c, tid, [&](int64_t, scalar_t v) { add(static_cast<acc_t>(v)); },
+                    [&](int64_t, const Pack<scalar_t>& p) {
+#pragma unroll
+                      for (int k = 0; k < Pack<scalar_t>::kSize; ++k) add(static_cast<acc_t>(p.v[k]));
+                    });
+  s = row_allreduce<kThreads>(s, smem, Sum());
+  z = row_allreduce<kThreads>(z, smem, Sum());
+
+  if (tid == 0) {
+    const int64_t y = t[row];
+    const acc_t nan = std::numeric_limits<acc_t>::quiet_NaN();
+    // A bad target must not trap (that would poison the context): the row becomes NaN.
+    // The public function has already rejected it.
+    if (y < 0 || y >= c || isnan(z)) {
+      loss[row] = nan;
+      lse[row] = static_cast<double>(nan);
+      return;
+    }
+    const acc_t log_s = log(s);
+    // (1-ε)(lse - x_y) + ε(lse - mean x) with the max subtracted out; see row_loss on the CPU.
+    acc_t ce = (m - static_cast<acc_t>(xr[y])) + log_s;
+    if (eps > 0) ce = (1 - eps) * ce + eps * (log_s - z / static_cast<acc_t>(c));
+    lse[row] = static_cast<double>(m) + static_cast<double>(log_s);
+    loss[row] = (w ? w[row] : acc_t(1)) * ce;
+  }
+}
+
+template <typename scalar_t, int kThreads, int kRows, typename acc_t = at::opmath_type<scalar_t>>
+__global__ void __launch_bounds__(kThreads* kRows)
+    weighted_ce_backward_kernel(const acc_t* __restrict__ g, int64_t g_stride,
+                                const scalar_t* __restrict__ x, const int64_t* __restrict__ t,
+                                const acc_t* __restrict__ w, const double* __restrict__ lse,
+                                scalar_t* __restrict__ out, int64_t n, int64_t c, acc_t eps,
+                                bool pack_store) {
+  static_assert(kRows == 1 || kThreads == 32, "rows share a block only on the warp path");
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kRows + threadIdx.y;
+  if (row >= n) return;
+  const int tid = threadIdx.x;
+  const scalar_t* xr = x + row * c;
+  scalar_t* o = out + row * c;
+  const int64_t y = t[row];
+  // x − lse as (x − hi) − lo: with logits far from 0 (say 1000) a float32 lse alone
+  // would already be off by half its ulp (3e-5), and so would every softmax value.
+  const acc_t hi = static_cast<acc_t>(lse[row]);
+  const acc_t lo = static_cast<acc_t>(lse[row] - static_cast<double>(hi));
+  acc_t scale = g[row * g_stride] * (w ? w[row] : acc_t(1));
+  if (y < 0 || y >= c) scale = std::numeric_limits<acc_t>::quiet_NaN();
+  const acc_t off = eps / static_cast<acc_t>(c);
+  const acc_t on = 1 - eps + off;
+  auto grad = [&](int64_t j, scalar_t v) {
+    return static_cast<scalar_t>((exp((static_cast<acc_t>(v) - hi) - lo) - (j == y ? on : off)) * scale);
+  };
+  for_row<kThreads>(xr, c, tid, [&](int64_t j, scalar_t v) { o[j] = grad(j, v); },
+                    [&](int64_t j0, const Pack<scalar_t>& p) {
+                      Pack<scalar_t> r;
+#pragma unroll
+                      for (int k = 0; k < Pack<scalar_t>::kSize; ++k) r.v[k] = grad(j0 + k, p.v[k]);
+                      // out rows share the logits rows' alignment unless logits is an
+                      // offset view; then the pack is written element by element.
+                      if (pack_store) {
+                        *reinterpret_cast<Pack<scalar_t>*>(o + j0) = r;
+                      } else {
+#pragma unroll
+                        for (int k = 0; k < Pack<scalar_t>::kSize; ++k) o[j0 + k] = r.v[k];
+                      }
+                    });
+}
+
+dim3 grid_for(int64_t n, int64_t c) {
+  const int64_t blocks = c <= kWarpMaxC ? (n + kWarpRows - 1) / kWarpRows : n;
+  TORCH_CHECK(blocks <= std::numeric_limits<int32_t>::max(), "weighted_cross_entropy: too many rows (", n, ")");
+  return dim3(static_cast<unsigned>(blocks));
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor> weighted_cross_entropy_cuda(
+    const at::Tensor& logits, const at::Tensor& targets, const std::optional<at::Tensor>& weights,
+    double label_smoothing) {
+  check_weighted_ce_args(logits, targets, weights, label_smoothing);
+  const c10::cuda::CUDAGuard guard(logits.device());
+  const int64_t n = logits.size(0), c = logits.size(1);
+  const auto acc = weighted_ce_acc_type(logits.scalar_type());
+  auto loss = at::empty({n}, logits.options().dtype(acc));
+  auto lse = at::empty({n}, logits.options().dtype(at::kDouble));
+  if (n == 0) return {loss, lse};
+  auto x = logits.contiguous();
+  auto t = targets.contiguous();
+  at::Tensor w = weights.has_value() ? weights->contiguous() : at::Tensor();
+  const dim3 grid = grid_for(n, c);
+  auto stream = at::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "weighted_cross_entropy_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const acc_t* wp = w.defined() ? w.data_ptr<acc_t>() : nullptr;
+    const auto eps = static_cast<acc_t>(label_smoothing);
+    if (c <= kWarpMaxC) {
+      weighted_ce_forward_kernel<scalar_t, 32, kWarpRows><<<grid, dim3(32, kWarpRows), 0, stream>>>(
+          x.data_ptr<scalar_t>(), t.data_ptr<int64_t>(), wp, loss.data_ptr<acc_t>(),
+          lse.data_ptr<double>(), n, c, eps);
+    } else {
+      weighted_ce_forward_kernel<scalar_t, kBlockThreads, 1><<<grid, dim3(kBlockThreads, 1), 0, stream>>>(
+          x.data_ptr<scalar_t>(), t.data_ptr<int64_t>(), wp, loss.data_ptr<acc_t>(),
+          lse.data_ptr<double>(), n, c, eps);
+    }
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return {loss, lse};
+}
+
+at::Tensor weighted_cross_entropy_backward_cuda(const at::Tensor& grad_loss, const at::Tensor& logits,
+                                                const at::Tensor& targets,
+                                                const std::optional<at::Tensor>& weights,
+                                                const at::Tensor& lse, double label_smoothing) {
+  check_weighted_ce_args(logits, targets, weights, label_smoothing);
+  const c10::cuda::CUDAGuard guard(logits.device());
+  const int64_t n = logits.size(0), c = logits.size(1);
+  const auto acc = weighted_ce_acc_type(logits.scalar_type());
+  const at::Tensor g = weighted_ce_row_vector(grad_loss, "grad_loss", n, acc, logits.device());
+  const at::Tensor l = weighted_ce_row_vector(lse, "lse", n, at::kDouble, logits.device()).contiguous();
+  auto out = at::empty({n, c}, logits.options().memory_format(at::MemoryFormat::Contiguous));
+  if (n == 0) return out;
+  auto x = logits.contiguous();
+  auto t = targets.contiguous();
+  at::Tensor w = weights.has_value() ? weights->contiguous() : at::Tensor();
+  const dim3 grid = grid_for(n, c);
+  const bool pack_store =
+      (reinterpret_cast<uintptr_t>(x.data_ptr()) - reinterpret_cast<uintptr_t>(out.data_ptr())) % 16 == 0;
+  // grad_loss is often a broadcast scalar (stride 0, from .sum()): read it in place.
+  const int64_t gs = g.stride(0);
+  auto stream = at::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "weighted_cross_entropy_backward_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const acc_t* wp = w.defined() ? w.data_ptr<acc_t>() : nullptr;
+    const auto eps = static_cast<acc_t>(label_smoothing);
+    if (c <= kWarpMaxC) {
+      weighted_ce_backward_kernel<scalar_t, 32, kWarpRows><<<grid, dim3(32, kWarpRows), 0, stream>>>(
+          g.data_ptr<acc_t>(), gs, x.data_ptr<scalar_t>(), t.data_ptr<int64_t>(), wp,
+          l.data_ptr<double>(), out.data_ptr<scalar_t>(), n, c, eps, pack_store);
+    } else {
+      weighted_ce_backward_kernel<scalar_t, kBlockThreads, 1><<<grid, dim3(kBlockThreads, 1), 0, stream>>>(
+          g.data_ptr<acc_t>(), gs, x.data_ptr<scalar_t>(), t.data_ptr<int64_t>(), wp,
+          l.data_ptr<double>(), out.data_ptr<scalar_t>(), n, c, eps, pack_store);
+    }
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return out;
+}
+
+TORCH_LIBRARY_IMPL(coreaug, CUDA, m) {
+  m.impl("weighted_cross_entropy", &weighted_cross_entropy_cuda);
+  m.impl("weighted_cross_entropy_backward", &weighted_cross_entropy_backward_cuda);
+}
+
+}  // namespace coreaug
