@@ -3,14 +3,15 @@
 The loop calls these through this module (``_api.select_coreset(...)``), so tests can
 intercept them and one edit here switches implementations.
 
-MERGE SWITCH: when issues 4 and 5 land, replace the ``_standins`` import below with
+MERGE SWITCH: when issue 4 lands, replace the ``_standins`` import below with
     from .. import (Augmenter, crop_flip, select_coreset, select_max_loss, select_random,
                     weighted_cross_entropy)
 and delete ``_standins.py``. ``IMPLEMENTATION`` then records the real modules by itself.
 """
 from ..embeddings import gradient_embeddings
+from ..loss import weighted_cross_entropy
 from ..selection import select_coreset, select_max_loss, select_random
-from ._standins import Augmenter, crop_flip, weighted_cross_entropy
+from ._standins import Augmenter, crop_flip
 
 # Which module each call comes from; written into every run's summary so a figure is never
 # mistaken for one measured with the fused ops.

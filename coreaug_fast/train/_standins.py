@@ -1,5 +1,5 @@
 """Temporary plain-PyTorch stand-ins for the library calls the training loop makes, used
-until the selector (issue 3), fused augmentation (issue 4) and weighted loss (issue 5) land.
+until the fused augmentation (issue 4) lands.
 
 Same names and call signatures as those issues; slow and simple on purpose. Delete this
 file at merge and switch the imports in ``_api.py``; nothing else imports it.
@@ -7,13 +7,10 @@ file at merge and switch the imports in ``_api.py``; nothing else imports it.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
-
-from ..embeddings import FactoredEmbeddings
 
 
 def crop_flip(images, offsets, flips, *, padding=4, index=None):
@@ -101,15 +98,3 @@ class Augmenter:
             x = (x - torch.as_tensor(self.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)) \
                 / torch.as_tensor(self.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
         return x
-
-
-def weighted_cross_entropy(logits, targets, weights=None, *, reduction="mean", normalize="weights",
-                           label_smoothing=0.0):
-    per = F.cross_entropy(logits.float(), targets, reduction="none", label_smoothing=label_smoothing)
-    w = torch.ones_like(per) if weights is None else weights.to(per.dtype)
-    per = per * w
-    if reduction == "none":
-        return per
-    if reduction == "sum":
-        return per.sum()
-    return per.sum() / (w.sum() if normalize == "weights" else per.numel())
