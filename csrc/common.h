@@ -18,3 +18,19 @@
 #define COREAUG_CHECK_FLOATING(x)                                            \
   TORCH_CHECK(at::isFloatingType((x).scalar_type()), #x " must be floating point, got ", \
               (x).scalar_type())
+
+namespace coreaug {
+
+// logits (N, C) floating with C >= 1 unless N == 0, targets (N,) int64 on the same device.
+inline void check_logits_targets(const at::Tensor& logits, const at::Tensor& targets) {
+  COREAUG_CHECK_DIM(logits, 2);
+  COREAUG_CHECK_DIM(targets, 1);
+  COREAUG_CHECK_FLOATING(logits);
+  COREAUG_CHECK_DTYPE(targets, at::kLong);
+  COREAUG_CHECK_DEVICE(targets, logits.device());
+  TORCH_CHECK(logits.size(0) == targets.size(0), "logits has ", logits.size(0),
+              " rows but targets has ", targets.size(0));
+  TORCH_CHECK(logits.size(1) > 0 || logits.size(0) == 0, "logits needs at least one class column");
+}
+
+}  // namespace coreaug

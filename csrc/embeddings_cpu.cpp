@@ -12,14 +12,8 @@
 namespace coreaug {
 
 at::Tensor gradient_embeddings_cpu(const at::Tensor& logits, const at::Tensor& targets) {
-  COREAUG_CHECK_DIM(logits, 2);
-  COREAUG_CHECK_DIM(targets, 1);
-  COREAUG_CHECK_FLOATING(logits);
-  COREAUG_CHECK_DTYPE(targets, at::kLong);
-  TORCH_CHECK(logits.size(0) == targets.size(0), "logits has ", logits.size(0),
-              " rows but targets has ", targets.size(0));
+  check_logits_targets(logits, targets);
   const int64_t n = logits.size(0), c = logits.size(1);
-  TORCH_CHECK(c > 0 || n == 0, "logits needs at least one class column");
   auto x = logits.contiguous();
   auto t = targets.contiguous();
   const int64_t* tp = t.data_ptr<int64_t>();

@@ -51,13 +51,7 @@ __global__ void gradient_embeddings_kernel(const scalar_t* __restrict__ x,
 }  // namespace
 
 at::Tensor gradient_embeddings_cuda(const at::Tensor& logits, const at::Tensor& targets) {
-  COREAUG_CHECK_DIM(logits, 2);
-  COREAUG_CHECK_DIM(targets, 1);
-  COREAUG_CHECK_FLOATING(logits);
-  COREAUG_CHECK_DTYPE(targets, at::kLong);
-  COREAUG_CHECK_DEVICE(targets, logits.device());
-  TORCH_CHECK(logits.size(0) == targets.size(0), "logits has ", logits.size(0),
-              " rows but targets has ", targets.size(0));
+  check_logits_targets(logits, targets);
   const c10::cuda::CUDAGuard guard(logits.device());
   const int64_t n = logits.size(0), c = logits.size(1);
   auto x = logits.contiguous();

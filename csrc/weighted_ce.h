@@ -19,14 +19,7 @@ inline at::ScalarType weighted_ce_acc_type(at::ScalarType logits) {
 inline void check_weighted_ce_args(const at::Tensor& logits, const at::Tensor& targets,
                                    const std::optional<at::Tensor>& weights,
                                    double label_smoothing) {
-  COREAUG_CHECK_DIM(logits, 2);
-  COREAUG_CHECK_DIM(targets, 1);
-  COREAUG_CHECK_FLOATING(logits);
-  COREAUG_CHECK_DTYPE(targets, at::kLong);
-  COREAUG_CHECK_DEVICE(targets, logits.device());
-  TORCH_CHECK(logits.size(0) == targets.size(0), "logits has ", logits.size(0),
-              " rows but targets has ", targets.size(0));
-  TORCH_CHECK(logits.size(1) > 0 || logits.size(0) == 0, "logits needs at least one class column");
+  check_logits_targets(logits, targets);
   TORCH_CHECK(label_smoothing >= 0.0 && label_smoothing <= 1.0,
               "label_smoothing must lie in [0, 1], got ", label_smoothing);
   if (weights.has_value()) {
