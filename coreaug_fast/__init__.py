@@ -10,11 +10,17 @@ __version__ = "0.1.0"
 from . import reference
 from ._ext import ExtensionNotBuiltError, build_info
 from .embeddings import FactoredEmbeddings, gradient_embeddings
+from .augment import OPS, Augmenter, AugmentParams, apply_augment, crop_flip
 
 __all__ = [
     "__version__",
+    "AugmentParams",
+    "Augmenter",
     "ExtensionNotBuiltError",
     "FactoredEmbeddings",
+    "OPS",
+    "apply_augment",
     "build_info",
+    "crop_flip",
     "gradient_embeddings",
 ]

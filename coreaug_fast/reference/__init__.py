@@ -2,5 +2,12 @@
 compiled extension. Slow by design; written for clarity, in float64 where it matters."""
 from .embeddings import gradient_embeddings_reference
 from .distances import pairwise_distances_reference
+from .augment import apply_augment_reference, augmenter_reference, crop_flip_reference
 
-__all__ = ["gradient_embeddings_reference", "pairwise_distances_reference"]
+__all__ = [
+    "apply_augment_reference",
+    "augmenter_reference",
+    "crop_flip_reference",
+    "gradient_embeddings_reference",
+    "pairwise_distances_reference",
+]
