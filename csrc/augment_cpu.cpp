@@ -16,13 +16,21 @@
 #include "common.h"
 
 // Only from here on: with the FMA clone below, GCC would otherwise fuse a*b+c where
-// torchvision rounds twice (C++ modes default to -ffp-contract=fast).
+// torchvision rounds twice (C++ modes default to -ffp-contract=fast). no-trapping-math
+// changes no value; it lets branch-free float compares vectorise.
 #if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC optimize("fp-contract=off")
+#pragma GCC optimize("fp-contract=off", "no-trapping-math")
 #endif
 #include "augment_math.h"
 
 #define CA_INLINE inline __attribute__((always_inline))
+
+// Defined here rather than std::min/max: functions from headers included before the pragma
+// carry other optimisation options, and GCC will not inline them into these loops.
+template <typename T>
+CA_INLINE T lo_of(T a, T b) { return b < a ? b : a; }
+template <typename T>
+CA_INLINE T hi_of(T a, T b) { return a < b ? b : a; }
 
 namespace coreaug {
 namespace {
@@ -40,96 +48,138 @@ struct Problem {
   uint8_t fill[3];
   void* out;
   const void* norm;  // (C, 256) table of the output type, for float outputs
+  float mean[3], std[3];
 };
 
 // Buffers of one worker thread.
 struct Work {
   explicit Work(const Problem& p)
-      : ci(p.W), cj(p.W), fs(p.W), v(p.C * p.W), buf{std::vector<uint8_t>(), std::vector<uint8_t>()} {}
+      : ci(p.W), cj(p.W), fs(p.W), idx(p.W), v(p.C * p.W) {}
   std::vector<int32_t> ci, cj;  // source coordinate of each pixel of the line
   std::vector<int32_t> fs;      // step that wrote the pixel's fill, or -1
+  std::vector<int64_t> idx;     // flat source offset of each pixel of the line
   std::vector<uint8_t> v;       // (C, W) values of the line
-  std::vector<uint8_t> buf[2];  // stored sharpen inputs, ping-pong
+  std::vector<uint8_t> buf[2];  // stored images (sharpen inputs and outputs), ping-pong
   Step steps[kMaxSteps];
   uint8_t lut[kMaxSteps][3][256];
-  int64_t hist[3][256];
+  int64_t hist[3][4][256];
 };
 
-// The image after steps [seg, t) of the row, line i, into w.v.
+// The image after steps [seg, t) of the row, line i, into w.v. No step in [seg, t) is a
+// sharpen: those are stored images (run_row).
 CA_INLINE void eval_line(const Problem& p, Work& w, const uint8_t* base, int seg, int t, int i) {
   const int H = static_cast<int>(p.H), W = static_cast<int>(p.W), C = static_cast<int>(p.C);
-  int32_t* ci = w.ci.data();
-  int32_t* cj = w.cj.data();
-  int32_t* fs = w.fs.data();
-  uint8_t* v = w.v.data();
-  for (int j = 0; j < W; ++j) {
-    ci[j] = i;
-    cj[j] = j;
-    fs[j] = -1;
-  }
-  // Backwards through the geometric steps. A pixel that falls off the canvas keeps its last
-  // (valid) coordinates, so the gather below needs no branch; its fill is written later.
-  for (int s = t - 1; s >= seg; --s) {
-    const Step& st = w.steps[s];
-    if (st.kind == kGeom) {
-      const float Wm1 = static_cast<float>(W - 1), Hm1 = static_cast<float>(H - 1);
-      for (int j = 0; j < W; ++j) {
-        float rx, ry;
-        geom_source(st, H, W, ci[j], cj[j], rx, ry);
-        const bool ok = on_canvas(rx, ry, H, W);
-        const bool live = fs[j] < 0;
-        const int nx = static_cast<int>(std::min(std::max(rx, 0.f), Wm1));
-        const int ny = static_cast<int>(std::min(std::max(ry, 0.f), Hm1));
-        cj[j] = (live & ok) ? nx : cj[j];
-        ci[j] = (live & ok) ? ny : ci[j];
-        fs[j] = (live & !ok) ? s : fs[j];
+  const int64_t HW = p.H * p.W;
+  uint8_t* __restrict__ v = w.v.data();
+  // The crop/flip step is only ever step 0, so its zeros come before every value step and
+  // can be written by the copy; other geometric steps take the general path.
+  bool geometric = false;
+  const bool crop = t > seg && w.steps[seg].kind == kCrop;
+  for (int s = seg + (crop ? 1 : 0); s < t; ++s) geometric |= w.steps[s].kind == kGeom;
+  int32_t* __restrict__ fs = w.fs.data();
+  if (!geometric && !crop) {
+    for (int c = 0; c < C; ++c) std::memcpy(v + c * W, base + c * HW + static_cast<int64_t>(i) * W, W);
+  } else if (!geometric) {
+    // line i of the crop is line i + dy of the source, shifted by dx, maybe mirrored
+    const Step& st = w.steps[seg];
+    const int y = i + st.i0;
+    const int dx = st.i1;
+    // valid output columns: 0 <= (flip ? W-1-j : j) + dx < W
+    const int first = st.i2 ? hi_of(0, dx) : hi_of(0, -dx);
+    const int last = st.i2 ? lo_of(W - 1, W - 1 + dx) : lo_of(W - 1, W - 1 - dx);
+    for (int c = 0; c < C; ++c) {
+      uint8_t* __restrict__ vc = v + c * W;
+      if (y < 0 || y >= H || first > last) {
+        std::memset(vc, 0, W);
+        continue;
       }
-    } else if (st.kind == kCrop) {
-      for (int j = 0; j < W; ++j) {
-        const int y = ci[j] + st.i0;
-        const int x = (st.i2 ? W - 1 - cj[j] : cj[j]) + st.i1;
-        const bool ok = (y >= 0) & (y < H) & (x >= 0) & (x < W);
-        const bool live = fs[j] < 0;
-        cj[j] = (live & ok) ? x : cj[j];
-        ci[j] = (live & ok) ? y : ci[j];
-        fs[j] = (live & !ok) ? s : fs[j];
+      const uint8_t* __restrict__ row = base + c * HW + static_cast<int64_t>(y) * W;
+      std::memset(vc, 0, first);
+      if (st.i2) {
+        for (int j = first; j <= last; ++j) vc[j] = row[W - 1 - j + dx];
+      } else {
+        std::memcpy(vc + first, row + first + dx, last - first + 1);
+      }
+      std::memset(vc + last + 1, 0, W - 1 - last);
+    }
+  } else {
+    int32_t* __restrict__ ci = w.ci.data();
+    int32_t* __restrict__ cj = w.cj.data();
+    for (int j = 0; j < W; ++j) {
+      ci[j] = i;
+      cj[j] = j;
+      fs[j] = -1;
+    }
+    // Backwards through the geometric steps. A pixel that falls off the canvas keeps its
+    // last (valid) coordinates, so the gather needs no branch; its fill is written later.
+    for (int s = t - 1; s >= seg; --s) {
+      const Step& st = w.steps[s];
+      if (st.kind == kGeom) {
+        const float Wm1 = static_cast<float>(W - 1), Hm1 = static_cast<float>(H - 1);
+        for (int j = 0; j < W; ++j) {
+          float rx, ry;
+          geom_source(st, H, W, ci[j], cj[j], rx, ry);
+          const bool ok = on_canvas(rx, ry, H, W);
+          const bool live = fs[j] < 0;
+          const int nx = static_cast<int>(lo_of(hi_of(rx, 0.f), Wm1));
+          const int ny = static_cast<int>(lo_of(hi_of(ry, 0.f), Hm1));
+          cj[j] = (live & ok) ? nx : cj[j];
+          ci[j] = (live & ok) ? ny : ci[j];
+          fs[j] = (live & !ok) ? s : fs[j];
+        }
+      } else if (st.kind == kCrop) {
+        for (int j = 0; j < W; ++j) {
+          const int y = ci[j] + st.i0;
+          const int x = (st.i2 ? W - 1 - cj[j] : cj[j]) + st.i1;
+          const bool ok = (y >= 0) & (y < H) & (x >= 0) & (x < W);
+          const bool live = fs[j] < 0;
+          cj[j] = (live & ok) ? x : cj[j];
+          ci[j] = (live & ok) ? y : ci[j];
+          fs[j] = (live & !ok) ? s : fs[j];
+        }
       }
     }
-  }
-  const int64_t HW = p.H * p.W;
-  const bool sharp = t > seg && w.steps[seg].kind == kSharpen;
-  for (int c = 0; c < C; ++c) {
-    const uint8_t* plane = base + c * HW;
-    uint8_t* vc = v + c * W;
-    if (sharp) {
-      const float alpha = w.steps[seg].alpha;
-      for (int j = 0; j < W; ++j) vc[j] = sharpen_value(plane, H, W, ci[j], cj[j], alpha);
-    } else {
-      for (int j = 0; j < W; ++j) vc[j] = plane[static_cast<int64_t>(ci[j]) * W + cj[j]];
+    int64_t* __restrict__ idx = w.idx.data();
+    for (int j = 0; j < W; ++j) idx[j] = static_cast<int64_t>(ci[j]) * W + cj[j];
+    for (int c = 0; c < C; ++c) {
+      const uint8_t* __restrict__ plane = base + c * HW;
+      uint8_t* __restrict__ vc = v + c * W;
+      for (int j = 0; j < W; ++j) vc[j] = plane[idx[j]];
     }
   }
   // Forwards through the value steps; a step's fill replaces whatever the pixel held.
-  for (int s = seg + (sharp ? 1 : 0); s < t; ++s) {
+  for (int s = seg; s < t; ++s) {
     const Step& st = w.steps[s];
     switch (st.kind) {
       case kGeom:
       case kCrop:
+        if (!geometric) break;  // the crop's zeros are already in place
         for (int c = 0; c < C; ++c) {
           const uint8_t f = st.kind == kCrop ? 0 : p.fill[c];
-          uint8_t* vc = v + c * W;
+          uint8_t* __restrict__ vc = v + c * W;
           for (int j = 0; j < W; ++j) vc[j] = fs[j] == s ? f : vc[j];
         }
         break;
       case kLut:
         for (int c = 0; c < C; ++c) {
-          const uint8_t* lut = w.lut[s][c];
-          uint8_t* vc = v + c * W;
+          const uint8_t* __restrict__ lut = w.lut[s][c];
+          uint8_t* __restrict__ vc = v + c * W;
           for (int j = 0; j < W; ++j) vc[j] = lut[vc[j]];
         }
         break;
-      case kColorBlend:
-        for (int j = 0; j < W; ++j) color_blend(st, v[j], v[W + j], v[2 * W + j]);
+      case kColorBlend: {
+        uint8_t* __restrict__ r = v;
+        uint8_t* __restrict__ g = v + W;
+        uint8_t* __restrict__ b = v + 2 * W;
+        for (int j = 0; j < W; ++j) {
+          uint8_t x = r[j], y = g[j], z = b[j];
+          color_blend(st, x, y, z);
+          r[j] = x;
+          g[j] = y;
+          b[j] = z;
+        }
         break;
+      }
       default:
         break;
     }
@@ -144,12 +194,14 @@ CA_INLINE void build_dynamic_lut(const Problem& p, Work& w, const uint8_t* base,
     int64_t sum = 0;
     for (int i = 0; i < H; ++i) {
       eval_line(p, w, base, seg, t, i);
-      const uint8_t* v = w.v.data();
+      const uint8_t* __restrict__ v = w.v.data();
+      int32_t line = 0;  // < 255 * W
       if (C == 3) {
-        for (int j = 0; j < W; ++j) sum += static_cast<int64_t>(gray_floor(v[j], v[W + j], v[2 * W + j]));
+        for (int j = 0; j < W; ++j) line += static_cast<int32_t>(gray_floor(v[j], v[W + j], v[2 * W + j]));
       } else {
-        for (int j = 0; j < W; ++j) sum += v[j];
+        for (int j = 0; j < W; ++j) line += v[j];
       }
+      sum += line;
     }
     // torch.mean: float32 sum (exact below 2^24) divided by the pixel count
     const float mean = div_rn(static_cast<float>(sum), static_cast<float>(p.H * p.W));
@@ -159,28 +211,77 @@ CA_INLINE void build_dynamic_lut(const Problem& p, Work& w, const uint8_t* base,
     }
     return;
   }
+  if (st.lut == kLutAutoContrast) {
+    uint8_t lo[3] = {255, 255, 255}, hi[3] = {0, 0, 0};
+    for (int i = 0; i < H; ++i) {
+      eval_line(p, w, base, seg, t, i);
+      for (int c = 0; c < C; ++c) {
+        const uint8_t* __restrict__ vc = w.v.data() + c * W;
+        uint8_t l = lo[c], h = hi[c];
+        for (int j = 0; j < W; ++j) {
+          l = lo_of(l, vc[j]);
+          h = hi_of(h, vc[j]);
+        }
+        lo[c] = l;
+        hi[c] = h;
+      }
+    }
+    for (int c = 0; c < C; ++c) {
+      for (int v = 0; v < 256; ++v) w.lut[t][c][v] = autocontrast_lut_value(lo[c], hi[c], v);
+    }
+    return;
+  }
+  // Equalize: four interleaved histograms per channel, so that runs of one value do not
+  // serialise on one counter.
   std::memset(w.hist, 0, sizeof(w.hist));
   for (int i = 0; i < H; ++i) {
     eval_line(p, w, base, seg, t, i);
     for (int c = 0; c < C; ++c) {
-      const uint8_t* vc = w.v.data() + c * W;
-      int64_t* h = w.hist[c];
-      for (int j = 0; j < W; ++j) ++h[vc[j]];
+      const uint8_t* __restrict__ vc = w.v.data() + c * W;
+      int64_t(*h)[256] = w.hist[c];
+      int j = 0;
+      for (; j + 4 <= W; j += 4) {
+        ++h[0][vc[j]];
+        ++h[1][vc[j + 1]];
+        ++h[2][vc[j + 2]];
+        ++h[3][vc[j + 3]];
+      }
+      for (; j < W; ++j) ++h[0][vc[j]];
     }
   }
   for (int c = 0; c < C; ++c) {
-    const int64_t* h = w.hist[c];
-    int lo = 0, hi = 255;
-    while (lo < 255 && h[lo] == 0) ++lo;
-    while (hi > 0 && h[hi] == 0) --hi;
-    if (st.lut == kLutAutoContrast) {
-      for (int v = 0; v < 256; ++v) w.lut[t][c][v] = autocontrast_lut_value(lo, hi, v);
-    } else {
-      const int64_t step = (p.H * p.W - h[hi]) / 255;
-      int64_t cum = 0;
-      for (int v = 0; v < 256; ++v) {
-        w.lut[t][c][v] = equalize_lut_value(cum, step, v);
-        cum += h[v];
+    int64_t h[256];
+    for (int v = 0; v < 256; ++v) h[v] = w.hist[c][0][v] + w.hist[c][1][v] + w.hist[c][2][v] + w.hist[c][3][v];
+    int top = 255;
+    while (top > 0 && h[top] == 0) --top;
+    const int64_t step = (p.H * p.W - h[top]) / 255;
+    int64_t cum = 0;
+    for (int v = 0; v < 256; ++v) {
+      w.lut[t][c][v] = equalize_lut_value(cum, step, v);
+      cum += h[v];
+    }
+  }
+}
+
+// Sharpness of a whole stored image src into dst (both (C, H, W)).
+CA_INLINE void sharpen_image(const Problem& p, const Step& st, const uint8_t* src, uint8_t* dst) {
+  const int64_t H = p.H, W = p.W, HW = H * W;
+  for (int64_t c = 0; c < p.C; ++c) {
+    const uint8_t* __restrict__ in = src + c * HW;
+    uint8_t* __restrict__ out = dst + c * HW;
+    std::memcpy(out, in, W);
+    std::memcpy(out + (H - 1) * W, in + (H - 1) * W, W);
+    for (int64_t i = 1; i + 1 < H; ++i) {
+      const uint8_t* __restrict__ a = in + (i - 1) * W;
+      const uint8_t* __restrict__ m = in + i * W;
+      const uint8_t* __restrict__ b = in + (i + 1) * W;
+      uint8_t* __restrict__ o = out + i * W;
+      o[0] = m[0];
+      o[W - 1] = m[W - 1];
+      for (int64_t j = 1; j + 1 < W; ++j) {
+        const int v = m[j];
+        const int S = a[j - 1] + a[j] + a[j + 1] + m[j - 1] + m[j + 1] + b[j - 1] + b[j] + b[j + 1] + 5 * v;
+        o[j] = sharpen_blend(S, v, st.alpha);
       }
     }
   }
@@ -201,33 +302,49 @@ CA_INLINE void run_row(const Problem& p, Work& w, int64_t m) {
   }
   const int64_t src = p.index ? p.index[m] : m;
   const uint8_t* base = p.images + src * C * HW;
-  int seg = 0, which = 0;
+  int seg = 0;
+  int held = -1;  // which w.buf base is, -1 for the source image
   for (int t = 0; t < n; ++t) {
     const Step& st = w.steps[t];
-    if (st.kind == kSharpen && t > seg) {
-      std::vector<uint8_t>& dst = w.buf[which];
-      which ^= 1;
-      dst.resize(C * HW);
-      for (int i = 0; i < H; ++i) {
-        eval_line(p, w, base, seg, t, static_cast<int>(i));
-        for (int64_t c = 0; c < C; ++c) std::memcpy(dst.data() + c * HW + i * W, w.v.data() + c * W, W);
+    if (st.kind == kSharpen) {
+      // The stencil needs its input image: store it unless it is already stored (or the
+      // source), then store the sharpened image and continue from there.
+      if (t > seg) {
+        const int to = held == 0 ? 1 : 0;
+        std::vector<uint8_t>& dst = w.buf[to];
+        dst.resize(C * HW);
+        for (int64_t i = 0; i < H; ++i) {
+          eval_line(p, w, base, seg, t, static_cast<int>(i));
+          for (int64_t c = 0; c < C; ++c) std::memcpy(dst.data() + c * HW + i * W, w.v.data() + c * W, W);
+        }
+        base = dst.data();
+        held = to;
       }
-      base = dst.data();
-      seg = t;
+      const int to = held == 0 ? 1 : 0;
+      w.buf[to].resize(C * HW);
+      sharpen_image(p, st, base, w.buf[to].data());
+      base = w.buf[to].data();
+      held = to;
+      seg = t + 1;
+      continue;
     }
     if (st.kind == kLut && st.lut != kLutFixed) build_dynamic_lut(p, w, base, seg, t);
   }
   T* out = static_cast<T*>(p.out) + m * C * HW;
   const T* norm = static_cast<const T*>(p.norm);
-  for (int i = 0; i < H; ++i) {
+  for (int64_t i = 0; i < H; ++i) {
     eval_line(p, w, base, seg, n, static_cast<int>(i));
     for (int64_t c = 0; c < C; ++c) {
-      const uint8_t* vc = w.v.data() + c * W;
-      T* o = out + c * HW + i * W;
+      const uint8_t* __restrict__ vc = w.v.data() + c * W;
+      T* __restrict__ o = out + c * HW + i * W;
       if constexpr (std::is_same_v<T, uint8_t>) {
         std::memcpy(o, vc, W);
+      } else if constexpr (std::is_same_v<T, float>) {
+        // the table's own arithmetic, in a loop that vectorises
+        const float mu = p.mean[c], sd = p.std[c];
+        for (int64_t j = 0; j < W; ++j) o[j] = normalized_value(vc[j], mu, sd);
       } else {
-        const T* table = norm + c * 256;
+        const T* __restrict__ table = norm + c * 256;
         for (int64_t j = 0; j < W; ++j) o[j] = table[vc[j]];
       }
     }
@@ -382,6 +499,10 @@ at::Tensor augment_cpu(const at::Tensor& images, const at::Tensor& ops, const at
   p.padding = padding;
   for (int64_t c = 0; c < C; ++c) p.fill[c] = static_cast<uint8_t>(fill[fill.size() == 1 ? 0 : c]);
   p.out = out.data_ptr();
+  for (int64_t c = 0; c < C; ++c) {
+    p.mean[c] = mean ? static_cast<float>((*mean)[mean->size() == 1 ? 0 : c]) : 0.f;
+    p.std[c] = stdv ? static_cast<float>((*stdv)[stdv->size() == 1 ? 0 : c]) : 1.f;
+  }
   at::Tensor table;
   switch (dt) {
     case at::kByte:
