@@ -63,13 +63,18 @@ def _check_index(index, num_images: int, rows: Optional[int]) -> None:
     _checks.check_range("index", index, 0, num_images)
 
 
-def _check_ops(ops, magnitudes) -> None:
+def _check_ops_shape(ops, magnitudes) -> None:
     _checks.check_tensor("ops", ops, dim=2, integer=True)
     _checks.check_tensor("magnitudes", magnitudes, dim=2, floating=True)
     if ops.shape != magnitudes.shape:
         raise ValueError(f"ops {tuple(ops.shape)} and magnitudes {tuple(magnitudes.shape)} must have one shape (M, L)")
     if ops.shape[1] > MAX_OPS:
         raise ValueError(f"at most {MAX_OPS} ops per row, got L = {ops.shape[1]}")
+
+
+def _check_ops(ops, magnitudes) -> None:
+    """Ids and magnitudes (reads the values: one device sync on a GPU)."""
+    _check_ops_shape(ops, magnitudes)
     _checks.check_range("ops", ops, 0, len(OPS))
     _checks.check_finite("magnitudes", magnitudes)
     if ops.numel() == 0:
@@ -150,8 +155,9 @@ def apply_augment(images: torch.Tensor, ops: torch.Tensor, magnitudes: torch.Ten
         ExtensionNotBuiltError: the compiled extension is missing.
     """
     _check_images(images)
-    _check_ops(ops, magnitudes)
+    _check_ops_shape(ops, magnitudes)
     _checks.check_same_device(images=images, ops=ops, magnitudes=magnitudes, index=index)
+    _check_ops(ops, magnitudes)
     _check_interpolation(interpolation)
     fill_values = _fill_list(fill, images.shape[1])
     if index is not None:
