@@ -8,6 +8,8 @@
 #include <c10/util/Half.h>
 #include <torch/library.h>
 
+#include <immintrin.h>
+
 #include <algorithm>
 #include <cstring>
 #include <optional>
@@ -44,6 +46,7 @@ struct Problem {
   const float* mags;
   const int64_t* index;  // nullptr: row m reads image m
   const int64_t* crop;   // (M, 3) top, left, flip; nullptr: no crop/flip step
+  const uint8_t* images_end;  // one past the last readable byte of images
   int64_t padding;
   uint8_t fill[3];
   void* out;
@@ -57,17 +60,53 @@ struct Work {
       : ci(p.W), cj(p.W), fs(p.W), idx(p.W), v(p.C * p.W) {}
   std::vector<int32_t> ci, cj;  // source coordinate of each pixel of the line
   std::vector<int32_t> fs;      // step that wrote the pixel's fill, or -1
-  std::vector<int64_t> idx;     // flat source offset of each pixel of the line
+  std::vector<int32_t> idx;     // flat source offset of each pixel of the line
   std::vector<uint8_t> v;       // (C, W) values of the line
-  std::vector<uint8_t> buf[2];  // stored images (sharpen inputs and outputs), ping-pong
+  std::vector<uint8_t> buf[2];  // stored images (sharpen inputs and outputs), ping-pong,
+                                // kGatherSlack bytes longer than an image
   Step steps[kMaxSteps];
   uint8_t lut[kMaxSteps][3][256];
   int64_t hist[3][4][256];
 };
 
+// The AVX2 gather loads 4 bytes per pixel: a plane is gathered that way when 3 bytes past
+// its end are still readable.
+constexpr int64_t kGatherSlack = 3;
+
+// vc[j] = plane[idx[j]] for the first 8*k pixels; returns 8*k. A real call (one per line):
+// GCC inlines target-specific code only into callers compiled for that target.
+__attribute__((target("avx2"), noinline)) int gather_line_avx2(
+    const uint8_t* __restrict__ plane, const int32_t* __restrict__ idx, uint8_t* __restrict__ vc, int W) {
+  // low byte of each 32-bit lane, packed into the low 8 bytes of the register
+  const __m256i pick = _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                        0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 1, 1, 1, 1, 1);
+  int j = 0;
+  for (; j + 8 <= W; j += 8) {
+    const __m256i ix = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(idx + j));
+    const __m256i g = _mm256_i32gather_epi32(reinterpret_cast<const int*>(plane), ix, 1);
+    const __m256i b = _mm256_permutevar8x32_epi32(_mm256_shuffle_epi8(g, pick), order);
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(vc + j), _mm256_castsi256_si128(b));
+  }
+  return j;
+}
+
+// vc[j] = plane[idx[j]] for j < W; wide_ok: 3 bytes past the plane are readable.
+template <bool kAvx2>
+CA_INLINE void gather_line(const uint8_t* __restrict__ plane, const int32_t* __restrict__ idx,
+                           uint8_t* __restrict__ vc, int W, bool wide_ok) {
+  int j = 0;
+  if constexpr (kAvx2) {
+    if (wide_ok) j = gather_line_avx2(plane, idx, vc, W);
+  }
+  for (; j < W; ++j) vc[j] = plane[idx[j]];
+}
+
 // The image after steps [seg, t) of the row, line i, into w.v. No step in [seg, t) is a
-// sharpen: those are stored images (run_row).
-CA_INLINE void eval_line(const Problem& p, Work& w, const uint8_t* base, int seg, int t, int i) {
+// sharpen: those are stored images (run_row). base_end: one past its last readable byte.
+template <bool kAvx2>
+CA_INLINE void eval_line(const Problem& p, Work& w, const uint8_t* base, const uint8_t* base_end, int seg,
+                         int t, int i) {
   const int H = static_cast<int>(p.H), W = static_cast<int>(p.W), C = static_cast<int>(p.C);
   const int64_t HW = p.H * p.W;
   uint8_t* __restrict__ v = w.v.data();
@@ -139,12 +178,11 @@ CA_INLINE void eval_line(const Problem& p, Work& w, const uint8_t* base, int seg
         }
       }
     }
-    int64_t* __restrict__ idx = w.idx.data();
-    for (int j = 0; j < W; ++j) idx[j] = static_cast<int64_t>(ci[j]) * W + cj[j];
+    int32_t* __restrict__ idx = w.idx.data();
+    for (int j = 0; j < W; ++j) idx[j] = ci[j] * W + cj[j];
     for (int c = 0; c < C; ++c) {
-      const uint8_t* __restrict__ plane = base + c * HW;
-      uint8_t* __restrict__ vc = v + c * W;
-      for (int j = 0; j < W; ++j) vc[j] = plane[idx[j]];
+      const uint8_t* plane = base + c * HW;
+      gather_line<kAvx2>(plane, idx, v + c * W, W, base_end - (plane + HW) >= kGatherSlack);
     }
   }
   // Forwards through the value steps; a step's fill replaces whatever the pixel held.
@@ -187,13 +225,15 @@ CA_INLINE void eval_line(const Problem& p, Work& w, const uint8_t* base, int seg
 }
 
 // Fills w.lut[t] from statistics of the image after steps [seg, t).
-CA_INLINE void build_dynamic_lut(const Problem& p, Work& w, const uint8_t* base, int seg, int t) {
+template <bool kAvx2>
+CA_INLINE void build_dynamic_lut(const Problem& p, Work& w, const uint8_t* base, const uint8_t* base_end,
+                                 int seg, int t) {
   const int H = static_cast<int>(p.H), W = static_cast<int>(p.W), C = static_cast<int>(p.C);
   const Step& st = w.steps[t];
   if (st.lut == kLutContrast) {
     int64_t sum = 0;
     for (int i = 0; i < H; ++i) {
-      eval_line(p, w, base, seg, t, i);
+      eval_line<kAvx2>(p, w, base, base_end, seg, t, i);
       const uint8_t* __restrict__ v = w.v.data();
       int32_t line = 0;  // < 255 * W
       if (C == 3) {
@@ -214,7 +254,7 @@ CA_INLINE void build_dynamic_lut(const Problem& p, Work& w, const uint8_t* base,
   if (st.lut == kLutAutoContrast) {
     uint8_t lo[3] = {255, 255, 255}, hi[3] = {0, 0, 0};
     for (int i = 0; i < H; ++i) {
-      eval_line(p, w, base, seg, t, i);
+      eval_line<kAvx2>(p, w, base, base_end, seg, t, i);
       for (int c = 0; c < C; ++c) {
         const uint8_t* __restrict__ vc = w.v.data() + c * W;
         uint8_t l = lo[c], h = hi[c];
@@ -235,7 +275,7 @@ CA_INLINE void build_dynamic_lut(const Problem& p, Work& w, const uint8_t* base,
   // serialise on one counter.
   std::memset(w.hist, 0, sizeof(w.hist));
   for (int i = 0; i < H; ++i) {
-    eval_line(p, w, base, seg, t, i);
+    eval_line<kAvx2>(p, w, base, base_end, seg, t, i);
     for (int c = 0; c < C; ++c) {
       const uint8_t* __restrict__ vc = w.v.data() + c * W;
       int64_t(*h)[256] = w.hist[c];
@@ -287,7 +327,7 @@ CA_INLINE void sharpen_image(const Problem& p, const Step& st, const uint8_t* sr
   }
 }
 
-template <typename T>
+template <typename T, bool kAvx2>
 CA_INLINE void run_row(const Problem& p, Work& w, int64_t m) {
   const int64_t C = p.C, H = p.H, W = p.W, HW = H * W;
   const int n = compile_row(p.ops + m * p.L, p.mags + m * p.L, static_cast<int>(p.L),
@@ -302,6 +342,7 @@ CA_INLINE void run_row(const Problem& p, Work& w, int64_t m) {
   }
   const int64_t src = p.index ? p.index[m] : m;
   const uint8_t* base = p.images + src * C * HW;
+  const uint8_t* base_end = p.images_end;
   int seg = 0;
   int held = -1;  // which w.buf base is, -1 for the source image
   for (int t = 0; t < n; ++t) {
@@ -312,28 +353,30 @@ CA_INLINE void run_row(const Problem& p, Work& w, int64_t m) {
       if (t > seg) {
         const int to = held == 0 ? 1 : 0;
         std::vector<uint8_t>& dst = w.buf[to];
-        dst.resize(C * HW);
+        dst.resize(C * HW + kGatherSlack);
         for (int64_t i = 0; i < H; ++i) {
-          eval_line(p, w, base, seg, t, static_cast<int>(i));
+          eval_line<kAvx2>(p, w, base, base_end, seg, t, static_cast<int>(i));
           for (int64_t c = 0; c < C; ++c) std::memcpy(dst.data() + c * HW + i * W, w.v.data() + c * W, W);
         }
         base = dst.data();
+        base_end = base + dst.size();
         held = to;
       }
       const int to = held == 0 ? 1 : 0;
-      w.buf[to].resize(C * HW);
+      w.buf[to].resize(C * HW + kGatherSlack);
       sharpen_image(p, st, base, w.buf[to].data());
       base = w.buf[to].data();
+      base_end = base + w.buf[to].size();
       held = to;
       seg = t + 1;
       continue;
     }
-    if (st.kind == kLut && st.lut != kLutFixed) build_dynamic_lut(p, w, base, seg, t);
+    if (st.kind == kLut && st.lut != kLutFixed) build_dynamic_lut<kAvx2>(p, w, base, base_end, seg, t);
   }
   T* out = static_cast<T*>(p.out) + m * C * HW;
   const T* norm = static_cast<const T*>(p.norm);
   for (int64_t i = 0; i < H; ++i) {
-    eval_line(p, w, base, seg, n, static_cast<int>(i));
+    eval_line<kAvx2>(p, w, base, base_end, seg, n, static_cast<int>(i));
     for (int64_t c = 0; c < C; ++c) {
       const uint8_t* __restrict__ vc = w.v.data() + c * W;
       T* __restrict__ o = out + c * HW + i * W;
@@ -351,22 +394,22 @@ CA_INLINE void run_row(const Problem& p, Work& w, int64_t m) {
   }
 }
 
-template <typename T>
+template <typename T, bool kAvx2>
 CA_INLINE void run_rows_body(const Problem& p, int64_t begin, int64_t end) {
   Work w(p);
-  for (int64_t m = begin; m < end; ++m) run_row<T>(p, w, m);
+  for (int64_t m = begin; m < end; ++m) run_row<T, kAvx2>(p, w, m);
 }
 
 // Two copies of the whole row pipeline: one where fused multiply-adds (which torch's own
 // kernels use, and which must round once) are single instructions, one portable.
 template <typename T>
 __attribute__((target("avx2,fma"))) void run_rows_fma(const Problem& p, int64_t b, int64_t e) {
-  run_rows_body<T>(p, b, e);
+  run_rows_body<T, true>(p, b, e);
 }
 
 template <typename T>
 void run_rows_portable(const Problem& p, int64_t b, int64_t e) {
-  run_rows_body<T>(p, b, e);
+  run_rows_body<T, false>(p, b, e);
 }
 
 template <typename T>
@@ -464,6 +507,7 @@ at::Tensor augment_cpu(const at::Tensor& images, const at::Tensor& ops, const at
       augment_check_args(images, ops, magnitudes, index, crop, padding, fill, out_dtype, mean, stdv);
   const int64_t N = images.size(0), C = images.size(1), H = images.size(2), W = images.size(3);
   const int64_t M = ops.size(0), L = ops.size(1);
+  TORCH_CHECK(H * W < (int64_t{1} << 31), "images of more than 2^31 pixels are not supported");
   auto x = images.contiguous();
   auto o = ops.contiguous();
   auto mg = magnitudes.contiguous();
@@ -486,6 +530,7 @@ at::Tensor augment_cpu(const at::Tensor& images, const at::Tensor& ops, const at
 
   Problem p{};
   p.images = x.data_ptr<uint8_t>();
+  p.images_end = p.images + x.numel();
   p.N = N;
   p.C = C;
   p.H = H;

@@ -385,7 +385,9 @@ CA_HD void color_blend(const Step& s, uint8_t& r, uint8_t& g, uint8_t& b) {
 // S = 8 neighbours + 5 * centre: S/13 is never within 1/26 of a tie, so torch's float32
 // conv2d + round gives exactly this integer. Border pixels are unchanged.
 CA_HD uint8_t sharpen_blend(int S, int v, float alpha) {
-  const int blur = (2 * S + 13) / 26;
+  // (2S + 13) / 26 by multiply and shift (exact for 2S + 13 <= 6643, checked exhaustively),
+  // which vectorises where an integer division does not
+  const int blur = ((2 * S + 13) * 40330) >> 20;
   return clamp_u8(fma_rn(static_cast<float>(blur - v), alpha, static_cast<float>(v)));
 }
 
