@@ -314,6 +314,7 @@ class Augmenter:
         self._space = torch.tensor([_OP_ID[n] for n in self.SPACE], dtype=torch.int32)
         self._signed = torch.tensor([n in self.SIGNED for n in OPS])
         self.last_params: Optional[AugmentParams] = None
+        self._tables: dict = {}  # (height, width, device) -> magnitude table
 
     @staticmethod
     def _stats(name, value):
@@ -348,7 +349,10 @@ class Augmenter:
         pick = torch.randint(0, len(self.SPACE), (rows, self.num_ops), generator=generator, device=device)
         ops = self._space.to(device)[pick]
         negate = torch.randint(0, 2, (rows, self.num_ops), generator=generator, device=device).bool()
-        table = randaugment_magnitudes(self.magnitude, self.num_magnitude_bins, height, width).to(device)
+        key = (height, width, str(device))
+        if key not in self._tables:
+            self._tables[key] = randaugment_magnitudes(self.magnitude, self.num_magnitude_bins, height, width).to(device)
+        table = self._tables[key]
         mags = table[ops.long()]
         mags = torch.where(negate & self._signed.to(device)[ops.long()], -mags, mags)
         offsets = flips = None
