@@ -12,14 +12,20 @@ from . import analysis
 from ._ext import ExtensionNotBuiltError, build_info
 from .embeddings import FactoredEmbeddings, gradient_embeddings
 from .selection import Coreset, select_coreset, select_max_loss, select_random
+from .augment import OPS, Augmenter, AugmentParams, apply_augment, crop_flip
 from .loss import weighted_cross_entropy
 
 __all__ = [
     "__version__",
+    "AugmentParams",
+    "Augmenter",
     "Coreset",
     "ExtensionNotBuiltError",
     "FactoredEmbeddings",
+    "OPS",
+    "apply_augment",
     "build_info",
+    "crop_flip",
     "gradient_embeddings",
     "select_coreset",
     "select_max_loss",

@@ -37,6 +37,13 @@ TORCH_LIBRARY(coreaug, m) {
   // q_i the smoothed one-hot target; the softmax is recomputed from logits and the saved lse,
   // so the only N×C buffer is the result (logits' dtype, contiguous).
   m.def("weighted_cross_entropy_backward(Tensor grad_loss, Tensor logits, Tensor targets, Tensor? weights, Tensor lse, float label_smoothing) -> Tensor");
+  // Fused augmentation (coreaug_fast.augment): images uint8 (N, C, H, W), ops int32 (M, L),
+  // magnitudes float32 (M, L), index int64 (M,) or None, crop int64 (M, 3) = (top, left,
+  // flip) in the zero-padded image or None, fill 1 or C values. Returns (M, C, H, W): uint8
+  // when out_dtype is None/uint8, else (x/255 - mean)/std in out_dtype.
+  m.def(
+      "augment(Tensor images, Tensor ops, Tensor magnitudes, Tensor? index, Tensor? crop, "
+      "int padding, int[] fill, ScalarType? out_dtype, float[]? mean, float[]? std) -> Tensor");
 }
 
 // The Python module only reports how it was built; importing it registers the ops above.

@@ -2,16 +2,11 @@
 
 The loop calls these through this module (``_api.select_coreset(...)``), so tests can
 intercept them and one edit here switches implementations.
-
-MERGE SWITCH: when issue 4 lands, replace the ``_standins`` import below with
-    from .. import (Augmenter, crop_flip, select_coreset, select_max_loss, select_random,
-                    weighted_cross_entropy)
-and delete ``_standins.py``. ``IMPLEMENTATION`` then records the real modules by itself.
 """
+from ..augment import Augmenter, crop_flip
 from ..embeddings import gradient_embeddings
 from ..loss import weighted_cross_entropy
 from ..selection import select_coreset, select_max_loss, select_random
-from ._standins import Augmenter, crop_flip
 
 # Which module each call comes from; written into every run's summary so a figure is never
 # mistaken for one measured with the fused ops.

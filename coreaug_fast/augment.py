@@ -1,0 +1,435 @@
+"""Fused strong (RandAugment op set) and weak (crop, flip) augmentation of uint8 images.
+
+One call of ``torch.ops.coreaug.augment`` applies, per output row, its own list of ops with
+its own magnitudes to an image gathered by index, optionally after a random crop (zero
+padding) and horizontal flip, and writes uint8 or normalised floats in NCHW: one launch on
+the GPU (one block per output image), OpenMP over output images on the CPU.
+
+Semantics are torchvision 0.29's ``transforms.v2.functional`` on uint8 tensors, op by op,
+left to right (``coreaug_fast.reference.augment`` is that, written out):
+
+* Pixel ops (Brightness, Color, Contrast, Sharpness, Posterize, Solarize, AutoContrast,
+  Equalize, Invert) are bit-exact, including torchvision's truncation after blends and its
+  fused multiply-adds. (Contrast's mean is a float32 sum in torch, exact while
+  ``255·H·W < 2**24``, i.e. up to 256×256 images; beyond that its last bit, and so a few
+  pixels, may differ.)
+* Geometric ops (ShearX/Y, TranslateX/Y, Rotate) use torchvision's own float32 grid and
+  nearest rounding, chained op by op (an op's source coordinate is rounded before the previous
+  op maps it, and a pixel that leaves the canvas at any op takes that op's fill and the later
+  pixel ops), so the result equals applying the ops one after another, without storing the
+  intermediate images. Tests accept at most 1% of pixels off by one sampling step (none are
+  observed on CPU).
+* ``interpolation`` is ``"nearest"`` only: RandAugment's default, and the one mode in which
+  chained ops need no intermediate image.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Optional, Sequence, Union
+
+import torch
+
+from . import _checks, _ext
+
+OPS = (
+    "Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness",
+    "Color", "Contrast", "Sharpness", "Posterize", "Solarize", "AutoContrast", "Equalize",
+    "Invert",
+)
+"""The op set; an op's id is its position. Magnitude units: ShearX/Y the shear factor
+(angle = degrees(atan(m)), centre (0, 0)); TranslateX/Y pixels (truncated to an int);
+Rotate degrees, counter-clockwise about the image centre; Brightness/Color/Contrast/Sharpness
+the enhancement factor minus one (factor = 1 + m >= 0); Posterize the bits kept (int(m) in
+[0, 8]); Solarize the threshold in pixel units (pixels >= m are inverted, m <= 255);
+Identity/AutoContrast/Equalize/Invert ignore it."""
+
+MAX_OPS = 16
+_OP_ID = {name: i for i, name in enumerate(OPS)}
+_FACTOR_OPS = [_OP_ID[k] for k in ("Brightness", "Color", "Contrast", "Sharpness")]
+
+
+def _check_images(images) -> None:
+    _checks.check_tensor("images", images, dim=4)
+    if images.dtype != torch.uint8:
+        raise ValueError(f"images must be uint8, got {images.dtype}")
+    if images.shape[1] not in (1, 3):
+        raise ValueError(f"images must have 1 or 3 channels (N, C, H, W), got shape {tuple(images.shape)}")
+
+
+def _check_index(index, num_images: int, rows: Optional[int]) -> None:
+    _checks.check_tensor("index", index, dim=1, integer=True)
+    if rows is not None:
+        _checks.check_rows(rows, index=index)
+    _checks.check_range("index", index, 0, num_images)
+
+
+def _check_ops_shape(ops, magnitudes) -> None:
+    _checks.check_tensor("ops", ops, dim=2, integer=True)
+    _checks.check_tensor("magnitudes", magnitudes, dim=2, floating=True)
+    if ops.shape != magnitudes.shape:
+        raise ValueError(f"ops {tuple(ops.shape)} and magnitudes {tuple(magnitudes.shape)} must have one shape (M, L)")
+    if ops.shape[1] > MAX_OPS:
+        raise ValueError(f"at most {MAX_OPS} ops per row, got L = {ops.shape[1]}")
+
+
+def _check_ops(ops, magnitudes) -> None:
+    """Ids and magnitudes (reads the values: one device sync on a GPU)."""
+    _check_ops_shape(ops, magnitudes)
+    _checks.check_range("ops", ops, 0, len(OPS))
+    _checks.check_finite("magnitudes", magnitudes)
+    if ops.numel() == 0:
+        return
+    m = magnitudes.float()
+    rules = [
+        (torch.isin(ops, torch.tensor(_FACTOR_OPS, device=ops.device)) & (m < -1),
+         "Brightness/Color/Contrast/Sharpness magnitudes must be >= -1 (factor 1 + m >= 0)"),
+        ((ops == _OP_ID["Posterize"]) & ((m < 0) | (m >= 9)),
+         "Posterize magnitudes (bits kept, truncated) must lie in [0, 9)"),
+        ((ops == _OP_ID["Solarize"]) & (m > 255), "Solarize thresholds must be <= 255"),
+    ]
+    for bad, message in rules:
+        if bool(bad.any()):
+            r, c = (int(v) for v in bad.nonzero()[0])
+            raise ValueError(f"{message}; magnitudes[{r}, {c}] = {float(m[r, c])} for op {OPS[int(ops[r, c])]}")
+
+
+def _fill_list(fill, channels: int) -> list:
+    values = list(fill) if isinstance(fill, (list, tuple)) else [fill]
+    if len(values) not in (1, channels) or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise ValueError(f"fill must be an int or {channels} ints, got {fill!r}")
+    if not all(0 <= v <= 255 for v in values):
+        raise ValueError(f"fill values must lie in [0, 255], got {fill!r}")
+    return values
+
+
+def _check_interpolation(interpolation) -> None:
+    mode = getattr(interpolation, "value", interpolation)
+    _checks.check_choice("interpolation", mode, ["nearest"])
+
+
+def _crop_tensor(offsets, flips, padding: int, rows: int, device) -> torch.Tensor:
+    """Validates offsets/flips and packs them as the op's (M, 3) int64 (top, left, flip)."""
+    if not isinstance(padding, int) or isinstance(padding, bool) or padding < 0:
+        raise ValueError(f"padding must be an int >= 0, got {padding!r}")
+    _checks.check_tensor("offsets", offsets, dim=2, integer=True)
+    _checks.check_tensor("flips", flips, dim=1)
+    if offsets.shape[1] != 2:
+        raise ValueError(f"offsets must be (M, 2) (top, left), got shape {tuple(offsets.shape)}")
+    if flips.dtype != torch.bool and (flips.is_floating_point() or flips.is_complex()):
+        raise ValueError(f"flips must be bool (or integer 0/1), got {flips.dtype}")
+    _checks.check_rows(rows, offsets=offsets, flips=flips)
+    _checks.check_same_device(offsets=offsets, flips=flips, images=torch.empty(0, device=device))
+    _checks.check_range("offsets", offsets, 0, 2 * padding + 1)
+    if flips.dtype != torch.bool:
+        _checks.check_range("flips", flips, 0, 2)
+    return torch.cat([offsets.long(), flips.long()[:, None]], 1).contiguous()
+
+
+def apply_augment(images: torch.Tensor, ops: torch.Tensor, magnitudes: torch.Tensor, *,
+                  index: Optional[torch.Tensor] = None, fill: Union[int, Sequence[int]] = 0,
+                  interpolation: str = "nearest") -> torch.Tensor:
+    """Apply per-row lists of ops from :data:`OPS` to uint8 images, in one fused launch.
+
+    Output row ``m`` is image ``index[m]`` with ops ``ops[m, 0], ..., ops[m, L-1]`` applied
+    left to right, each to the previous result, with magnitudes ``magnitudes[m, :]``, exactly
+    as ``torchvision.transforms.v2.functional`` would (see the module docstring for the one
+    caveat on geometric ops). A pure function of its arguments.
+
+    Args:
+        images: uint8 (N, C, H, W), C = 1 or 3, CPU or CUDA, any strides.
+        ops: integer (M, L) op ids into :data:`OPS` (int32 preferred), L <= 16; L = 0 copies.
+        magnitudes: floating (M, L), in each op's unit (see :data:`OPS`); used as float32.
+        index: optional integer (M,) source image of each row, in [0, N); default row m
+            reads image m (then M must equal N).
+        fill: value (int, or one int per channel, in [0, 255]) of pixels that geometric ops
+            bring in from off the canvas; torchvision's ``fill=None`` is 0.
+        interpolation: ``"nearest"`` (the only mode).
+
+    Returns:
+        uint8 (M, C, H, W) on the device of ``images``.
+
+    Raises:
+        ValueError: wrong dtype/shape/channels, op ids outside [0, 15), NaN/inf or
+            out-of-range magnitudes (factor < 0, bits outside [0, 8], threshold > 255), index
+            out of range, tensors on different devices.
+        ExtensionNotBuiltError: the compiled extension is missing.
+    """
+    _check_images(images)
+    _check_ops_shape(ops, magnitudes)
+    _checks.check_same_device(images=images, ops=ops, magnitudes=magnitudes, index=index)
+    _check_ops(ops, magnitudes)
+    _check_interpolation(interpolation)
+    fill_values = _fill_list(fill, images.shape[1])
+    if index is not None:
+        _check_index(index, images.shape[0], ops.shape[0])
+    elif ops.shape[0] != images.shape[0]:
+        raise ValueError(f"without index, ops needs one row per image: {ops.shape[0]} rows for {images.shape[0]} images")
+    _ext.require_extension("apply_augment")
+    return torch.ops.coreaug.augment(
+        images, ops.int().contiguous(), magnitudes.float().contiguous(),
+        None if index is None else index.long(), None, 0, fill_values, None, None, None)
+
+
+def crop_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, *, padding: int = 4,
+              index: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Random crop with zero padding and horizontal flip (the paper's weak augmentation).
+
+    Row m is ``hflip(crop(pad(images[index[m]], padding, 0), top, left, H, W))`` if
+    ``flips[m]`` else without the flip, where ``(top, left) = offsets[m]``; i.e. torchvision's
+    ``RandomCrop(size=(H, W), padding=padding)`` followed by ``RandomHorizontalFlip``.
+
+    Args:
+        images: uint8 (N, C, H, W), C = 1 or 3.
+        offsets: integer (M, 2) ``(top, left)`` of the crop in the padded image, each in
+            [0, 2·padding] (``padding`` = no shift).
+        flips: bool (M,) (or integer 0/1): flip the crop horizontally.
+        padding: zero padding on every side, >= 0.
+        index: optional integer (M,) source image of each row; default row m reads image m.
+
+    Returns:
+        uint8 (M, C, H, W) on the device of ``images``.
+    """
+    _check_images(images)
+    rows = offsets.shape[0] if isinstance(offsets, torch.Tensor) and offsets.dim() == 2 else -1
+    _checks.check_same_device(images=images, offsets=offsets if isinstance(offsets, torch.Tensor) else None,
+                              flips=flips if isinstance(flips, torch.Tensor) else None, index=index)
+    crop = _crop_tensor(offsets, flips, padding, rows, images.device)
+    if index is not None:
+        _check_index(index, images.shape[0], rows)
+    elif rows != images.shape[0]:
+        raise ValueError(f"without index, offsets needs one row per image: {rows} rows for {images.shape[0]} images")
+    _ext.require_extension("crop_flip")
+    empty_ops = torch.empty(rows, 0, dtype=torch.int32, device=images.device)
+    empty_mag = torch.empty(rows, 0, dtype=torch.float32, device=images.device)
+    return torch.ops.coreaug.augment(images, empty_ops, empty_mag, None if index is None else index.long(),
+                                     crop, padding, [0], None, None, None)
+
+
+# ---- the sampler -------------------------------------------------------------------------
+
+class AugmentParams(NamedTuple):
+    """Everything an :class:`Augmenter` call drew, enough to replay it (:meth:`Augmenter.apply`).
+
+    Output row r (of ``copies * M``) is copy ``copy[r]`` of image ``source[r]``.
+
+    Attributes:
+        source: int64 (R,) image of each output row (an index into the ``images`` passed).
+        copy: int64 (R,) which of the ``copies`` it is.
+        ops: int32 (R, num_ops) op ids into :data:`OPS`.
+        magnitudes: float32 (R, num_ops) in the op's unit (:data:`OPS`).
+        offsets: int64 (R, 2) crop ``(top, left)`` in [0, 2·padding], or None (no crop/flip).
+        flips: bool (R,) horizontal flips, or None.
+    """
+
+    source: torch.Tensor
+    copy: torch.Tensor
+    ops: torch.Tensor
+    magnitudes: torch.Tensor
+    offsets: Optional[torch.Tensor]
+    flips: Optional[torch.Tensor]
+
+    def to(self, device) -> "AugmentParams":
+        return AugmentParams(*(None if t is None else t.to(device) for t in self))
+
+
+def randaugment_magnitudes(magnitude: int = 9, num_magnitude_bins: int = 31, height: int = 32,
+                           width: int = 32) -> torch.Tensor:
+    """Unsigned magnitude of each op of :data:`OPS` at bin ``magnitude``, in our units:
+    torchvision's RandAugment table (``torch.linspace`` in float32, as it computes it), with
+    Solarize's fraction of 255 turned into a threshold in pixels. float32 (15,)."""
+    b, m = num_magnitude_bins, magnitude
+    lin = lambda hi: float(torch.linspace(0.0, hi, b)[m])  # noqa: E731
+    table = {
+        "ShearX": lin(0.3), "ShearY": lin(0.3),
+        "TranslateX": lin(150.0 / 331.0 * width), "TranslateY": lin(150.0 / 331.0 * height),
+        "Rotate": lin(30.0), "Brightness": lin(0.9), "Color": lin(0.9), "Contrast": lin(0.9),
+        "Sharpness": lin(0.9),
+        "Posterize": float((8 - (torch.arange(b) / ((b - 1) / 4))).round().int()[m]),
+        # torchvision: threshold = 255.0 * float(fraction), compared as float32
+        "Solarize": 255.0 * float(torch.linspace(1.0, 0.0, b)[m]),
+    }
+    return torch.tensor([table.get(name, 0.0) for name in OPS], dtype=torch.float32)
+
+
+class Augmenter:
+    """RandAugment with per-sample parameters plus crop/flip and normalisation, fused.
+
+    Each call draws, for every output row, ``num_ops`` ops uniformly (with replacement) from
+    :attr:`SPACE` (torchvision's RandAugment space: :data:`OPS` without Invert), each with the
+    magnitude of bin ``magnitude`` of ``num_magnitude_bins`` (torchvision's table, see
+    :func:`randaugment_magnitudes`), negated with probability 1/2 for the signed ops (shear,
+    translate, rotate, brightness, color, contrast, sharpness); then, if ``padding > 0`` or
+    ``flip``, a crop offset uniform in [0, 2·padding]² and a flip with probability 1/2. The
+    image is processed as ``RandomCrop(padding) -> RandomHorizontalFlip -> RandAugment ->
+    ToDtype(scale=True) -> Normalize(mean, std)`` would, in one launch.
+
+    Calling ``aug(images, index=None, generator=None)`` returns ``copies * M`` rows,
+    copy-major: row ``k * M + i`` is copy k of image ``index[i]`` (so per-image weights align
+    with ``weights.repeat(copies)``). The drawn parameters are kept in :attr:`last_params` and
+    can be replayed with :meth:`apply`.
+
+    Args:
+        num_ops: ops per copy, 0..16.
+        magnitude: magnitude bin, in [0, num_magnitude_bins).
+        num_magnitude_bins: >= 2.
+        copies: augmented copies per selected image, >= 1.
+        padding: crop padding (0 = no crop).
+        flip: random horizontal flips.
+        mean, std: optional per-channel (or scalar) normalisation of x/255; need a floating
+            ``out_dtype``.
+        out_dtype: float32, float16, bfloat16 (``x/255``, then normalised) or uint8 (raw).
+        fill: fill of geometric ops (int or per-channel ints), as :func:`apply_augment`.
+    """
+
+    SPACE = tuple(name for name in OPS if name != "Invert")
+    SIGNED = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness", "Color",
+              "Contrast", "Sharpness")
+
+    def __init__(self, num_ops: int = 2, magnitude: int = 9, num_magnitude_bins: int = 31,
+                 copies: int = 4, padding: int = 4, flip: bool = True,
+                 mean: "Optional[Sequence[float] | float]" = None,
+                 std: "Optional[Sequence[float] | float]" = None,
+                 out_dtype: torch.dtype = torch.float32, fill: Union[int, Sequence[int]] = 0) -> None:
+        def _int(name, value, low, high=None):
+            if not isinstance(value, int) or isinstance(value, bool) or value < low or (high is not None and value >= high):
+                bound = f"[{low}, {high})" if high is not None else f">= {low}"
+                raise ValueError(f"{name} must be an int {bound}, got {value!r}")
+
+        _int("num_ops", num_ops, 0, MAX_OPS + 1)
+        _int("num_magnitude_bins", num_magnitude_bins, 2)
+        _int("magnitude", magnitude, 0, num_magnitude_bins)
+        _int("copies", copies, 1)
+        _int("padding", padding, 0)
+        _checks.check_choice("out_dtype", out_dtype, [torch.float32, torch.float16, torch.bfloat16, torch.uint8])
+        self.mean = self._stats("mean", mean)
+        self.std = self._stats("std", std)
+        if self.std is not None and any(s == 0 for s in self.std):
+            raise ValueError(f"std must be nonzero, got {std!r}")
+        if out_dtype == torch.uint8 and (self.mean is not None or self.std is not None):
+            raise ValueError("mean/std need a floating out_dtype, got uint8")
+        self.num_ops, self.magnitude, self.num_magnitude_bins = num_ops, magnitude, num_magnitude_bins
+        self.copies, self.padding, self.flip = copies, padding, bool(flip)
+        self.out_dtype = out_dtype
+        self.fill = fill
+        self._space = torch.tensor([_OP_ID[n] for n in self.SPACE], dtype=torch.int32)
+        self._signed = torch.tensor([n in self.SIGNED for n in OPS])
+        self.last_params: Optional[AugmentParams] = None
+        self._tables: dict = {}  # (height, width, device) -> magnitude table
+
+    @staticmethod
+    def _stats(name, value):
+        if value is None:
+            return None
+        values = [float(v) for v in value] if isinstance(value, (list, tuple)) else [float(value)]
+        if not values or not all(math.isfinite(v) for v in values):
+            raise ValueError(f"{name} must be finite floats, got {value!r}")
+        return values
+
+    def __repr__(self) -> str:
+        return (f"Augmenter(num_ops={self.num_ops}, magnitude={self.magnitude}, "
+                f"num_magnitude_bins={self.num_magnitude_bins}, copies={self.copies}, "
+                f"padding={self.padding}, flip={self.flip}, out_dtype={self.out_dtype})")
+
+    @property
+    def crops(self) -> bool:
+        """Whether rows get the crop/flip step."""
+        return self.padding > 0 or self.flip
+
+    def sample(self, source: torch.Tensor, height: int, width: int,
+               generator: Optional[torch.Generator] = None) -> AugmentParams:
+        """Draw parameters for ``copies`` copies of each image in ``source`` (int64 (M,)).
+
+        Draws on the generator's device (CPU for the default generator), in this order:
+        op choices (R, num_ops), sign bits (R, num_ops), crop offsets (R, 2), flip bits (R,),
+        with R = copies * M; the returned tensors are on that device.
+        """
+        device = generator.device if generator is not None else torch.device("cpu")
+        m = source.shape[0]
+        rows = self.copies * m
+        pick = torch.randint(0, len(self.SPACE), (rows, self.num_ops), generator=generator, device=device)
+        ops = self._space.to(device)[pick]
+        negate = torch.randint(0, 2, (rows, self.num_ops), generator=generator, device=device).bool()
+        key = (height, width, str(device))
+        if key not in self._tables:
+            self._tables[key] = randaugment_magnitudes(self.magnitude, self.num_magnitude_bins, height, width).to(device)
+        table = self._tables[key]
+        mags = table[ops.long()]
+        mags = torch.where(negate & self._signed.to(device)[ops.long()], -mags, mags)
+        offsets = flips = None
+        if self.crops:
+            offsets = torch.randint(0, 2 * self.padding + 1, (rows, 2), generator=generator, device=device)
+            if self.flip:
+                flips = torch.randint(0, 2, (rows,), generator=generator, device=device).bool()
+            else:
+                flips = torch.zeros(rows, dtype=torch.bool, device=device)
+        src = source.to(device=device, dtype=torch.long)
+        return AugmentParams(
+            source=src.repeat(self.copies),
+            copy=torch.arange(self.copies, device=device).repeat_interleave(m),
+            ops=ops.int(), magnitudes=mags.float(), offsets=offsets, flips=flips)
+
+    def __call__(self, images: torch.Tensor, index: Optional[torch.Tensor] = None,
+                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Augment images ``index`` (default: all) of ``images``.
+
+        Args:
+            images: uint8 (N, C, H, W), C = 1 or 3, CPU or CUDA.
+            index: optional integer (M,) images to augment, in [0, N).
+            generator: torch.Generator for the parameters (CPU or the images' CUDA device);
+                default: torch's global CPU generator.
+
+        Returns:
+            (copies·M, C, H, W) in ``out_dtype`` on the images' device; row ``k·M + i`` is
+            copy k of image ``index[i]``. The parameters are in :attr:`last_params`.
+        """
+        _check_images(images)
+        _checks.check_same_device(images=images, index=index)
+        if index is None:
+            index = torch.arange(images.shape[0], device=images.device)
+        else:
+            _check_index(index, images.shape[0], None)
+        params = self.sample(index, images.shape[2], images.shape[3], generator)
+        self.last_params = params
+        return self._run(images, params.to(images.device))
+
+    def apply(self, images: torch.Tensor, params: AugmentParams) -> torch.Tensor:
+        """Replay ``params`` (from :attr:`last_params` or :meth:`sample`) on ``images``."""
+        _check_images(images)
+        if not isinstance(params, AugmentParams):
+            raise ValueError(f"params must be an AugmentParams, got {type(params).__name__}")
+        params = params.to(images.device)
+        _check_ops(params.ops, params.magnitudes)
+        _check_index(params.source, images.shape[0], params.ops.shape[0])
+        if (params.offsets is None) != (params.flips is None):
+            raise ValueError("params.offsets and params.flips must both be set or both be None")
+        if params.offsets is not None:
+            _crop_tensor(params.offsets, params.flips, self.padding, params.ops.shape[0], images.device)
+        return self._run(images, params)
+
+    def _run(self, images: torch.Tensor, params: AugmentParams) -> torch.Tensor:
+        fill_values = _fill_list(self.fill, images.shape[1])
+        crop = None
+        if params.offsets is not None:
+            crop = torch.cat([params.offsets.long(), params.flips.long()[:, None]], 1).contiguous()
+        for name, stats in (("mean", self.mean), ("std", self.std)):
+            if stats is not None and len(stats) not in (1, images.shape[1]):
+                raise ValueError(f"{name} has {len(stats)} values for {images.shape[1]} channels")
+        _ext.require_extension("Augmenter")
+        out_dtype = None if self.out_dtype == torch.uint8 else self.out_dtype
+        return torch.ops.coreaug.augment(
+            images, params.ops.int().contiguous(), params.magnitudes.float().contiguous(),
+            params.source.long().contiguous(), crop, self.padding, fill_values, out_dtype,
+            self.mean, self.std)
+
+
+if _ext.available():
+
+    @torch.library.register_fake("coreaug::augment")
+    def _(images, ops, magnitudes, index, crop, padding, fill, out_dtype, mean, std):
+        torch._check(images.dim() == 4, lambda: "images must be (N, C, H, W)")
+        torch._check(ops.dim() == 2 and ops.shape == magnitudes.shape, lambda: "ops/magnitudes must be (M, L)")
+        if index is not None:
+            torch._check(index.shape[0] == ops.shape[0], lambda: "index must have M rows")
+        n, c, h, w = images.shape
+        dtype = torch.uint8 if out_dtype is None else out_dtype
+        return images.new_empty((ops.shape[0], c, h, w), dtype=dtype)
