@@ -213,7 +213,7 @@ def select_coreset(embeddings, labels: torch.Tensor, fraction: Optional[float] =
                    similarity: str = "distance", optimizer: str = "lazy", epsilon: float = 0.01,
                    backend: str = "auto", generator: Optional[torch.Generator] = None,
                    indices: Optional[torch.Tensor] = None, group=None,
-                   progress: Optional[bool] = None) -> Coreset:
+                   max_rows_per_rank: Optional[int] = None, progress: Optional[bool] = None) -> Coreset:
     """Choose a weighted coreset per class by greedy facility location.
 
     Args:
@@ -241,7 +241,13 @@ def select_coreset(embeddings, labels: torch.Tensor, fraction: Optional[float] =
             Same generator state and backend, same result.
         indices: optional (n,) integer dataset indices of the rows (e.g. a shard's global
             ids); the returned ``indices`` are its values.
-        group: reserved for distributed selection (a process group); must be None for now.
+        group: a ``torch.distributed`` process group: select over the rows of all its ranks
+            (collective; ``indices`` required; each rank passes its own shard). Every rank
+            returns the same global coreset, equal to one process's on all rows in ascending
+            ``indices``; ``assignment`` covers this rank's rows. See
+            :mod:`coreaug_fast.distributed`.
+        max_rows_per_rank: with ``group``: classes with more rows are split across ranks and
+            selected approximately by GreeDi (default None: every class exactly, on one rank).
         progress: tqdm bar over classes: True, False, or None (default) for a bar only on
             large CPU selections (and only on a terminal).
 
@@ -251,12 +257,17 @@ def select_coreset(embeddings, labels: torch.Tensor, fraction: Optional[float] =
     Raises:
         ValueError: bad shapes, dtypes, values (NaN/inf embeddings, negative labels, fraction
             outside (0, 1], ...) or tensors on different devices.
-        NotImplementedError: ``group`` is given.
         ExtensionNotBuiltError: the CPU path needs the compiled extension.
     """
     if group is not None:
-        raise NotImplementedError("select_coreset(group=...): distributed selection is not implemented yet; "
-                                  "call it per process without group")
+        from .distributed import select_coreset_sharded
+
+        return select_coreset_sharded(embeddings, labels, fraction, budget=budget, similarity=similarity,
+                                      optimizer=optimizer, epsilon=epsilon, backend=backend, generator=generator,
+                                      indices=indices, group=group, max_rows_per_rank=max_rows_per_rank,
+                                      progress=progress)
+    if max_rows_per_rank is not None:
+        raise ValueError("max_rows_per_rank applies to distributed selection; pass group= too")
     x, h = _check_embeddings(embeddings)
     n = x.shape[0]
     _checks.check_tensor("labels", labels, dim=1, integer=True)

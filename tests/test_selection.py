@@ -396,9 +396,12 @@ def test_bad_input_raises_value_error(args, kwargs, match):
         coreaug_fast.select_coreset(*args, **kwargs)
 
 
-def test_group_is_reserved_for_distributed_selection():
-    with pytest.raises(NotImplementedError, match="distributed"):
-        coreaug_fast.select_coreset(X, L, 0.5, group=object())
+def test_group_needs_initialised_torch_distributed():
+    # the distributed path itself is tested in test_distributed.py
+    with pytest.raises(ValueError, match="torch.distributed"):
+        coreaug_fast.select_coreset(X, L, 0.5, indices=torch.arange(4), group=object())
+    with pytest.raises(ValueError, match="max_rows_per_rank"):
+        coreaug_fast.select_coreset(X, L, 0.5, max_rows_per_rank=2)
 
 
 def test_baselines_bad_input():

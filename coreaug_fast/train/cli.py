@@ -134,7 +134,11 @@ def main(argv=None) -> int:
     cfg = config_from_args(args)
     try:
         if compare or args.methods:
+            from . import ddp
             from .compare import run_comparison
+
+            if ddp.launched():
+                raise UsageError("compare runs one configuration after another; launch it without torchrun")
 
             methods = args.methods or ["none", "random", "max-loss", "coreset", "full"]
             out = Path(args.out or f"runs/compare-{args.dataset}")
@@ -147,7 +151,11 @@ def main(argv=None) -> int:
         else:
             from .loop import train
 
+            from . import ddp
+
             s = train(cfg)
+            if not ddp.is_main():
+                return 0
             status = "" if s["complete"] else " (stopped early; continue with --resume)"
             print(f"{s['method']} fraction {s['fraction']:g}: test acc {s['test_acc']:.2f}%  time {s['time_s']:.1f}s "
                   f"(selection {s['selection_s']:.1f}, augment {s['augment_s']:.1f}, train {s['train_s']:.1f})  "

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import _api
+from . import _api, ddp
 from .batches import BatchMaker
 from .config import SUBSET_METHODS, TrainConfig, UsageError, run_name
 from .data import Dataset, load_dataset
@@ -70,7 +70,8 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, dataset: Optional[Dataset] = None):
         self.cfg = cfg = cfg.resolved()
-        self.device = resolve_device(cfg.device)
+        self.ddp = ddp.active()  # a process group of several ranks: data-parallel (see ddp.py)
+        self.device = self.ddp.device if self.ddp else resolve_device(cfg.device)
         self.ds = (dataset or load_dataset(cfg)).to(self.device)
         self.amp = cfg.amp and self.device.type == "cuda"
         seeds = stream_seeds(cfg.seed)
@@ -78,6 +79,7 @@ class Trainer:
             torch.manual_seed(seeds["init"])
             self.model = build_model(cfg.model, self.ds.num_classes, self.ds.image_shape)
         self.model.to(self.device)
+        self.net = ddp.wrap(self.model, self.ddp) if self.ddp else self.model  # what training steps call
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                          weight_decay=cfg.weight_decay)
         self.schedule = WarmupDecay(self.optimizer, base_lr=cfg.lr, epochs=cfg.epochs,
@@ -100,8 +102,10 @@ class Trainer:
         t0 = time.perf_counter()
         selected, selection_s, metrics_s = False, 0.0, 0.0
         if cfg.method in SUBSET_METHODS and e % cfg.select_every == 0:
-            s = select(cfg.method, self.model, self.batches, fraction=cfg.fraction, embedding=cfg.embedding,
-                       generator=self.generators["select"], batch_size=cfg.batch_size, amp=self.amp)
+            how = dict(fraction=cfg.fraction, embedding=cfg.embedding, generator=self.generators["select"],
+                       batch_size=cfg.batch_size, amp=self.amp)
+            s = (ddp.select(cfg.method, self.model, self.batches, ctx=self.ddp, **how) if self.ddp
+                 else select(cfg.method, self.model, self.batches, **how))
             self.subset, self.maxloss_intersection = s.indices, s.maxloss_intersection
             self.subset_weights = scale_weights(s.weights, cfg.subset_weights)
             self.ever_selected[s.indices] = True
@@ -144,6 +148,9 @@ class Trainer:
         cfg, dev, e = self.cfg, self.device, self.epoch
         perm = torch.randperm(rows.index.numel(), generator=self.generators["shuffle"])
         index, strong, weight = rows.index[perm], rows.strong[perm], rows.weight[perm]
+        if self.ddp:
+            index, strong, weight = ddp.shard(index, strong, weight, self.ddp)
+            ddp.reseed_augment(self.generators["augment"], cfg.seed, e, self.ddp)
         nb = math.ceil(index.numel() / cfg.batch_size)
         timer = PhaseTimer(dev)
         loss_sum = torch.zeros((), device=dev)
@@ -168,14 +175,20 @@ class Trainer:
             t = timer.start()
             self.schedule.set(e + (b + 1) / nb)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.amp):
-                logits = self.model(x)
-            loss = _api.weighted_cross_entropy(logits, y, w, reduction="mean", normalize=cfg.loss_normalize)
+                logits = self.net(x)
+            if self.ddp:
+                loss = ddp.batch_loss(logits, y, w, cfg.loss_normalize, self.ddp)
+            else:
+                loss = _api.weighted_cross_entropy(logits, y, w, reduction="mean", normalize=cfg.loss_normalize)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
             loss_sum += loss.detach() * bi.numel()
             timer.stop("train", t)
-        return float(loss_sum) / max(index.numel(), 1), timer.totals()
+        mean_loss = float(loss_sum) / max(index.numel(), 1)
+        if self.ddp:
+            mean_loss = ddp.mean_over_ranks(mean_loss, self.ddp)
+        return mean_loss, timer.totals()
 
     @torch.no_grad()
     def evaluate(self) -> float:
@@ -250,25 +263,46 @@ def train(cfg: TrainConfig, dataset: Optional[Dataset] = None, *, epoch_lines: b
     ``--stop-after N`` ends this invocation after N epochs, leaving a checkpoint to resume.
     """
     cfg = cfg.resolved()
+    started_group = ddp.launched() and not (torch.distributed.is_available() and torch.distributed.is_initialized())
+    ctx = ddp.setup(cfg.device)
+    try:
+        return _train(cfg, dataset, ctx, epoch_lines)
+    finally:
+        if started_group:
+            torch.distributed.destroy_process_group()
+
+
+def _train(cfg: TrainConfig, dataset, ctx, epoch_lines: bool) -> dict:
+    main = ctx is None or ctx.rank == 0  # the rank that writes checkpoints, logs and lines
     out = Path(cfg.out or default_out(cfg))
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "checkpoint.pt"
     trainer = Trainer(cfg, dataset)
     if cfg.resume:
         trainer.load(ckpt if cfg.resume == "auto" else Path(cfg.resume))
-    log = RunLog(out, trainer.records)
+    log = RunLog(out, trainer.records) if main else None
     stop = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, trainer.epoch + cfg.stop_after)
     started, before = time.perf_counter(), trainer.elapsed_s
     while trainer.epoch < stop:
         rec = trainer.run_epoch(progress=not cfg.quiet)
         trainer.elapsed_s = before + time.perf_counter() - started
+        if ctx is not None and rec["selected"]:
+            ddp.record_selection(out, ctx, rec["epoch"], trainer.subset, trainer.subset_weights)
+        if not main:
+            continue
         trainer.save(ckpt)
         log.append(rec)
         if epoch_lines and not cfg.quiet:
             tqdm.write(_epoch_line(cfg, rec))
     summary = summarize(cfg, trainer.records, trainer.elapsed_s, complete=trainer.epoch >= cfg.epochs,
                         implementation=_api.IMPLEMENTATION, device=trainer.device)
-    log.write_summary(summary)
+    if ctx is not None:
+        summary["world_size"] = ctx.world
+        if trainer.subset is not None:
+            summary["subset_sha256"] = ddp.fingerprint(trainer.subset, trainer.subset_weights)
+        torch.distributed.barrier()  # rank 0's checkpoint is complete before anyone returns
+    if main:
+        log.write_summary(summary)
     return summary
 
 

@@ -22,13 +22,14 @@ class Selected(NamedTuple):
 
 
 @torch.no_grad()
-def clean_forward(model, bm: BatchMaker, batch_size: int, amp: bool = False):
+def clean_forward(model, bm: BatchMaker, batch_size: int, amp: bool = False, index=None):
     """Logits (n, classes) and penultimate features (n, d), float32, of every training
-    image without augmentation, model in eval mode (BatchNorm uses running statistics)."""
+    image (or of rows ``index``) without augmentation, model in eval mode (BatchNorm uses
+    running statistics)."""
     was_training = model.training
     model.eval()
     logits, feats = [], []
-    x_all = bm.ds.train_x
+    x_all = bm.ds.train_x if index is None else bm.ds.train_x[index]
     with torch.autocast(x_all.device.type, dtype=torch.bfloat16, enabled=amp):
         for part in x_all.split(max(batch_size, 1024)):
             h = model.embed(bm.clean(part))

@@ -1,0 +1,194 @@
+"""Data-parallel training: ``torchrun --nproc-per-node N coreaug-train ...``.
+
+Under torchrun (``WORLD_SIZE`` > 1 in the environment) ``train`` starts the process group
+(NCCL on CUDA, gloo on CPU), and every rank holds the whole uint8 dataset and a
+``DistributedDataParallel`` copy of the model. Per epoch:
+
+* **Sampler.** The epoch's rows (every original plus the weighted strong copies of the
+  subset, ``plan.epoch_rows``) are shuffled by the shuffle stream, identical on every rank;
+  rank r takes rows r, r + W, r + 2W, ... of that order. The order is padded to a multiple
+  of W with repeats *of weight 0*, so every rank runs the same number of steps and the
+  padding changes nothing.
+* **Loss.** Normalised over the global batch: rank r's loss is ``W · Σ_r w·CE / Σ_all w``
+  (``--loss-normalize count``: ``/ rows``) with one scalar ``all_reduce`` per step, so the
+  gradient DDP averages is exactly that of the global batch of W × ``--batch-size`` rows.
+  ``--batch-size`` is per rank; the learning rate is not rescaled.
+* **Augmentation** draws from a per-rank stream seeded by (augment seed, rank, epoch), so
+  ranks augment differently and a resumed run repeats itself.
+* **Selection.** Each rank runs the clean forward pass on its own shard (rows r, r + W, ...)
+  and ``select_coreset(..., indices=shard, group=WORLD)``: every rank gets the same coreset
+  and the same weights without gathering the embeddings (see :mod:`coreaug_fast.distributed`).
+  ``random`` uses the shared select stream; ``max-loss`` (and the max-loss overlap figure)
+  all-gathers the per-example losses, one float per example.
+
+BatchNorm statistics are per rank (DDP broadcasts rank 0's buffers at each forward).
+Rank 0 writes the checkpoint, ``epochs.jsonl`` and ``summary.json``; every rank appends
+what it selected (size, SHA-256 of indices and weights) to ``ranks/rank<r>.jsonl``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import NamedTuple, Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from ..distributed import _all_gather
+from . import _api
+from .batches import BatchMaker
+from .config import UsageError
+from .selection import Selected, _overlap, clean_forward
+from .timing import Clock
+
+
+class Context(NamedTuple):
+    rank: int
+    world: int
+    local_rank: int
+    group: object
+    device: torch.device
+
+
+def launched() -> bool:
+    """True under torchrun (or any launcher) with more than one process."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def is_main() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def setup(device_name: str) -> Optional[Context]:
+    """Start the process group when launched with several processes (reusing one the
+    caller started); None for a single process."""
+    if not launched() and not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return None
+    if not dist.is_available():
+        raise UsageError("torchrun with several processes needs torch.distributed")
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device_name in ("auto", "cuda") and torch.cuda.is_available()
+    if device_name.startswith("cuda:"):
+        raise UsageError(f"--device {device_name}: under torchrun rank r uses cuda:LOCAL_RANK; pass --device cuda")
+    if device_name.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {device_name}: no CUDA device is available")
+    if device_name not in ("auto", "cuda", "cpu"):
+        raise UsageError(f"--device must be auto, cpu or cuda under torchrun; got {device_name!r}")
+    device = torch.device("cuda", local) if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo", device_id=device if use_cuda else None)
+    return Context(dist.get_rank(), dist.get_world_size(), local, dist.group.WORLD, device)
+
+
+def active() -> Optional[Context]:
+    """The context of an already started process group of several ranks, else None."""
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return None
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available() and "nccl" in str(dist.get_backend()).lower()
+    device = torch.device("cuda", local) if use_cuda else torch.device("cpu")
+    return Context(dist.get_rank(), dist.get_world_size(), local, dist.group.WORLD, device)
+
+
+def wrap(model: torch.nn.Module, ctx: Context) -> torch.nn.Module:
+    ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
+def shard(index, strong, weight, ctx: Context):
+    """This rank's rows of a shuffled epoch: every W-th from r, after padding with weight-0
+    repeats to a multiple of W."""
+    n = index.numel()
+    pad = (-n) % ctx.world
+    if pad:
+        take = torch.arange(pad) % max(n, 1)
+        index, strong = torch.cat([index, index[take]]), torch.cat([strong, strong[take]])
+        weight = torch.cat([weight, torch.zeros(pad, dtype=weight.dtype)])
+    sl = slice(ctx.rank, None, ctx.world)
+    return index[sl], strong[sl], weight[sl]
+
+
+def reseed_augment(generator: torch.Generator, seed: int, epoch: int, ctx: Context) -> None:
+    state = np.random.SeedSequence([seed, ctx.rank, epoch]).generate_state(1, dtype=np.uint64)[0]
+    generator.manual_seed(int(state >> 1))
+
+
+def batch_loss(logits, targets, weights, normalize: str, ctx: Context) -> torch.Tensor:
+    """The weighted loss of the global batch, scaled so DDP's gradient average is its
+    gradient: W · Σ_local w·CE / Σ_global w (or / global rows for ``count``)."""
+    s = _api.weighted_cross_entropy(logits, targets, weights, reduction="sum")
+    den = (weights.sum() if normalize == "weights" else (weights > 0).sum()).float().reshape(1)
+    dist.all_reduce(den, group=ctx.group)
+    return s * (ctx.world / den.clamp_min(torch.finfo(torch.float32).tiny)[0])
+
+
+def mean_over_ranks(value: float, ctx: Context) -> float:
+    t = torch.tensor([value], dtype=torch.float64, device=ctx.device)
+    dist.all_reduce(t, group=ctx.group)
+    return float(t) / ctx.world
+
+
+def _all_losses(losses_shard: torch.Tensor, shard_rows: torch.Tensor, n: int, ctx: Context) -> torch.Tensor:
+    """Every example's loss from the ranks' shards (rows r, r + W, ...)."""
+    width = -(-n // ctx.world)
+    buf = torch.zeros(width, dtype=torch.float32, device=ctx.device)
+    buf[:losses_shard.numel()] = losses_shard.float().to(ctx.device)
+    out = torch.empty(ctx.world * width, dtype=torch.float32, device=ctx.device)
+    _all_gather(out, buf, ctx.group)
+    full = torch.empty(n, dtype=torch.float32, device=losses_shard.device)
+    for r in range(ctx.world):
+        rows = torch.arange(r, n, ctx.world)
+        full[rows.to(full.device)] = out[r * width:r * width + rows.numel()].to(full.device)
+    return full
+
+
+def select(method: str, model, bm: BatchMaker, *, fraction: float, embedding: str,
+           generator: torch.Generator, batch_size: int, ctx: Context, amp: bool = False) -> Selected:
+    """:func:`selection.select` with the forward pass and the selection sharded over ranks."""
+    labels = bm.ds.train_y
+    n = labels.numel()
+    clock = Clock(labels.device)
+    if method == "random":  # the shared select stream: the same subset on every rank
+        chosen = _api.select_random(labels, fraction, generator=generator)
+        selection_s = clock.lap()
+    rows = torch.arange(ctx.rank, n, ctx.world, device=labels.device)
+    logits, feats = clean_forward(model, bm, batch_size, amp, index=rows)
+    losses = F.cross_entropy(logits, labels[rows], reduction="none")
+    all_losses = None
+    if method == "max-loss":
+        all_losses = _all_losses(losses, rows, n, ctx)
+        chosen = _api.select_max_loss(all_losses, labels, fraction)
+    elif method == "coreset":
+        emb = _api.gradient_embeddings(logits, labels[rows], feats if embedding == "last-layer-features" else None)
+        chosen = _api.select_coreset(emb, labels[rows], fraction, indices=rows, group=ctx.group)
+    if method != "random":
+        selection_s = clock.lap()
+    indices = chosen.indices.cpu().long()
+    if method == "max-loss":
+        top = indices
+    else:
+        all_losses = _all_losses(losses, rows, n, ctx)
+        top = _api.select_max_loss(all_losses, labels, fraction).indices.cpu()
+    return Selected(indices, chosen.weights.cpu().float(), _overlap(indices, top), selection_s, clock.lap())
+
+
+def fingerprint(indices: torch.Tensor, weights: torch.Tensor) -> str:
+    h = hashlib.sha256(indices.cpu().long().numpy().tobytes())
+    h.update(weights.cpu().float().numpy().tobytes())
+    return h.hexdigest()
+
+
+def record_selection(out: Path, ctx: Context, epoch: int, indices, weights) -> None:
+    """Append this rank's selection to ``<out>/ranks/rank<r>.jsonl``."""
+    folder = Path(out) / "ranks"
+    folder.mkdir(parents=True, exist_ok=True)
+    line = {"epoch": epoch, "rank": ctx.rank, "world_size": ctx.world, "subset_size": int(indices.numel()),
+            "subset_sha256": fingerprint(indices, weights)}
+    with open(folder / f"rank{ctx.rank}.jsonl", "a") as f:
+        f.write(json.dumps(line) + "\n")
