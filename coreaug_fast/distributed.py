@@ -62,7 +62,6 @@ from typing import List, Optional
 import torch
 import torch.distributed as dist
 
-from . import _checks
 from . import selection as _sel
 from .selection import Coreset
 
@@ -154,37 +153,16 @@ def _arg_hash(fraction, budget, similarity, optimizer, epsilon, max_rows_per_ran
 def _check_local(embeddings, labels, indices, fraction, budget, similarity, optimizer, epsilon, backend,
                  generator, max_rows_per_rank):
     """The single-process checks, plus indices (required, >= 0, unique on this rank)."""
-    x, h = _sel._check_embeddings(embeddings)
-    n = x.shape[0]
-    _checks.check_tensor("labels", labels, dim=1, integer=True)
     if indices is None:
         raise ValueError("select_coreset(group=...) needs indices=: each row's global dataset index "
                          "(ranks order and identify rows by it)")
-    _checks.check_tensor("indices", indices, dim=1, integer=True)
-    device = _checks.check_same_device(embeddings=x, features=h, labels=labels, indices=indices)
-    _sel._check_labels(labels, n)
-    _checks.check_rows(n, indices=indices)
+    x, h, device, budget = _sel._check_arguments(embeddings, labels, indices, fraction, budget, similarity,
+                                                 optimizer, epsilon, backend, generator)
     if indices.numel():
         if int(indices.min()) < 0:
             raise ValueError(f"indices has value {int(indices.min())}, expected global indices >= 0")
-        if torch.unique(indices).numel() != n:
+        if torch.unique(indices).numel() != indices.numel():
             raise ValueError("indices has repeated values; each row needs its own global index")
-    _checks.check_finite("embeddings" if h is None else "embeddings.grad", x)
-    if h is not None:
-        _checks.check_finite("embeddings.features", h)
-    if (fraction is None) == (budget is None):
-        raise ValueError("give exactly one of fraction and budget")
-    if fraction is not None:
-        _checks.check_fraction("fraction", fraction)
-    else:
-        budget = _sel._check_budget(budget, labels)
-    _checks.check_choice("similarity", similarity, _sel.SIMILARITIES)
-    _checks.check_choice("optimizer", optimizer, _sel.OPTIMIZERS)
-    _checks.check_choice("backend", backend, _sel.BACKENDS)
-    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not 0 < epsilon < 1:
-        raise ValueError(f"epsilon must be a number in (0, 1), got {epsilon!r}")
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise ValueError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     if max_rows_per_rank is not None and (isinstance(max_rows_per_rank, bool) or
                                           not isinstance(max_rows_per_rank, int) or max_rows_per_rank < 1):
         raise ValueError(f"max_rows_per_rank must be None or an int >= 1, got {max_rows_per_rank!r}")

@@ -32,7 +32,6 @@ from typing import Optional, Sequence, Union
 import torch
 
 from . import _checks, _ext
-from .embeddings import FactoredEmbeddings
 
 SIMILARITIES = ("distance", "sqdistance", "exp")
 OPTIMIZERS = ("naive", "lazy", "stochastic")
@@ -208,6 +207,38 @@ def _chunks(plan: _Plan, width: int, enabled: bool):
     return ranges
 
 
+def _check_arguments(embeddings, labels, indices, fraction, budget, similarity, optimizer, epsilon, backend,
+                     generator):
+    """Validate :func:`select_coreset`'s arguments on one process (the distributed path adds
+    its own checks of ``indices``). Returns (grad rows, features or None, device, budget)."""
+    x, h = _check_embeddings(embeddings)
+    n = x.shape[0]
+    _checks.check_tensor("labels", labels, dim=1, integer=True)
+    if indices is not None:
+        _checks.check_tensor("indices", indices, dim=1, integer=True)
+    device = _checks.check_same_device(embeddings=x, features=h, labels=labels, indices=indices)
+    _check_labels(labels, n)
+    if indices is not None:
+        _checks.check_rows(n, indices=indices)
+    _checks.check_finite("embeddings" if h is None else "embeddings.grad", x)
+    if h is not None:
+        _checks.check_finite("embeddings.features", h)
+    if (fraction is None) == (budget is None):
+        raise ValueError("give exactly one of fraction and budget")
+    if fraction is not None:
+        _checks.check_fraction("fraction", fraction)
+    else:
+        budget = _check_budget(budget, labels)
+    _checks.check_choice("similarity", similarity, SIMILARITIES)
+    _checks.check_choice("optimizer", optimizer, OPTIMIZERS)
+    _checks.check_choice("backend", backend, BACKENDS)
+    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not 0 < epsilon < 1:
+        raise ValueError(f"epsilon must be a number in (0, 1), got {epsilon!r}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    return x, h, device, budget
+
+
 def select_coreset(embeddings, labels: torch.Tensor, fraction: Optional[float] = None, *,
                    budget: Union[int, Sequence[int], torch.Tensor, None] = None,
                    similarity: str = "distance", optimizer: str = "lazy", epsilon: float = 0.01,
@@ -268,31 +299,8 @@ def select_coreset(embeddings, labels: torch.Tensor, fraction: Optional[float] =
                                       progress=progress)
     if max_rows_per_rank is not None:
         raise ValueError("max_rows_per_rank applies to distributed selection; pass group= too")
-    x, h = _check_embeddings(embeddings)
-    n = x.shape[0]
-    _checks.check_tensor("labels", labels, dim=1, integer=True)
-    if indices is not None:
-        _checks.check_tensor("indices", indices, dim=1, integer=True)
-    device = _checks.check_same_device(embeddings=x, features=h, labels=labels, indices=indices)
-    _check_labels(labels, n)
-    if indices is not None:
-        _checks.check_rows(n, indices=indices)
-    _checks.check_finite("embeddings" if h is None else "embeddings.grad", x)
-    if h is not None:
-        _checks.check_finite("embeddings.features", h)
-    if (fraction is None) == (budget is None):
-        raise ValueError("give exactly one of fraction and budget")
-    if fraction is not None:
-        _checks.check_fraction("fraction", fraction)
-    else:
-        budget = _check_budget(budget, labels)
-    _checks.check_choice("similarity", similarity, SIMILARITIES)
-    _checks.check_choice("optimizer", optimizer, OPTIMIZERS)
-    _checks.check_choice("backend", backend, BACKENDS)
-    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not 0 < epsilon < 1:
-        raise ValueError(f"epsilon must be a number in (0, 1), got {epsilon!r}")
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise ValueError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    x, h, device, budget = _check_arguments(embeddings, labels, indices, fraction, budget, similarity, optimizer,
+                                            epsilon, backend, generator)
     backend = _resolve_backend(backend, device)
 
     plan = _Plan(labels, fraction, budget)
@@ -339,7 +347,7 @@ def select_coreset(embeddings, labels: torch.Tensor, fraction: Optional[float] =
     rows_sorted = torch.cat(rows_l)
     assign_sorted = torch.cat(assign_l)
 
-    assignment = torch.empty(n, dtype=torch.long, device=device)
+    assignment = torch.empty(x.shape[0], dtype=torch.long, device=device)
     assignment[perm] = assign_sorted
     valid = assign_sorted[assign_sorted >= 0]
     weights = torch.bincount(valid, minlength=plan.total).float()

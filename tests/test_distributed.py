@@ -15,6 +15,7 @@ import torch.multiprocessing as mp
 
 import coreaug_fast
 from coreaug_fast.train import ddp
+from objectives import facility_objective
 
 WORLD = 2
 
@@ -203,21 +204,6 @@ def test_bad_input_raises_on_every_rank(ranks, name):
 
 # ------------------------------------------------------------------ GreeDi
 
-def _objective(x, labels, chosen, similarity):
-    """F(S) in float64 over all rows: s = max K − K per class, or exp(−d / dim)."""
-    total = 0.0
-    for c in labels.unique().tolist():
-        rows = (labels == c).nonzero().squeeze(1)
-        d = torch.cdist(x[rows], x[rows])
-        if similarity == "exp":
-            s = torch.exp(-d / x.shape[1])
-        else:
-            cost = d * d if similarity == "sqdistance" else d
-            s = cost.max() - cost
-        picked = torch.isin(rows, chosen).nonzero().squeeze(1)
-        total += float(s[:, picked].max(1).values.sum())
-    return total
-
 
 @pytest.mark.parametrize("name", list(GREEDI))
 def test_greedi_objective_close_to_centralised(ranks, name):
@@ -231,7 +217,8 @@ def test_greedi_objective_close_to_centralised(ranks, name):
         for field in ("indices", "weights", "gains"):
             assert torch.equal(r["coreset"].__dict__[field], cs.__dict__[field])
     sim = kw.get("similarity", "distance")
-    ratio = _objective(x, labels, cs.indices, sim) / _objective(x, labels, central.indices, sim)
+    ratio = (facility_objective(x, labels, cs.indices, sim)
+             / facility_objective(x, labels, central.indices, sim))
     print(f"{name}: GreeDi / centralised objective = {ratio:.4f}")
     assert ratio >= 0.9
     assert torch.equal(cs.offsets, central.offsets) and torch.equal(cs.labels, central.labels)

@@ -10,6 +10,7 @@ from hypothesis import given, settings, strategies as st
 import coreaug_fast
 from coreaug_fast import selection
 from coreaug_fast.reference import facility_location_reference
+from objectives import facility_objective
 
 SIMS = ["distance", "sqdistance", "exp"]
 
@@ -19,26 +20,6 @@ def _data(n, d, classes, seed, device="cpu"):
     x = torch.randn(n, d, generator=g)
     labels = torch.randint(0, classes, (n,), generator=g)
     return x.to(device), labels.to(device)
-
-
-def _objective(x, labels, chosen, similarity="distance"):
-    """F(S) in float64, summed over classes, with s = max K − K (or exp(−d/dim))."""
-    x = x.double().cpu()
-    labels = labels.cpu()
-    chosen = chosen.cpu()
-    total = 0.0
-    for c in labels.unique().tolist():
-        rows = (labels == c).nonzero().squeeze(1)
-        d = torch.cdist(x[rows], x[rows])
-        if similarity == "exp":
-            s = torch.exp(-d / x.shape[1])
-        else:
-            cost = d * d if similarity == "sqdistance" else d
-            s = cost.max() - cost
-        picked = torch.isin(rows, chosen).nonzero().squeeze(1)
-        if picked.numel():
-            total += float(s[:, picked].max(1).values.sum())
-    return total
 
 
 def _numpy_greedy(x, k):
@@ -96,8 +77,8 @@ def test_objective_matches_reference_on_larger_data(similarity):
     x, labels = _data(1000, 12, 2, seed=5)
     out = coreaug_fast.select_coreset(x, labels, 0.1, similarity=similarity)
     ref = facility_location_reference(x, labels, 0.1, similarity=similarity)
-    f_out = _objective(x, labels, out.indices, similarity)
-    f_ref = _objective(x, labels, ref.indices, similarity)
+    f_out = facility_objective(x, labels, out.indices, similarity)
+    f_ref = facility_objective(x, labels, ref.indices, similarity)
     assert f_out == pytest.approx(f_ref, rel=1e-6)
 
 
@@ -110,8 +91,8 @@ def test_same_objective_and_gains_as_apricot():
         sel = apricot.FacilityLocationSelection(30, metric="euclidean", optimizer="lazy").fit(x[rows].double().numpy())
         ours = out.indices[out.offsets[t]:out.offsets[t + 1]]
         theirs = rows[torch.as_tensor(sel.ranking.astype(np.int64))]
-        f_ours = _objective(x[rows], labels[rows], ours, "sqdistance")
-        f_theirs = _objective(x[rows], labels[rows], theirs, "sqdistance")
+        f_ours = facility_objective(x[rows], labels[rows], ours, "sqdistance")
+        f_theirs = facility_objective(x[rows], labels[rows], theirs, "sqdistance")
         assert f_ours == pytest.approx(f_theirs, rel=1e-6)
         np.testing.assert_allclose(out.gains[out.offsets[t]:out.offsets[t + 1]].numpy(), sel.gains, rtol=1e-4)
 
@@ -311,7 +292,7 @@ def test_stochastic_greedy_is_deterministic_under_a_generator():
     assert torch.equal(a.weights.sum().reshape(1), torch.tensor([500.0]))
     lazy = coreaug_fast.select_coreset(x, labels, 0.1)
     # (1 − 1/e − ε) in expectation; in practice stochastic greedy lands close to greedy
-    assert _objective(x, labels, a.indices) >= 0.95 * _objective(x, labels, lazy.indices)
+    assert facility_objective(x, labels, a.indices) >= 0.95 * facility_objective(x, labels, lazy.indices)
 
 
 def test_stochastic_samples_do_not_depend_on_progress_chunks():
