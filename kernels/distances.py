@@ -8,8 +8,9 @@ centring shrinks the norms whose difference the expansion cancels).
 
 Two launchers: :func:`pairwise_sq_distances` (one x against one y) and
 :func:`class_cost_matrices` (every class's own n_c × n_c cost matrix, all classes in one
-launch, for the coreset selector). Both use :func:`sq_dist_tile`, which the greedy
-kernels (kernels/greedy.py) also call to compute costs on the fly.
+launch, for the coreset selector). Both use :func:`sq_dist_tile`; the class matrices go
+through :func:`class_cost_tile`, which the greedy kernels (kernels/greedy.py) also call to
+compute costs on the fly.
 """
 from __future__ import annotations
 
@@ -69,6 +70,22 @@ def cost_from_sq(d2, inv_dim, SIM: tl.constexpr):
 
 
 @triton.jit
+def class_cost_tile(XA, XH, XN, r0, ri, rj, mi, mj, DA, DH, s_xa, s_xh, inv_dim,
+                    SIM: tl.constexpr, FACTORED: tl.constexpr, BI: tl.constexpr, BJ: tl.constexpr,
+                    BLOCK_D: tl.constexpr):
+    """Costs between local rows ri and rj of the class whose rows start at global row r0,
+    (BI, BJ) float32, from the embeddings: rounding-noise distances count as 0 and the
+    diagonal is exactly 0, as in the stored matrices and the CPU op."""
+    xa = XA + r0.to(tl.int64) * s_xa
+    xh = XH + r0.to(tl.int64) * s_xh
+    xn = XN + r0
+    d2 = sq_dist_tile(xa, xh, xn, xa, xh, xn, ri, rj, mi, mj, DA, DH, s_xa, s_xh, s_xa, s_xh,
+                      FACTORED, BI, BJ, BLOCK_D, DUP_FLOOR=True)
+    d2 = tl.where(ri[:, None] == rj[None, :], 0.0, d2)
+    return cost_from_sq(d2, inv_dim, SIM)
+
+
+@triton.jit
 def _sq_distance_kernel(
     XA, XH, YA, YH, XN, YN, OUT,
     M, N, DA, DH,
@@ -109,13 +126,8 @@ def _class_cost_kernel(
     rj = bj * BLOCK + tl.arange(0, BLOCK)
     mi = ri < n
     mj = rj < n
-    xa = XA + r0.to(tl.int64) * s_xa
-    xh = XH + r0.to(tl.int64) * s_xh
-    xn = XN + r0
-    d2 = sq_dist_tile(xa, xh, xn, xa, xh, xn, ri, rj, mi, mj, DA, DH, s_xa, s_xh, s_xa, s_xh,
-                      FACTORED, BLOCK, BLOCK, BLOCK_D, DUP_FLOOR=True)
-    d2 = tl.where(ri[:, None] == rj[None, :], 0.0, d2)
-    k = cost_from_sq(d2, inv_dim, SIM)
+    k = class_cost_tile(XA, XH, XN, r0, ri, rj, mi, mj, DA, DH, s_xa, s_xh, inv_dim,
+                        SIM, FACTORED, BLOCK, BLOCK, BLOCK_D)
     upper = ri[:, None] <= rj[None, :]
     valid = mi[:, None] & mj[None, :]
     if STORE:

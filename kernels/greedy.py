@@ -21,7 +21,7 @@ between greedy steps):
 
 Costs come from the stored per-class matrices of :func:`class_cost_matrices`, or, when
 they would not fit in memory, are recomputed on the fly from the embeddings
-(:func:`sq_dist_tile`), n² · D work per full pass instead of n² memory.
+(:func:`class_cost_tile`), n² · D work per full pass instead of n² memory.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .distances import EXP, _factors, _sq_norms, class_cost_matrices, cost_from_sq, padded_rows, sq_dist_tile
+from .distances import EXP, _factors, _sq_norms, class_cost_matrices, class_cost_tile, padded_rows
 
 NAIVE, LAZY = 0, 1
 _FLOAT32_EPS = 2.0 ** -24
@@ -46,13 +46,9 @@ def _cost_tile(COST, mat0, npad, XA, XH, XN, r0, ra, rb, ma, mb, DA, DH, s_xa, s
     if STORED:
         k = tl.load(COST + mat0 + ra[:, None].to(tl.int64) * npad + rb[None, :], mask=mask, other=0.0)
     else:
-        xa = XA + r0.to(tl.int64) * s_xa
-        xh = XH + r0.to(tl.int64) * s_xh
-        xn = XN + r0
-        d2 = sq_dist_tile(xa, xh, xn, xa, xh, xn, ra, rb, ma, mb, DA, DH, s_xa, s_xh, s_xa, s_xh,
-                          FACTORED, BA, BB, BLOCK_D, DUP_FLOOR=True)
-        d2 = tl.where(ra[:, None] == rb[None, :], 0.0, d2)
-        k = tl.where(mask, cost_from_sq(d2, inv_dim, SIM), 0.0)
+        k = class_cost_tile(XA, XH, XN, r0, ra, rb, ma, mb, DA, DH, s_xa, s_xh, inv_dim, SIM, FACTORED, BA, BB,
+                            BLOCK_D)
+        k = tl.where(mask, k, 0.0)
     return k
 
 
