@@ -452,6 +452,8 @@ at::ScalarType augment_check_args(const at::Tensor& images, const at::Tensor& op
   COREAUG_CHECK_DTYPE(images, at::kByte);
   const int64_t C = images.size(1);
   TORCH_CHECK(C == 1 || C == 3, "images must have 1 or 3 channels, got ", C);
+  TORCH_CHECK(images.size(2) * images.size(3) < (int64_t{1} << 31),
+              "images of more than 2^31 pixels are not supported");
   COREAUG_CHECK_DIM(ops, 2);
   COREAUG_CHECK_DTYPE(ops, at::kInt);
   COREAUG_CHECK_DIM(magnitudes, 2);
@@ -507,7 +509,6 @@ at::Tensor augment_cpu(const at::Tensor& images, const at::Tensor& ops, const at
       augment_check_args(images, ops, magnitudes, index, crop, padding, fill, out_dtype, mean, stdv);
   const int64_t N = images.size(0), C = images.size(1), H = images.size(2), W = images.size(3);
   const int64_t M = ops.size(0), L = ops.size(1);
-  TORCH_CHECK(H * W < (int64_t{1} << 31), "images of more than 2^31 pixels are not supported");
   auto x = images.contiguous();
   auto o = ops.contiguous();
   auto mg = magnitudes.contiguous();

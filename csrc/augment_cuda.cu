@@ -263,7 +263,6 @@ at::Tensor augment_cuda(const at::Tensor& images, const at::Tensor& ops, const a
   const c10::cuda::CUDAGuard guard(images.device());
   const int64_t N = images.size(0), C = images.size(1), H = images.size(2), W = images.size(3);
   const int64_t M = ops.size(0), L = ops.size(1);
-  TORCH_CHECK(H * W < (int64_t{1} << 31), "images of more than 2^31 pixels are not supported");
   auto x = images.contiguous();
   auto o = ops.contiguous();
   auto mg = magnitudes.contiguous();

@@ -58,85 +58,29 @@ struct Step {
 };
 
 // ---- arithmetic with pinned rounding -------------------------------------------------
-CA_HD float mul_rn(float a, float b) {
+// CA_DEV_OR_HOST(device, host): the device intrinsic in device code, the host form elsewhere.
 #ifdef __CUDA_ARCH__
-  return __fmul_rn(a, b);
+#define CA_DEV_OR_HOST(device, host) device
 #else
-  return a * b;
+#define CA_DEV_OR_HOST(device, host) host
 #endif
-}
-CA_HD float add_rn(float a, float b) {
-#ifdef __CUDA_ARCH__
-  return __fadd_rn(a, b);
-#else
-  return a + b;
-#endif
-}
-CA_HD float sub_rn(float a, float b) {
-#ifdef __CUDA_ARCH__
-  return __fsub_rn(a, b);
-#else
-  return a - b;
-#endif
-}
-CA_HD float div_rn(float a, float b) {
-#ifdef __CUDA_ARCH__
-  return __fdiv_rn(a, b);
-#else
-  return a / b;
-#endif
-}
-// torch's CPU add(x, y, alpha) and the affine grid's bmm compute a true fused multiply-add.
-CA_HD float fma_rn(float a, float b, float c) {
-#ifdef __CUDA_ARCH__
-  return __fmaf_rn(a, b, c);
-#else
-  return __builtin_fmaf(a, b, c);  // the builtin, not std::fma, so that it inlines as one instruction
-#endif
-}
-CA_HD float rint_rn(float x) {  // round half to even, as grid_sample's nearest mode
-#ifdef __CUDA_ARCH__
-  return rintf(x);
-#else
-  return __builtin_nearbyintf(x);
-#endif
-}
-CA_HD double dmul(double a, double b) {
-#ifdef __CUDA_ARCH__
-  return __dmul_rn(a, b);
-#else
-  return a * b;
-#endif
-}
-CA_HD double dadd(double a, double b) {
-#ifdef __CUDA_ARCH__
-  return __dadd_rn(a, b);
-#else
-  return a + b;
-#endif
-}
-CA_HD double dsub(double a, double b) {
-#ifdef __CUDA_ARCH__
-  return __dsub_rn(a, b);
-#else
-  return a - b;
-#endif
-}
-CA_HD double ddiv(double a, double b) {
-#ifdef __CUDA_ARCH__
-  return __ddiv_rn(a, b);
-#else
-  return a / b;
-#endif
-}
 
-CA_HD float floor_f(float x) {
-#ifdef __CUDA_ARCH__
-  return floorf(x);
-#else
-  return __builtin_floorf(x);
-#endif
+CA_HD float mul_rn(float a, float b) { return CA_DEV_OR_HOST(__fmul_rn(a, b), a * b); }
+CA_HD float add_rn(float a, float b) { return CA_DEV_OR_HOST(__fadd_rn(a, b), a + b); }
+CA_HD float sub_rn(float a, float b) { return CA_DEV_OR_HOST(__fsub_rn(a, b), a - b); }
+CA_HD float div_rn(float a, float b) { return CA_DEV_OR_HOST(__fdiv_rn(a, b), a / b); }
+// torch's CPU add(x, y, alpha) and the affine grid's bmm compute a true fused multiply-add;
+// on the host the builtin, not std::fma, so that it inlines as one instruction.
+CA_HD float fma_rn(float a, float b, float c) {
+  return CA_DEV_OR_HOST(__fmaf_rn(a, b, c), __builtin_fmaf(a, b, c));
 }
+// Round half to even, as grid_sample's nearest mode.
+CA_HD float rint_rn(float x) { return CA_DEV_OR_HOST(rintf(x), __builtin_nearbyintf(x)); }
+CA_HD double dmul(double a, double b) { return CA_DEV_OR_HOST(__dmul_rn(a, b), a * b); }
+CA_HD double dadd(double a, double b) { return CA_DEV_OR_HOST(__dadd_rn(a, b), a + b); }
+CA_HD double dsub(double a, double b) { return CA_DEV_OR_HOST(__dsub_rn(a, b), a - b); }
+CA_HD double ddiv(double a, double b) { return CA_DEV_OR_HOST(__ddiv_rn(a, b), a / b); }
+CA_HD float floor_f(float x) { return CA_DEV_OR_HOST(floorf(x), __builtin_floorf(x)); }
 
 // float -> uint8 as torch's clamp_(0, 255).to(torch.uint8): clamp, then truncate.
 CA_HD uint8_t clamp_u8(float x) {
