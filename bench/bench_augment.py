@@ -37,8 +37,26 @@ def _info(benchmark, n, side, **extra):
     benchmark.extra_info.update(images=n * COPIES, side=side, copies=COPIES, num_ops=NUM_OPS, **extra)
 
 
+def _median_s(benchmark):
+    """The median time, or None under --benchmark-disable (a smoke run keeps no stats)."""
+    return benchmark.stats.stats.median if benchmark.stats else None
+
+
 def _report_rate(benchmark, n):
-    benchmark.extra_info["images_per_s"] = n * COPIES / benchmark.stats.stats.median
+    if _median_s(benchmark):
+        benchmark.extra_info["images_per_s"] = n * COPIES / _median_s(benchmark)
+
+
+def _time_gpu(benchmark, fn, n, side, rounds, **extra):
+    """Time fn (synchronised) on the GPU and record the group's figures."""
+    def run():
+        out = fn()
+        sync()
+        return out
+
+    benchmark.pedantic(run, rounds=rounds, iterations=1, warmup_rounds=2 if rounds > 5 else 1)
+    _info(benchmark, n, side, device=torch.cuda.get_device_name(), **extra)
+    _report_rate(benchmark, n)
 
 
 def _torchvision_pipeline(side):
@@ -62,6 +80,29 @@ def _with_threads(threads, fn):
     return threads or before
 
 
+def _time_augmenter_cpu(benchmark, aug, images, side, threads):
+    """Time one Augmenter call on the whole batch (threads=0: torch's default)."""
+    g = torch.Generator().manual_seed(0)
+    used = _with_threads(threads, lambda: benchmark.pedantic(lambda: aug(images, generator=g), rounds=7,
+                                                             iterations=1, warmup_rounds=1))
+    _info(benchmark, images.shape[0], side, threads=used)
+    _report_rate(benchmark, images.shape[0])
+
+
+def _time_per_image(benchmark, transform, images, side):
+    """Time COPIES passes of transform over the images one by one, with one thread as in a
+    DataLoader worker, and record the group's figures."""
+    n = images.shape[0]
+    torch.manual_seed(0)
+
+    def run():
+        return torch.stack([transform(images[i]) for _ in range(COPIES) for i in range(n)])
+
+    _with_threads(1, lambda: benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1))
+    _info(benchmark, n, side, threads=1)
+    _report_rate(benchmark, n)
+
+
 @pytest.mark.parametrize("side,n", CPU_SIZES)
 @pytest.mark.parametrize("threads", [1, 0], ids=["1thread", "default_threads"])
 def test_op_cpu_coreaug_fast(benchmark, side, n, threads):
@@ -69,11 +110,7 @@ def test_op_cpu_coreaug_fast(benchmark, side, n, threads):
     images = _images(n, side)
     aug = coreaug_fast.Augmenter(num_ops=NUM_OPS, magnitude=MAGNITUDE, copies=COPIES, padding=0, flip=False,
                                  out_dtype=torch.uint8)
-    g = torch.Generator().manual_seed(0)
-    used = _with_threads(threads, lambda: benchmark.pedantic(lambda: aug(images, generator=g), rounds=7,
-                                                             iterations=1, warmup_rounds=1))
-    _info(benchmark, n, side, threads=used)
-    _report_rate(benchmark, n)
+    _time_augmenter_cpu(benchmark, aug, images, side, threads)
 
 
 @pytest.mark.parametrize("side,n", CPU_SIZES)
@@ -82,14 +119,7 @@ def test_op_cpu_torchvision_per_image(benchmark, side, n):
     benchmark.group = f"augment-op-cpu-{side}"
     images = _images(n, side)
     randaugment = v2.RandAugment(num_ops=NUM_OPS, magnitude=MAGNITUDE)
-    torch.manual_seed(0)
-
-    def run():
-        return torch.stack([randaugment(images[i]) for _ in range(COPIES) for i in range(n)])
-
-    _with_threads(1, lambda: benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1))
-    _info(benchmark, n, side, threads=1)
-    _report_rate(benchmark, n)
+    _time_per_image(benchmark, randaugment, images, side)
 
 
 @pytest.mark.parametrize("side,n", CPU_SIZES)
@@ -98,11 +128,7 @@ def test_cpu_coreaug_fast(benchmark, side, n, threads):
     benchmark.group = f"augment-cpu-{side}"
     images = _images(n, side)
     aug = coreaug_fast.Augmenter(num_ops=NUM_OPS, magnitude=MAGNITUDE, copies=COPIES, mean=MEAN, std=STD)
-    g = torch.Generator().manual_seed(0)
-    used = _with_threads(threads, lambda: benchmark.pedantic(lambda: aug(images, generator=g), rounds=7,
-                                                             iterations=1, warmup_rounds=1))
-    _info(benchmark, n, side, threads=used)
-    _report_rate(benchmark, n)
+    _time_augmenter_cpu(benchmark, aug, images, side, threads)
 
 
 @pytest.mark.parametrize("side,n", CPU_SIZES)
@@ -111,15 +137,7 @@ def test_cpu_torchvision_per_image(benchmark, side, n):
     benchmark.group = f"augment-cpu-{side}"
     images = _images(n, side)
     pipeline = _torchvision_pipeline(side)
-    torch.manual_seed(0)
-
-    def run():
-        return torch.stack([pipeline(images[i]) for _ in range(COPIES) for i in range(n)])
-
-    # DataLoader workers run with one thread each
-    _with_threads(1, lambda: benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1))
-    _info(benchmark, n, side, threads=1)
-    _report_rate(benchmark, n)
+    _time_per_image(benchmark, pipeline, images, side)
 
 
 @requires_gpu
@@ -129,15 +147,7 @@ def test_gpu_coreaug_fast(benchmark, side, n):
     images = _images(n, side, "cuda")
     aug = coreaug_fast.Augmenter(num_ops=NUM_OPS, magnitude=MAGNITUDE, copies=COPIES, mean=MEAN, std=STD)
     g = torch.Generator(device="cuda").manual_seed(0)
-
-    def run():
-        out = aug(images, generator=g)
-        sync()
-        return out
-
-    benchmark.pedantic(run, rounds=20, iterations=1, warmup_rounds=2)
-    _info(benchmark, n, side, device=torch.cuda.get_device_name())
-    _report_rate(benchmark, n)
+    _time_gpu(benchmark, lambda: aug(images, generator=g), n, side, rounds=20)
 
 
 @requires_gpu
@@ -153,15 +163,7 @@ def test_gpu_kornia_per_sample(benchmark, side, n):
         kornia.augmentation.Normalize(torch.tensor(MEAN), torch.tensor(STD)),
     ).cuda()
     batch = images.repeat(COPIES, 1, 1, 1)
-
-    def run():
-        out = aug(batch.float() / 255)
-        sync()
-        return out
-
-    benchmark.pedantic(run, rounds=5, iterations=1, warmup_rounds=1)
-    _info(benchmark, n, side, device=torch.cuda.get_device_name())
-    _report_rate(benchmark, n)
+    _time_gpu(benchmark, lambda: aug(batch.float() / 255), n, side, rounds=5)
 
 
 @requires_gpu
@@ -172,15 +174,8 @@ def test_gpu_torchvision_batched(benchmark, side, n):
     images = _images(n, side, "cuda")
     pipeline = _torchvision_pipeline(side)
     batch = images.repeat(COPIES, 1, 1, 1)
-
-    def run():
-        out = pipeline(batch)  # one set of parameters for the whole batch
-        sync()
-        return out
-
-    benchmark.pedantic(run, rounds=20, iterations=1, warmup_rounds=2)
-    _info(benchmark, n, side, device=torch.cuda.get_device_name(), parameters="per batch")
-    _report_rate(benchmark, n)
+    # one set of parameters for the whole batch
+    _time_gpu(benchmark, lambda: pipeline(batch), n, side, rounds=20, parameters="per batch")
 
 
 @requires_gpu
@@ -192,11 +187,6 @@ def test_gpu_bandwidth_floor(benchmark, side, n):
     src = torch.empty(nbytes // 2, dtype=torch.uint8, device="cuda")
     dst = torch.empty_like(src)
 
-    def run():
-        dst.copy_(src)  # reads nbytes/2 and writes nbytes/2
-        sync()
-
-    benchmark.pedantic(run, rounds=20, iterations=1, warmup_rounds=2)
-    _info(benchmark, n, side, device=torch.cuda.get_device_name(), bytes_moved=nbytes,
-          bandwidth_GBps=nbytes / benchmark.stats.stats.median / 1e9)
-    _report_rate(benchmark, n)
+    _time_gpu(benchmark, lambda: dst.copy_(src), n, side, rounds=20, bytes_moved=nbytes)  # nbytes/2 each way
+    if _median_s(benchmark):
+        benchmark.extra_info["bandwidth_GBps"] = nbytes / _median_s(benchmark) / 1e9
