@@ -17,7 +17,6 @@ import math
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 
 from . import _checks, _ext
 
@@ -120,6 +119,8 @@ def weighted_cross_entropy(logits: torch.Tensor, targets: torch.Tensor,
     return total / w.sum()
 
 
+# Autograd is registered in C++ (csrc/weighted_ce_autograd.cpp): a Python registration
+# would cost more per call than the fused kernels at training batch sizes.
 if _ext.available():
 
     @torch.library.register_fake("coreaug::weighted_cross_entropy")
@@ -139,46 +140,3 @@ if _ext.available():
         torch._check(grad_loss.shape == targets.shape, lambda: "grad_loss and targets differ in shape")
         torch._check(lse.shape == targets.shape, lambda: "lse and targets differ in shape")
         return logits.new_empty(logits.shape)
-
-    def _setup_context(ctx, inputs, output):
-        logits, targets, weights, label_smoothing = inputs
-        _, lse = output
-        ctx.save_for_backward(logits, targets, weights, lse)
-        ctx.label_smoothing = label_smoothing
-        # lse is for the backward only; it has no gradient formula
-        ctx.mark_non_differentiable(lse)
-
-    def _differentiable_backward(ctx, grad_loss, logits, targets, weights, eps):
-        """The same gradients from differentiable torch ops (two N×C buffers more), used only
-        under create_graph=True so that second derivatives are exact rather than missing."""
-        acc = _acc_dtype(logits.dtype)
-        logp = torch.log_softmax(logits.to(acc), 1)
-        q = F.one_hot(targets, logits.shape[1]).to(acc) * (1 - eps) + eps / logits.shape[1]
-        scale = grad_loss if weights is None else grad_loss * weights
-        grad_logits = grad_weights = None
-        if ctx.needs_input_grad[0]:
-            grad_logits = ((logp.exp() - q) * scale[:, None]).to(logits.dtype)
-        if weights is not None and ctx.needs_input_grad[2]:
-            grad_weights = grad_loss * -(q * logp).sum(1)
-        return grad_logits, None, grad_weights, None
-
-    def _backward(ctx, grad_loss, grad_lse):
-        logits, targets, weights, lse = ctx.saved_tensors
-        eps = ctx.label_smoothing
-        if torch.is_grad_enabled():  # backward(create_graph=True): a graph must be recorded
-            return _differentiable_backward(ctx, grad_loss, logits, targets, weights, eps)
-        grad_logits = grad_weights = None
-        if ctx.needs_input_grad[0]:
-            grad_logits = torch.ops.coreaug.weighted_cross_entropy_backward(
-                grad_loss, logits, targets, weights, lse, eps)
-        if weights is not None and ctx.needs_input_grad[2]:
-            # CE_i from the saved (float64) lse: lse − (1−ε)·x_{i,y_i} − ε·mean_j x_ij. O(N)
-            # without smoothing, one row-sum pass with it; no N×C buffer either way.
-            ce = lse - logits.gather(1, targets[:, None]).squeeze(1).double()
-            if eps > 0:
-                ce = (1 - eps) * ce + eps * (lse - logits.sum(1, dtype=torch.float64) / logits.shape[1])
-            grad_weights = grad_loss * ce.to(grad_loss.dtype)
-        return grad_logits, None, grad_weights, None
-
-    torch.library.register_autograd("coreaug::weighted_cross_entropy", _backward,
-                                    setup_context=_setup_context)
