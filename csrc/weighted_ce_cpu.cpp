@@ -350,7 +350,7 @@ void backward_rows_f64(const double* g, int64_t g_stride, const double* x, const
 }
 
 // Rows per task: enough work per chunk to amortise the thread hand-off.
-int64_t grain(int64_t c) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(c, 1)); }
+int64_t grain(int64_t c) { return std::max<int64_t>(1, 8192 / std::max<int64_t>(c, 1)); }
 
 void check_targets(const at::Tensor& t, int64_t c) {
   // Checked before the parallel region: throwing from inside it would abort.
