@@ -302,3 +302,5 @@ def test_ddp_epoch_under_torchrun(tmp_path):
     one = select("coreset", t.model, t.batches, fraction=cfg.fraction, embedding=cfg.embedding,
                  generator=t.generators["select"], batch_size=32)
     assert torch.equal(one.indices, sel["subset"]) and torch.equal(one.weights, sel["weights"])
+    # the overlap with the max-loss subset needs every rank's losses, gathered in row order
+    assert sel["maxloss_intersection"] == one.maxloss_intersection

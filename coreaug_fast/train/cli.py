@@ -132,9 +132,10 @@ def main(argv=None) -> int:
     except SystemExit as e:  # --help, or a bad argument already reported in one line
         return e.code
     cfg = config_from_args(args)
+    from . import ddp
+
     try:
         if compare or args.methods:
-            from . import ddp
             from .compare import run_comparison
 
             if ddp.launched():
@@ -150,8 +151,6 @@ def main(argv=None) -> int:
             print("wrote " + ", ".join(str(v) for v in paths.values() if v is not None))
         else:
             from .loop import train
-
-            from . import ddp
 
             s = train(cfg)
             if not ddp.is_main():

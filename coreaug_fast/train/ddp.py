@@ -83,7 +83,7 @@ def setup(device_name: str) -> Optional[Context]:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if use_cuda else "gloo", device_id=device if use_cuda else None)
-    return Context(dist.get_rank(), dist.get_world_size(), local, dist.group.WORLD, device)
+    return active()
 
 
 def active() -> Optional[Context]:
@@ -134,18 +134,15 @@ def mean_over_ranks(value: float, ctx: Context) -> float:
     return float(t) / ctx.world
 
 
-def _all_losses(losses_shard: torch.Tensor, shard_rows: torch.Tensor, n: int, ctx: Context) -> torch.Tensor:
+def _all_losses(losses_shard: torch.Tensor, n: int, ctx: Context) -> torch.Tensor:
     """Every example's loss from the ranks' shards (rows r, r + W, ...)."""
     width = -(-n // ctx.world)
     buf = torch.zeros(width, dtype=torch.float32, device=ctx.device)
     buf[:losses_shard.numel()] = losses_shard.float().to(ctx.device)
     out = torch.empty(ctx.world * width, dtype=torch.float32, device=ctx.device)
     _all_gather(out, buf, ctx.group)
-    full = torch.empty(n, dtype=torch.float32, device=losses_shard.device)
-    for r in range(ctx.world):
-        rows = torch.arange(r, n, ctx.world)
-        full[rows.to(full.device)] = out[r * width:r * width + rows.numel()].to(full.device)
-    return full
+    # out[r·width + j] is row j·W + r; the padding is exactly the rows >= n, all at the end
+    return out.view(ctx.world, width).t().reshape(-1)[:n].to(losses_shard.device)
 
 
 def select(method: str, model, bm: BatchMaker, *, fraction: float, embedding: str,
@@ -160,9 +157,8 @@ def select(method: str, model, bm: BatchMaker, *, fraction: float, embedding: st
     rows = torch.arange(ctx.rank, n, ctx.world, device=labels.device)
     logits, feats = clean_forward(model, bm, batch_size, amp, index=rows)
     losses = F.cross_entropy(logits, labels[rows], reduction="none")
-    all_losses = None
     if method == "max-loss":
-        all_losses = _all_losses(losses, rows, n, ctx)
+        all_losses = _all_losses(losses, n, ctx)
         chosen = _api.select_max_loss(all_losses, labels, fraction)
     elif method == "coreset":
         emb = _api.gradient_embeddings(logits, labels[rows], feats if embedding == "last-layer-features" else None)
@@ -173,7 +169,7 @@ def select(method: str, model, bm: BatchMaker, *, fraction: float, embedding: st
     if method == "max-loss":
         top = indices
     else:
-        all_losses = _all_losses(losses, rows, n, ctx)
+        all_losses = _all_losses(losses, n, ctx)
         top = _api.select_max_loss(all_losses, labels, fraction).indices.cpu()
     return Selected(indices, chosen.weights.cpu().float(), _overlap(indices, top), selection_s, clock.lap())
 
