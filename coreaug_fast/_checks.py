@@ -62,3 +62,40 @@ def check_fraction(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value <= 1:
         raise ValueError(f"{name} must be a number in (0, 1], got {value!r}")
     return float(value)
+
+
+def check_int(name: str, value, *, low: "int | None" = None, high: "int | None" = None) -> int:
+    """Anything ``operator.index`` accepts (int, NumPy integer, 0-d integer tensor), not bool,
+    within [low, high] when given. Returns a Python int."""
+    import operator
+
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    try:
+        out = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be an integer, got {type(value).__name__} {value!r}") from None
+    if (low is not None and out < low) or (high is not None and out > high):
+        lo = "-inf" if low is None else low
+        hi = "inf" if high is None else high
+        raise ValueError(f"{name} must be in [{lo}, {hi}], got {out}")
+    return out
+
+
+def check_float(name: str, value, *, low: "float | None" = None, high: "float | None" = None,
+                finite: bool = True) -> float:
+    """Anything ``float()`` accepts that is a real number (int, float, NumPy scalar, 0-d
+    tensor), not bool or str; finite unless ``finite=False``; within [low, high] when given.
+    Returns a Python float."""
+    import math
+    import numbers
+
+    if isinstance(value, (bool, str, bytes)) or not (isinstance(value, numbers.Real) or
+                                                     (isinstance(value, torch.Tensor) and value.numel() == 1)):
+        raise ValueError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    out = float(value)
+    if finite and not math.isfinite(out):
+        raise ValueError(f"{name} must be finite, got {out}")
+    if (low is not None and out < low) or (high is not None and out > high):
+        raise ValueError(f"{name} must be in [{low}, {high}], got {out}")
+    return out

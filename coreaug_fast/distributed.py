@@ -80,7 +80,7 @@ def _comm_device(group, data_device: torch.device) -> torch.device:
     return torch.device("cpu")
 
 
-def _all_gather(out: torch.Tensor, inp: torch.Tensor, group) -> None:
+def all_gather_into(out: torch.Tensor, inp: torch.Tensor, group) -> None:
     """``out`` (world·r, ...) = the ranks' ``inp`` (r, ...) concatenated in rank order
     (``all_gather_single``, named ``all_gather_into_tensor`` before torch 2.14)."""
     fn = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
@@ -184,7 +184,7 @@ def _agree(group, dev, world, error: Optional[Exception], meta: List[int]) -> to
     or the ranks disagree on the settings. Returns the (world, len) table."""
     row = torch.tensor([[0 if error is None else 1] + meta], dtype=torch.long, device=dev)
     table = torch.empty(world, row.shape[1], dtype=torch.long, device=dev)
-    _all_gather(table, row, group)
+    all_gather_into(table, row, group)
     table = table.cpu()
     if error is not None:
         raise error
@@ -247,7 +247,7 @@ def select_coreset_sharded(embeddings, labels: torch.Tensor, fraction=None, *, b
     # --- 2. counts per rank and class
     local_counts = torch.bincount(labels.long(), minlength=classes_total).to(dev)
     counts = torch.empty(world, classes_total, dtype=torch.long, device=dev)
-    _all_gather(counts, local_counts.view(1, -1), group)
+    all_gather_into(counts, local_counts.view(1, -1), group)
     counts = counts.cpu()
     n_c = counts.sum(0).tolist()
 
@@ -356,7 +356,7 @@ def select_coreset_sharded(embeddings, labels: torch.Tensor, fraction=None, *, b
         block[:ii.numel()] = torch.cat([_bytes(ii.view(-1, 1)), _bytes(gg.view(-1, 1)), _bytes(ww.view(-1, 1))], 1)
     gathered = torch.empty(world * width, 16, dtype=torch.uint8, device=dev)
     if width:
-        _all_gather(gathered, block.to(dev), group)
+        all_gather_into(gathered, block.to(dev), group)
     gathered = gathered.cpu().view(world, width, 16)
     out_idx = torch.empty(total, dtype=torch.long)
     out_gain = torch.empty(total, dtype=torch.float32)

@@ -38,7 +38,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from ..distributed import _all_gather
+from ..distributed import all_gather_into
 from . import _api
 from .batches import BatchMaker
 from .config import UsageError
@@ -140,7 +140,7 @@ def _all_losses(losses_shard: torch.Tensor, n: int, ctx: Context) -> torch.Tenso
     buf = torch.zeros(width, dtype=torch.float32, device=ctx.device)
     buf[:losses_shard.numel()] = losses_shard.float().to(ctx.device)
     out = torch.empty(ctx.world * width, dtype=torch.float32, device=ctx.device)
-    _all_gather(out, buf, ctx.group)
+    all_gather_into(out, buf, ctx.group)
     # out[r·width + j] is row j·W + r; the padding is exactly the rows >= n, all at the end
     return out.view(ctx.world, width).t().reshape(-1)[:n].to(losses_shard.device)
 
