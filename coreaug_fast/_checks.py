@@ -69,7 +69,7 @@ def check_int(name: str, value, *, low: "int | None" = None, high: "int | None" 
     within [low, high] when given. Returns a Python int."""
     import operator
 
-    if isinstance(value, bool):
+    if isinstance(value, bool) or (isinstance(value, torch.Tensor) and value.dim() != 0):
         raise ValueError(f"{name} must be an integer, got {value!r}")
     try:
         out = operator.index(value)
