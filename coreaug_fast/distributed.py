@@ -36,14 +36,16 @@ samples differ from a single process's.
 selection, ...) tells the others at the next step boundary (one small ``all_gather`` of an
 error flag after each local step), and every rank raises: the failing rank its own error,
 the others a ValueError (if every failing rank raised ValueError) or RuntimeError naming
-the failing ranks. No rank is left waiting in a collective.
+the failing ranks. No rank is left waiting in a collective. (Only a failure after the last
+collective, while a rank builds its own Coreset, is raised on that rank alone.)
 
 **assignment** is per rank: for each of *this rank's* input rows, the position in the global
 ``indices`` of its representative (-1 for classes with no picks).
 
 **Communication.** Per rank, with R its rows, B = bytes per row (16 + the embedding's bytes),
 C classes, W ranks and K the coreset size: counts W·C·8 bytes; rows at most R·B out (each row
-once, only to its class's rank); assignments R·8 bytes back; results W·max_r(K_r)·16 bytes in.
+once, only to its class's rank); assignments R·8 bytes back; results W·max_r(K_r)·16 bytes in;
+an error flag (W·8 bytes) after each local step, 7 steps without GreeDi, 12 with.
 GreeDi adds, per split class, m·k_c candidate rows and k_c chosen rows per part holder. The
 dataset is never gathered on one rank: a rank receives only the rows of the classes (or
 class parts) it selects.
@@ -636,21 +638,22 @@ def _gather_results(comm: _Comm, plan: _ShardPlan, one: _RoundOne, greedi_weight
     gathered = torch.empty(comm.world * width, 16, dtype=torch.uint8, device=comm.dev)
     if width:
         all_gather_into(gathered, block.to(comm.dev), comm.group)
-    gathered = gathered.cpu().view(comm.world, width, 16)
-    out_idx = torch.empty(plan.total, dtype=torch.long)
-    out_gain = torch.empty(plan.total, dtype=torch.float32)
-    out_w = torch.empty(plan.total, dtype=torch.float32)
-    cursor = [0] * comm.world
-    for c in picked:
-        k, start, r = plan.k_c[c], plan.out_start[c], plan.final_owner(c)
-        rows = gathered[r, cursor[r]:cursor[r] + k]
-        cursor[r] += k
-        out_idx[start:start + k] = _from_bytes(rows[:, :8], torch.long, None)
-        out_gain[start:start + k] = _from_bytes(rows[:, 8:12], torch.float32, None)
-        out_w[start:start + k] = _from_bytes(rows[:, 12:16], torch.float32, None)
-    for c in plan.greedi:
-        start = plan.out_start[c]
-        out_w[start:start + plan.k_c[c]] = greedi_weights[start:start + plan.k_c[c]]
+    with comm.step("unpacking results"):  # the assignments' all_to_all follows
+        gathered = gathered.cpu().view(comm.world, width, 16)
+        out_idx = torch.empty(plan.total, dtype=torch.long)
+        out_gain = torch.empty(plan.total, dtype=torch.float32)
+        out_w = torch.empty(plan.total, dtype=torch.float32)
+        cursor = [0] * comm.world
+        for c in picked:
+            k, start, r = plan.k_c[c], plan.out_start[c], plan.final_owner(c)
+            rows = gathered[r, cursor[r]:cursor[r] + k]
+            cursor[r] += k
+            out_idx[start:start + k] = _from_bytes(rows[:, :8], torch.long, None)
+            out_gain[start:start + k] = _from_bytes(rows[:, 8:12], torch.float32, None)
+            out_w[start:start + k] = _from_bytes(rows[:, 12:16], torch.float32, None)
+        for c in plan.greedi:
+            start = plan.out_start[c]
+            out_w[start:start + plan.k_c[c]] = greedi_weights[start:start + plan.k_c[c]]
     return out_idx, out_gain, out_w
 
 
