@@ -385,3 +385,16 @@ def test_greedi_distances_apply_the_duplicate_threshold():
     d = _sqdist_to((a, h), (a, h))
     assert torch.all(d.diagonal() == 0)
     assert torch.all(d + torch.eye(256) * 1e30 > 0)  # distinct rows stay apart
+
+
+def test_sharded_plan_uses_the_exact_fraction_rule():
+    """The sharded path's picks per class come from the same rule as one process's:
+    7% of 100 rows is 7 (math.ceil(0.07 * 100) is 8)."""
+    from coreaug_fast.distributed import _ShardPlan
+
+    counts = torch.tensor([[60, 30, 0], [40, 20, 0]])  # classes of 100 and 50 rows, one absent
+    plan = _ShardPlan(counts, 0.07, None, None, WORLD)
+    assert plan.k_c == [7, 4, 0] and plan.total == 11 and plan.present == [0, 1]
+    plan = _ShardPlan(counts, None, 5, 30, WORLD)  # GreeDi: 100 rows -> 4 parts, 50 rows -> 2
+    assert plan.greedi == [0, 1] and plan.parts_of[:2] == [4, 2]
+    assert [j.kind for j in plan.jobs].count("union") == 2
