@@ -121,26 +121,26 @@ def select_coreset(embeddings, labels: torch.Tensor, fraction: Optional[float] =
 
 
 def _baseline(order: torch.Tensor, labels: torch.Tensor, fraction: float, gains: torch.Tensor) -> Coreset:
-    """Take the first ceil(fraction · n_c) rows of each class in ``order``, a permutation
-    of the rows sorted by class."""
+    """Take the first :func:`picks_for_fraction` (fraction, n_c) rows of each class in
+    ``order``, a permutation of the rows sorted by class."""
     device = labels.device
-    plan = ClassGroups(labels, fraction, None)
-    counts = plan.counts.to(device)
-    starts = plan.offsets[:-1].to(device)
-    k = plan.budgets.to(device)
+    groups = ClassGroups(labels, fraction, None)
+    counts = groups.counts.to(device)
+    starts = groups.offsets[:-1].to(device)
+    k = groups.budgets.to(device)
     cls = torch.repeat_interleave(torch.arange(counts.numel(), device=device), k)
     first = torch.repeat_interleave(torch.cumsum(k, 0) - k, k)
-    within = torch.arange(plan.total, device=device) - first
+    within = torch.arange(groups.total, device=device) - first
     chosen = order[starts[cls] + within]
     assignment = torch.full((labels.shape[0],), -1, dtype=torch.long, device=device)
-    assignment[chosen] = torch.arange(plan.total, device=device)
+    assignment[chosen] = torch.arange(groups.total, device=device)
     return Coreset(
         indices=chosen,
-        weights=torch.ones(plan.total, device=device),
+        weights=torch.ones(groups.total, device=device),
         gains=gains[chosen].float(),
         assignment=assignment,
         labels=labels[chosen].long(),
-        classes=plan.classes,
+        classes=groups.classes,
         offsets=torch.cat([k.new_zeros(1), torch.cumsum(k, 0)]),
     )
 

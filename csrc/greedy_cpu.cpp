@@ -529,7 +529,11 @@ struct GreedyState {
   std::vector<uint64_t> alive;
 };
 
-inline bool heap_less(const Candidate& x, const Candidate& y) { return better(y.gain, y.row, x.gain, x.row); }
+// The heap's order: a function object, so std::*_heap inline it.
+struct HeapLess {
+  bool operator()(const Candidate& x, const Candidate& y) const { return better(y.gain, y.row, x.gain, x.row); }
+};
+constexpr HeapLess heap_less{};
 
 // Lazy greedy: a max-heap of bounds; the top is re-evaluated until it is exact.
 struct LazyStep {
