@@ -99,3 +99,9 @@ def check_float(name: str, value, *, low: "float | None" = None, high: "float | 
     if (low is not None and out < low) or (high is not None and out > high):
         raise ValueError(f"{name} must be in [{low}, {high}], got {out}")
     return out
+
+
+def check_generator(name: str, generator) -> None:
+    """None or a ``torch.Generator``."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(f"{name} must be a torch.Generator or None, got {type(generator).__name__} {generator!r}")

@@ -27,10 +27,6 @@ class FactoredEmbeddings(NamedTuple):
     grad: torch.Tensor
     features: torch.Tensor
 
-    @property
-    def num_rows(self) -> int:
-        return self.grad.shape[0]
-
     def materialize(self) -> torch.Tensor:
         """The (n, C·d) float32 outer products, row i = ``grad[i] ⊗ features[i]``
         flattened row-major. For tests and small inputs only."""
@@ -61,11 +57,12 @@ def gradient_embeddings(logits: torch.Tensor, targets: torch.Tensor,
     """
     _checks.check_tensor("logits", logits, dim=2, floating=True)
     _checks.check_tensor("targets", targets, dim=1, integer=True)
+    if features is not None:  # its type before any device check reads .device
+        _checks.check_tensor("features", features, dim=2, floating=True)
     _checks.check_same_device(logits=logits, targets=targets, features=features)
     _checks.check_rows(logits.shape[0], targets=targets)
     _checks.check_range("targets", targets, 0, logits.shape[1])
     if features is not None:
-        _checks.check_tensor("features", features, dim=2, floating=True)
         _checks.check_rows(logits.shape[0], features=features)
     _ext.require_extension("gradient_embeddings")
     grad = torch.ops.coreaug.gradient_embeddings(logits.detach(), targets.detach().long())

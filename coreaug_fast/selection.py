@@ -24,219 +24,16 @@ objective and the gains of apricot's ``FacilityLocationSelection`` with ``"sqdis
 """
 from __future__ import annotations
 
-import math
-import os
-from dataclasses import dataclass
 from typing import Optional, Sequence, Union
 
 import torch
 
-from . import _checks, _ext
+from . import _checks, engine
+from .engine import (BACKENDS, MAX_MATRIX_BYTES, OPTIMIZERS, PROGRESS_WORK, SIMILARITIES, ClassGroups, Coreset,
+                     picks_for_fraction)
 
-SIMILARITIES = ("distance", "sqdistance", "exp")
-OPTIMIZERS = ("naive", "lazy", "stochastic")
-BACKENDS = ("auto", "triton", "torch")
-
-#: Largest per-class cost matrix (bytes) the CPU path stores; larger classes compute cost
-#: rows on demand (much slower, but memory stays O(n·D)). Override with the environment
-#: variable ``COREAUG_MAX_MATRIX_BYTES``.
-MAX_MATRIX_BYTES = int(os.environ.get("COREAUG_MAX_MATRIX_BYTES", 2 << 30))
-
-#: Estimated work (cost-matrix multiply-adds) above which ``progress=None`` shows a bar.
-PROGRESS_WORK = 2e11
-
-
-@dataclass(frozen=True)
-class Coreset:
-    """A weighted subset, chosen per class.
-
-    Attributes:
-        indices: (k,) int64, the chosen examples grouped by class (ascending class id), each
-            class in selection order. Row positions of the input, or the values of the
-            ``indices=`` argument when one was given.
-        weights: (k,) float32, γ_j: how many rows of its class each chosen example
-            represents (they sum to n_c within a class). 1 for the baselines.
-        gains: (k,) float32, the marginal gain F(e | S) at each greedy step (see the module
-            docstring for the scale); for :func:`select_max_loss` the losses, for
-            :func:`select_random` zeros.
-        assignment: (n,) int64, for every input row the position in ``indices`` of its
-            representative (the earliest chosen among its most similar); -1 for rows of a
-            class with no picks, and for the baselines, -1 for rows not chosen.
-        labels: (k,) int64, the class of each chosen example.
-        classes: (m,) int64, the classes present in ``labels``, ascending.
-        offsets: (m + 1,) int64, ``indices[offsets[t]:offsets[t+1]]`` are class
-            ``classes[t]``'s picks.
-    """
-
-    indices: torch.Tensor
-    weights: torch.Tensor
-    gains: torch.Tensor
-    assignment: torch.Tensor
-    labels: torch.Tensor
-    classes: torch.Tensor
-    offsets: torch.Tensor
-
-    def __len__(self) -> int:
-        return int(self.indices.shape[0])
-
-
-class _Plan:
-    """Rows grouped by class: ``perm`` sorts rows by class (stably, so rows keep their
-    order inside a class), ``offsets`` are class starts in that order."""
-
-    def __init__(self, labels: torch.Tensor, fraction, budget):
-        self.classes, counts = torch.unique(labels, sorted=True, return_counts=True)
-        self.perm = torch.sort(labels, stable=True).indices
-        self.counts = counts.cpu()
-        self.offsets = torch.zeros(counts.numel() + 1, dtype=torch.long)
-        torch.cumsum(self.counts, 0, out=self.offsets[1:])
-        if budget is None:
-            k = torch.tensor([min(n, math.ceil(fraction * n)) for n in self.counts.tolist()], dtype=torch.long)
-        elif isinstance(budget, int):
-            k = torch.clamp(self.counts, max=budget)
-        else:
-            per_class = torch.as_tensor(budget).cpu().long()
-            k = torch.minimum(self.counts, per_class[self.classes.cpu()])
-        self.budgets = k
-        self.total = int(k.sum())
-
-
-def _check_budget(budget, labels: torch.Tensor):
-    if isinstance(budget, bool):
-        raise ValueError(f"budget must be an int or a per-class sequence of ints, got {budget!r}")
-    if isinstance(budget, int):
-        if budget < 0:
-            raise ValueError(f"budget must be >= 0, got {budget}")
-        return budget
-    try:
-        b = torch.as_tensor(budget)
-    except (TypeError, ValueError, RuntimeError):
-        raise ValueError(f"budget must be an int or a per-class sequence of ints, got {type(budget).__name__}") from None
-    if b.dim() != 1 or b.is_floating_point() or b.is_complex() or b.dtype == torch.bool:
-        raise ValueError(f"budget must be an int or a 1-D sequence of ints, got {b.dtype} of shape {tuple(b.shape)}")
-    if b.numel() and int(b.min()) < 0:
-        raise ValueError(f"budget has value {int(b.min())}, expected >= 0")
-    needed = int(labels.max()) + 1 if labels.numel() else 0
-    if b.numel() < needed:
-        raise ValueError(f"budget has {b.numel()} entries but labels has class {needed - 1}")
-    return b
-
-
-def _check_labels(labels, n: Optional[int]) -> torch.Tensor:
-    _checks.check_tensor("labels", labels, dim=1, integer=True)
-    if n is not None:
-        _checks.check_rows(n, labels=labels)
-    if labels.numel() and int(labels.min()) < 0:
-        raise ValueError(f"labels has value {int(labels.min())}, expected class ids >= 0")
-    return labels
-
-
-def _check_embeddings(embeddings):
-    """(x, features or None), shapes and dtypes checked."""
-    if isinstance(embeddings, tuple) and not isinstance(embeddings, torch.Tensor):
-        if len(embeddings) != 2:
-            raise ValueError(f"factored embeddings must be a (grad, features) pair, got {len(embeddings)} items")
-        a, h = embeddings
-        _checks.check_tensor("embeddings.grad", a, dim=2, floating=True)
-        _checks.check_tensor("embeddings.features", h, dim=2, floating=True)
-        _checks.check_same_device(**{"embeddings.grad": a, "embeddings.features": h})
-        _checks.check_rows(a.shape[0], **{"embeddings.features": h})
-        return a.detach(), h.detach()
-    _checks.check_tensor("embeddings", embeddings, dim=2, floating=True)
-    return embeddings.detach(), None
-
-
-def _resolve_backend(backend: str, device: torch.device) -> str:
-    mode = _ext.triton_mode()
-    if backend == "auto":
-        return "triton" if device.type == "cuda" and mode == "compiled" else "torch"
-    if backend == "triton":
-        if mode == "unavailable":
-            raise ValueError("backend='triton' needs triton and a CUDA device (or TRITON_INTERPRET=1)")
-        if (mode == "compiled") != (device.type == "cuda"):
-            raise ValueError(f"backend='triton' runs on {'CUDA' if mode == 'compiled' else 'CPU'} tensors here, "
-                             f"got tensors on {device}")
-    return backend
-
-
-def _centred(x: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-    """Rows minus their class mean. Any per-class offset leaves the distances unchanged;
-    the mean makes the norms small, so the expansion ‖x‖² + ‖y‖² − 2x·y cancels far less.
-    segment_reduce is deterministic (index_add_ on CUDA is not), so the result is too."""
-    counts = (offsets[1:] - offsets[:-1]).to(x.device)
-    if x.shape[0] == 0:
-        return x
-    means = torch.segment_reduce(x, "mean", lengths=counts, axis=0)
-    return x - torch.repeat_interleave(means, counts, dim=0)
-
-
-def _run(backend, x, h, offsets, budgets, total, sim, opt, epsilon, seed):
-    """One call of a backend on rows grouped by class. Returns (rows, gains, assignment)
-    with rows into x and positions into this call's output."""
-    if total == 0:
-        dev = x.device
-        return (torch.empty(0, dtype=torch.long, device=dev), torch.empty(0, device=dev),
-                torch.full((x.shape[0],), -1, dtype=torch.long, device=dev))
-    if backend == "triton" and opt != "stochastic":
-        from .kernels import greedy
-
-        return greedy.facility_location(x, h, offsets, budgets, total, similarity=sim, optimizer=opt,
-                                        epsilon=epsilon, seed=seed)
-    _ext.require_extension("select_coreset")
-    dev = x.device
-    rows, gains, assign = torch.ops.coreaug.facility_location(
-        x.cpu(), None if h is None else h.cpu(), offsets, budgets, total,
-        SIMILARITIES.index(sim), OPTIMIZERS.index(opt), float(epsilon), seed, MAX_MATRIX_BYTES)
-    return rows.to(dev), gains.to(dev), assign.to(dev)
-
-
-def _chunks(plan: _Plan, width: int, enabled: bool):
-    """Class ranges [lo, hi) to run one call each: one range, or ~50 of similar work when a
-    progress bar is shown."""
-    m = plan.counts.numel()
-    if not enabled or m <= 1:
-        return [(0, m)]
-    work = plan.counts.double() ** 2 * width
-    target = float(work.sum()) / 50
-    ranges, lo, acc = [], 0, 0.0
-    for c in range(m):
-        acc += float(work[c])
-        if acc >= target or c == m - 1:
-            ranges.append((lo, c + 1))
-            lo, acc = c + 1, 0.0
-    return ranges
-
-
-def _check_arguments(embeddings, labels, indices, fraction, budget, similarity, optimizer, epsilon, backend,
-                     generator):
-    """Validate :func:`select_coreset`'s arguments on one process (the distributed path adds
-    its own checks of ``indices``). Returns (grad rows, features or None, device, budget)."""
-    x, h = _check_embeddings(embeddings)
-    n = x.shape[0]
-    _checks.check_tensor("labels", labels, dim=1, integer=True)
-    if indices is not None:
-        _checks.check_tensor("indices", indices, dim=1, integer=True)
-    device = _checks.check_same_device(embeddings=x, features=h, labels=labels, indices=indices)
-    _check_labels(labels, n)
-    if indices is not None:
-        _checks.check_rows(n, indices=indices)
-    _checks.check_finite("embeddings" if h is None else "embeddings.grad", x)
-    if h is not None:
-        _checks.check_finite("embeddings.features", h)
-    if (fraction is None) == (budget is None):
-        raise ValueError("give exactly one of fraction and budget")
-    if fraction is not None:
-        _checks.check_fraction("fraction", fraction)
-    else:
-        budget = _check_budget(budget, labels)
-    _checks.check_choice("similarity", similarity, SIMILARITIES)
-    _checks.check_choice("optimizer", optimizer, OPTIMIZERS)
-    _checks.check_choice("backend", backend, BACKENDS)
-    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not 0 < epsilon < 1:
-        raise ValueError(f"epsilon must be a number in (0, 1), got {epsilon!r}")
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise ValueError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    return x, h, device, budget
+__all__ = ["BACKENDS", "MAX_MATRIX_BYTES", "OPTIMIZERS", "PROGRESS_WORK", "SIMILARITIES", "Coreset",
+           "picks_for_fraction", "select_coreset", "select_max_loss", "select_random"]
 
 
 def select_coreset(embeddings, labels: torch.Tensor, fraction: Optional[float] = None, *,
@@ -254,12 +51,15 @@ def select_coreset(embeddings, labels: torch.Tensor, fraction: Optional[float] =
             pair standing for the rows grad ⊗ features, never materialised. Computed in
             float32; plain rows are centred per class first.
         labels: (n,) integer class ids >= 0, same device. Classes need not be contiguous.
-        fraction: picks per class ``k_c = ceil(fraction · n_c)``, fraction in (0, 1].
+        fraction: picks per class ``k_c = ceil(fraction · n_c)``, fraction in (0, 1], computed
+            exactly on the fraction's decimal form (0.07 of 100 rows is 7):
+            :func:`picks_for_fraction`.
         budget: instead of ``fraction``: picks per class, an int for every class or a
             sequence indexed by class id. Capped at n_c; 0 picks nothing.
         similarity: ``"distance"`` (the paper), ``"sqdistance"`` (apricot's) or ``"exp"``
             (submodlib's); see the module docstring.
-        optimizer: ``"lazy"`` (exact: naive greedy's sequence, ties to the lowest row),
+        optimizer: ``"lazy"`` (exact: naive greedy's sequence bit for bit; equal computed
+            gains go to the lowest row, see *Ties* below),
             ``"naive"`` (every gain every step; for checking), or ``"stochastic"``
             (stochastic greedy: each step the best of ``ceil(n_c / k_c · ln(1/epsilon))``
             rows drawn without replacement from the unchosen ones).
@@ -271,7 +71,7 @@ def select_coreset(embeddings, labels: torch.Tensor, fraction: Optional[float] =
         generator: draws stochastic greedy's samples (default: torch's global generator).
             Same generator state and backend, same result.
         indices: optional (n,) integer dataset indices of the rows (e.g. a shard's global
-            ids); the returned ``indices`` are its values.
+            ids), no value twice; the returned ``indices`` are its values.
         group: a ``torch.distributed`` process group: select over the rows of all its ranks
             (collective; ``indices`` required; each rank passes its own shard). Every rank
             returns the same global coreset, equal to one process's on all rows in ascending
@@ -285,9 +85,19 @@ def select_coreset(embeddings, labels: torch.Tensor, fraction: Optional[float] =
     Returns:
         A :class:`Coreset` on the device of ``embeddings``.
 
+    Ties: gains are computed from float32 costs of the class-centred rows, summed in a fixed
+    order; among rows with equal *computed* gains the lowest row wins. Rows whose gains are
+    equal only in exact arithmetic may be split by rounding: for ``x = [[-.5], [-.75], [0],
+    [.75], [0]]``, budget 2, ``"sqdistance"``, rows 0 and 1 both gain exactly 0.75 at the
+    second step, but centring by the mean −0.1 makes their float32 costs inexact and row 1
+    comes out 1 ulp ahead ([2, 1]; the float64 twin gives [2, 0]). When the centred rows and
+    their squared distances are exact in float32 (e.g. small dyadic values with a dyadic
+    class mean), computed ties are exact ties and go to the lowest row.
+
     Raises:
-        ValueError: bad shapes, dtypes, values (NaN/inf embeddings, negative labels, fraction
-            outside (0, 1], ...) or tensors on different devices.
+        ValueError: bad shapes, dtypes, values (NaN/inf embeddings, values so large that
+            float32 squared distances would overflow, negative labels, fraction outside
+            (0, 1], repeated ``indices``, ...) or tensors on different devices.
         ExtensionNotBuiltError: the CPU path needs the compiled extension.
     """
     if group is not None:
@@ -299,92 +109,38 @@ def select_coreset(embeddings, labels: torch.Tensor, fraction: Optional[float] =
                                       progress=progress)
     if max_rows_per_rank is not None:
         raise ValueError("max_rows_per_rank applies to distributed selection; pass group= too")
-    x, h, device, budget = _check_arguments(embeddings, labels, indices, fraction, budget, similarity, optimizer,
-                                            epsilon, backend, generator)
-    backend = _resolve_backend(backend, device)
-
-    plan = _Plan(labels, fraction, budget)
-    perm = plan.perm
-    xs = x[perm].float().contiguous()
-    hs = None if h is None else h[perm].float().contiguous()
-    if hs is None:
-        xs = _centred(xs, plan.offsets)
-    seed = 0
-    if optimizer == "stochastic":
-        gdev = generator.device if generator is not None else "cpu"
-        seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=gdev))
-
-    width = xs.shape[1] + (0 if hs is None else hs.shape[1])
-    if progress is None:
-        work = float((plan.counts.double() ** 2).sum()) * width
-        show = backend == "torch" and work > PROGRESS_WORK
-        disable = None if show else True  # None: tqdm shows it on a terminal only
-    else:
-        disable = not progress
-    ranges = _chunks(plan, width, disable is not True)
-    rows_l, gains_l, assign_l = [], [], []
-    bar = None
-    if disable is not True:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=plan.counts.numel(), desc="coreset", unit="class", disable=disable)
-    pos = 0
-    for lo, hi in ranges:
-        r0, r1 = int(plan.offsets[lo]), int(plan.offsets[hi])
-        off = plan.offsets[lo:hi + 1] - r0
-        bud = plan.budgets[lo:hi].contiguous()
-        tot = int(bud.sum())
-        r, g, a = _run(backend, xs[r0:r1], None if hs is None else hs[r0:r1], off, bud, tot,
-                       similarity, optimizer, epsilon, seed + lo)
-        rows_l.append(r + r0)
-        gains_l.append(g)
-        assign_l.append(torch.where(a >= 0, a + pos, a))
-        pos += tot
-        if bar is not None:
-            bar.update(hi - lo)
-    if bar is not None:
-        bar.close()
-    rows_sorted = torch.cat(rows_l)
-    assign_sorted = torch.cat(assign_l)
-
-    assignment = torch.empty(x.shape[0], dtype=torch.long, device=device)
-    assignment[perm] = assign_sorted
-    valid = assign_sorted[assign_sorted >= 0]
-    weights = torch.bincount(valid, minlength=plan.total).float()
-    chosen = perm[rows_sorted]
-    budgets_dev = plan.budgets.to(device)
-    return Coreset(
-        indices=chosen if indices is None else indices[chosen].long(),
-        weights=weights,
-        gains=torch.cat(gains_l).float(),
-        assignment=assignment,
-        labels=torch.repeat_interleave(plan.classes, budgets_dev),
-        classes=plan.classes,
-        offsets=torch.cat([budgets_dev.new_zeros(1), torch.cumsum(budgets_dev, 0)]),
-    )
+    checked = engine.check_arguments(embeddings, labels, indices, fraction, budget, similarity, optimizer, epsilon,
+                                     backend, generator)
+    if indices is not None:
+        engine.check_indices_unique(indices)
+    groups = ClassGroups(labels, fraction, checked.budget)
+    engine.check_magnitude(checked, groups.largest)
+    return engine.select_local(checked.x, checked.h, groups, similarity=similarity, optimizer=optimizer,
+                               epsilon=epsilon, backend=checked.backend, generator=generator, progress=progress,
+                               indices=indices)
 
 
 def _baseline(order: torch.Tensor, labels: torch.Tensor, fraction: float, gains: torch.Tensor) -> Coreset:
-    """Take the first ceil(fraction · n_c) rows of each class in ``order``, a permutation
-    of the rows sorted by class."""
+    """Take the first :func:`picks_for_fraction` (fraction, n_c) rows of each class in
+    ``order``, a permutation of the rows sorted by class."""
     device = labels.device
-    plan = _Plan(labels, fraction, None)
-    counts = plan.counts.to(device)
-    starts = plan.offsets[:-1].to(device)
-    k = plan.budgets.to(device)
+    groups = ClassGroups(labels, fraction, None)
+    counts = groups.counts.to(device)
+    starts = groups.offsets[:-1].to(device)
+    k = groups.budgets.to(device)
     cls = torch.repeat_interleave(torch.arange(counts.numel(), device=device), k)
     first = torch.repeat_interleave(torch.cumsum(k, 0) - k, k)
-    within = torch.arange(plan.total, device=device) - first
+    within = torch.arange(groups.total, device=device) - first
     chosen = order[starts[cls] + within]
     assignment = torch.full((labels.shape[0],), -1, dtype=torch.long, device=device)
-    assignment[chosen] = torch.arange(plan.total, device=device)
+    assignment[chosen] = torch.arange(groups.total, device=device)
     return Coreset(
         indices=chosen,
-        weights=torch.ones(plan.total, device=device),
+        weights=torch.ones(groups.total, device=device),
         gains=gains[chosen].float(),
         assignment=assignment,
         labels=labels[chosen].long(),
-        classes=plan.classes,
+        classes=groups.classes,
         offsets=torch.cat([k.new_zeros(1), torch.cumsum(k, 0)]),
     )
 
@@ -402,10 +158,9 @@ def select_random(labels: torch.Tensor, fraction: float, generator: Optional[tor
         A :class:`Coreset` on the device of ``labels``: classes ascending, each class in the
         drawn order, ``gains`` zero, ``assignment`` the own position of chosen rows, -1 elsewhere.
     """
-    _check_labels(labels, None)
+    engine.check_labels(labels, None)
     _checks.check_fraction("fraction", fraction)
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise ValueError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    _checks.check_generator("generator", generator)
     gdev = generator.device if generator is not None else labels.device
     keys = torch.rand(labels.shape[0], generator=generator, device=gdev).to(labels.device)
     order = torch.argsort(keys)
@@ -429,20 +184,10 @@ def select_max_loss(losses: torch.Tensor, labels: torch.Tensor, fraction: float)
     _checks.check_tensor("losses", losses, dim=1, floating=True)
     _checks.check_tensor("labels", labels, dim=1, integer=True)
     _checks.check_same_device(losses=losses, labels=labels)
-    _check_labels(labels, losses.shape[0])
+    engine.check_labels(labels, losses.shape[0])
     _checks.check_finite("losses", losses)
     _checks.check_fraction("fraction", fraction)
     order = torch.sort(losses.detach().float(), descending=True, stable=True).indices
     order = order[torch.sort(labels[order], stable=True).indices]
     return _baseline(order, labels, fraction, losses.detach())
 
-
-if _ext.available():
-
-    @torch.library.register_fake("coreaug::facility_location")
-    def _(x, features, offsets, budgets, total, similarity, optimizer, epsilon, seed, max_matrix_bytes):
-        torch._check(x.dim() == 2, lambda: "x must be 2-D")
-        torch._check(offsets.dim() == 1 and budgets.dim() == 1, lambda: "offsets and budgets must be 1-D")
-        torch._check(offsets.shape[0] == budgets.shape[0] + 1, lambda: "offsets must have len(budgets) + 1 entries")
-        return (x.new_empty((total,), dtype=torch.long), x.new_empty((total,), dtype=torch.float32),
-                x.new_empty((x.shape[0],), dtype=torch.long))

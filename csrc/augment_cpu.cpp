@@ -15,6 +15,7 @@
 #include <optional>
 #include <vector>
 
+#include "augment.h"
 #include "common.h"
 
 // Only from here on: with the FMA clone below, GCC would otherwise fuse a*b+c where
@@ -102,96 +103,98 @@ CA_INLINE void gather_line(const uint8_t* __restrict__ plane, const int32_t* __r
   for (; j < W; ++j) vc[j] = plane[idx[j]];
 }
 
-// The image after steps [seg, t) of the row, line i, into w.v. No step in [seg, t) is a
-// sharpen: those are stored images (run_row). base_end: one past its last readable byte.
+// Line i of the crop/flip step st (the only step before the value steps) into v: line
+// i + dy of the source, shifted by dx, maybe mirrored, zeros outside.
+CA_INLINE void crop_line(const Step& st, const uint8_t* base, uint8_t* __restrict__ v, int H, int W, int C,
+                         int64_t HW, int i) {
+  const int y = i + st.i0;
+  const int dx = st.i1;
+  // valid output columns: 0 <= (flip ? W-1-j : j) + dx < W
+  const int first = st.i2 ? hi_of(0, dx) : hi_of(0, -dx);
+  const int last = st.i2 ? lo_of(W - 1, W - 1 + dx) : lo_of(W - 1, W - 1 - dx);
+  for (int c = 0; c < C; ++c) {
+    uint8_t* __restrict__ vc = v + c * W;
+    if (y < 0 || y >= H || first > last) {
+      std::memset(vc, 0, W);
+      continue;
+    }
+    const uint8_t* __restrict__ row = base + c * HW + static_cast<int64_t>(y) * W;
+    std::memset(vc, 0, first);
+    if (st.i2) {
+      for (int j = first; j <= last; ++j) vc[j] = row[W - 1 - j + dx];
+    } else {
+      std::memcpy(vc + first, row + first + dx, last - first + 1);
+    }
+    std::memset(vc + last + 1, 0, W - 1 - last);
+  }
+}
+
+// Line i through the geometric (and crop) steps of [seg, t), walked backwards to source
+// coordinates, then one gather into w.v. w.fs[j] = the step whose fill pixel j takes, -1
+// for none. A pixel that falls off the canvas keeps its last (valid) coordinates, so the
+// gather needs no branch; its fill is written by apply_value_steps.
 template <bool kAvx2>
-CA_INLINE void eval_line(const Problem& p, Work& w, const uint8_t* base, const uint8_t* base_end, int seg,
-                         int t, int i) {
+CA_INLINE void geometric_line(const Problem& p, Work& w, const uint8_t* base, const uint8_t* base_end, int seg,
+                              int t, int i) {
   const int H = static_cast<int>(p.H), W = static_cast<int>(p.W), C = static_cast<int>(p.C);
   const int64_t HW = p.H * p.W;
-  uint8_t* __restrict__ v = w.v.data();
-  // The crop/flip step is only ever step 0, so its zeros come before every value step and
-  // can be written by the copy; other geometric steps take the general path.
-  bool geometric = false;
-  const bool crop = t > seg && w.steps[seg].kind == kCrop;
-  for (int s = seg + (crop ? 1 : 0); s < t; ++s) geometric |= w.steps[s].kind == kGeom;
   int32_t* __restrict__ fs = w.fs.data();
-  if (!geometric && !crop) {
-    for (int c = 0; c < C; ++c) std::memcpy(v + c * W, base + c * HW + static_cast<int64_t>(i) * W, W);
-  } else if (!geometric) {
-    // line i of the crop is line i + dy of the source, shifted by dx, maybe mirrored
-    const Step& st = w.steps[seg];
-    const int y = i + st.i0;
-    const int dx = st.i1;
-    // valid output columns: 0 <= (flip ? W-1-j : j) + dx < W
-    const int first = st.i2 ? hi_of(0, dx) : hi_of(0, -dx);
-    const int last = st.i2 ? lo_of(W - 1, W - 1 + dx) : lo_of(W - 1, W - 1 - dx);
-    for (int c = 0; c < C; ++c) {
-      uint8_t* __restrict__ vc = v + c * W;
-      if (y < 0 || y >= H || first > last) {
-        std::memset(vc, 0, W);
-        continue;
+  int32_t* __restrict__ ci = w.ci.data();
+  int32_t* __restrict__ cj = w.cj.data();
+  for (int j = 0; j < W; ++j) {
+    ci[j] = i;
+    cj[j] = j;
+    fs[j] = -1;
+  }
+  for (int s = t - 1; s >= seg; --s) {
+    const Step& st = w.steps[s];
+    if (st.kind == kGeom) {
+      const float Wm1 = static_cast<float>(W - 1), Hm1 = static_cast<float>(H - 1);
+      for (int j = 0; j < W; ++j) {
+        float rx, ry;
+        geom_source(st, H, W, ci[j], cj[j], rx, ry);
+        const bool ok = on_canvas(rx, ry, H, W);
+        const bool live = fs[j] < 0;
+        const int nx = static_cast<int>(lo_of(hi_of(rx, 0.f), Wm1));
+        const int ny = static_cast<int>(lo_of(hi_of(ry, 0.f), Hm1));
+        cj[j] = (live & ok) ? nx : cj[j];
+        ci[j] = (live & ok) ? ny : ci[j];
+        fs[j] = (live & !ok) ? s : fs[j];
       }
-      const uint8_t* __restrict__ row = base + c * HW + static_cast<int64_t>(y) * W;
-      std::memset(vc, 0, first);
-      if (st.i2) {
-        for (int j = first; j <= last; ++j) vc[j] = row[W - 1 - j + dx];
-      } else {
-        std::memcpy(vc + first, row + first + dx, last - first + 1);
+    } else if (st.kind == kCrop) {
+      for (int j = 0; j < W; ++j) {
+        const int y = ci[j] + st.i0;
+        const int x = (st.i2 ? W - 1 - cj[j] : cj[j]) + st.i1;
+        const bool ok = (y >= 0) & (y < H) & (x >= 0) & (x < W);
+        const bool live = fs[j] < 0;
+        cj[j] = (live & ok) ? x : cj[j];
+        ci[j] = (live & ok) ? y : ci[j];
+        fs[j] = (live & !ok) ? s : fs[j];
       }
-      std::memset(vc + last + 1, 0, W - 1 - last);
-    }
-  } else {
-    int32_t* __restrict__ ci = w.ci.data();
-    int32_t* __restrict__ cj = w.cj.data();
-    for (int j = 0; j < W; ++j) {
-      ci[j] = i;
-      cj[j] = j;
-      fs[j] = -1;
-    }
-    // Backwards through the geometric steps. A pixel that falls off the canvas keeps its
-    // last (valid) coordinates, so the gather needs no branch; its fill is written later.
-    for (int s = t - 1; s >= seg; --s) {
-      const Step& st = w.steps[s];
-      if (st.kind == kGeom) {
-        const float Wm1 = static_cast<float>(W - 1), Hm1 = static_cast<float>(H - 1);
-        for (int j = 0; j < W; ++j) {
-          float rx, ry;
-          geom_source(st, H, W, ci[j], cj[j], rx, ry);
-          const bool ok = on_canvas(rx, ry, H, W);
-          const bool live = fs[j] < 0;
-          const int nx = static_cast<int>(lo_of(hi_of(rx, 0.f), Wm1));
-          const int ny = static_cast<int>(lo_of(hi_of(ry, 0.f), Hm1));
-          cj[j] = (live & ok) ? nx : cj[j];
-          ci[j] = (live & ok) ? ny : ci[j];
-          fs[j] = (live & !ok) ? s : fs[j];
-        }
-      } else if (st.kind == kCrop) {
-        for (int j = 0; j < W; ++j) {
-          const int y = ci[j] + st.i0;
-          const int x = (st.i2 ? W - 1 - cj[j] : cj[j]) + st.i1;
-          const bool ok = (y >= 0) & (y < H) & (x >= 0) & (x < W);
-          const bool live = fs[j] < 0;
-          cj[j] = (live & ok) ? x : cj[j];
-          ci[j] = (live & ok) ? y : ci[j];
-          fs[j] = (live & !ok) ? s : fs[j];
-        }
-      }
-    }
-    int32_t* __restrict__ idx = w.idx.data();
-    for (int j = 0; j < W; ++j) idx[j] = ci[j] * W + cj[j];
-    for (int c = 0; c < C; ++c) {
-      const uint8_t* plane = base + c * HW;
-      gather_line<kAvx2>(plane, idx, v + c * W, W, base_end - (plane + HW) >= kGatherSlack);
     }
   }
-  // Forwards through the value steps; a step's fill replaces whatever the pixel held.
+  int32_t* __restrict__ idx = w.idx.data();
+  for (int j = 0; j < W; ++j) idx[j] = ci[j] * W + cj[j];
+  uint8_t* __restrict__ v = w.v.data();
+  for (int c = 0; c < C; ++c) {
+    const uint8_t* plane = base + c * HW;
+    gather_line<kAvx2>(plane, idx, v + c * W, W, base_end - (plane + HW) >= kGatherSlack);
+  }
+}
+
+// Forwards through the value steps of [seg, t) on the line in w.v; a step's fill replaces
+// whatever the pixel held (geometric: the walk left w.fs; otherwise the crop's zeros are
+// already in place).
+CA_INLINE void apply_value_steps(const Problem& p, Work& w, int seg, int t, bool geometric) {
+  const int W = static_cast<int>(p.W), C = static_cast<int>(p.C);
+  uint8_t* __restrict__ v = w.v.data();
+  const int32_t* __restrict__ fs = w.fs.data();
   for (int s = seg; s < t; ++s) {
     const Step& st = w.steps[s];
     switch (st.kind) {
       case kGeom:
       case kCrop:
-        if (!geometric) break;  // the crop's zeros are already in place
+        if (!geometric) break;
         for (int c = 0; c < C; ++c) {
           const uint8_t f = st.kind == kCrop ? 0 : p.fill[c];
           uint8_t* __restrict__ vc = v + c * W;
@@ -222,6 +225,29 @@ CA_INLINE void eval_line(const Problem& p, Work& w, const uint8_t* base, const u
         break;
     }
   }
+}
+
+// The image after steps [seg, t) of the row, line i, into w.v. No step in [seg, t) is a
+// sharpen: those are stored images (run_row). base_end: one past its last readable byte.
+template <bool kAvx2>
+CA_INLINE void eval_line(const Problem& p, Work& w, const uint8_t* base, const uint8_t* base_end, int seg,
+                         int t, int i) {
+  const int64_t HW = p.H * p.W;
+  const int W = static_cast<int>(p.W), C = static_cast<int>(p.C);
+  // The crop/flip step is only ever step 0, so its zeros come before every value step and
+  // can be written by the copy; other geometric steps take the general path.
+  bool geometric = false;
+  const bool crop = t > seg && w.steps[seg].kind == kCrop;
+  for (int s = seg + (crop ? 1 : 0); s < t; ++s) geometric |= w.steps[s].kind == kGeom;
+  if (geometric) {
+    geometric_line<kAvx2>(p, w, base, base_end, seg, t, i);
+  } else if (crop) {
+    crop_line(w.steps[seg], base, w.v.data(), static_cast<int>(p.H), W, C, HW, i);
+  } else {
+    uint8_t* __restrict__ v = w.v.data();
+    for (int c = 0; c < C; ++c) std::memcpy(v + c * W, base + c * HW + static_cast<int64_t>(i) * W, W);
+  }
+  apply_value_steps(p, w, seg, t, geometric);
 }
 
 // Fills w.lut[t] from statistics of the image after steps [seg, t).
@@ -439,8 +465,7 @@ at::Tensor norm_table(int64_t C, const std::optional<at::ArrayRef<double>>& mean
 
 }  // namespace
 
-// Shared argument checks of the raw op (the public function has already given friendly
-// errors); returns the output dtype.
+// Declared in augment.h.
 at::ScalarType augment_check_args(const at::Tensor& images, const at::Tensor& ops,
                                    const at::Tensor& magnitudes,
                                    const std::optional<at::Tensor>& index,

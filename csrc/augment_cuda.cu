@@ -14,18 +14,11 @@
 
 #include <optional>
 
+#include "augment.h"
 #include "augment_math.h"
 #include "common.h"
 
 namespace coreaug {
-
-// augment_cpu.cpp: the raw op's argument checks, shared by both bodies.
-at::ScalarType augment_check_args(const at::Tensor& images, const at::Tensor& ops,
-                                  const at::Tensor& magnitudes, const std::optional<at::Tensor>& index,
-                                  const std::optional<at::Tensor>& crop, int64_t padding,
-                                  at::IntArrayRef fill, std::optional<at::ScalarType> out_dtype,
-                                  const std::optional<at::ArrayRef<double>>& mean,
-                                  const std::optional<at::ArrayRef<double>>& stdv);
 
 namespace {
 

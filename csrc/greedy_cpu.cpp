@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <limits>
 #include <memory>
+#include <string>
 #include <vector>
 
 #ifdef _OPENMP
@@ -454,34 +455,35 @@ struct GreedyOut {
   int64_t pos0;      // output position of this class's first pick
 };
 
-void run_class(const ClassProblem& p, int64_t k, int64_t optimizer, double epsilon, uint64_t seed,
-               int64_t max_matrix_bytes, bool parallel, const GreedyOut& out) {
-  const int64_t n = p.n;
-  if (k == 0) {
-    std::fill(out.assign, out.assign + n, int64_t(-1));
-    return;
+// One class's greedy state: costs, levels u, gain bounds and what is chosen. The three
+// optimisers are step functions over it (as apricot separates its optimisers); every gain
+// goes through evaluate(), so stale bounds stay exact upper bounds for all of them.
+struct GreedyState {
+  GreedyState(const ClassProblem& p, int64_t max_matrix_bytes, bool parallel)
+      : n(p.n),
+        parallel(parallel),
+        cost(p, static_cast<double>(p.n) * padded(p.n) * sizeof(float) <= static_cast<double>(max_matrix_bytes),
+             parallel),
+        np(cost.np()),
+        words((np / kPad + 63) / 64),
+        // The start level b: the class's largest cost for the distance similarities (so s ≥ 0).
+        b(p.sim == kExp ? 0.f : cost.max_cost()),
+        scratch(cost.stored() ? 0 : static_cast<size_t>(2 * np * cost.threads())),
+        u(np, 0.f),  // padding keeps u = 0 = cost: a zero term
+        ub(n),
+        taken(n, 0),
+        stamp(n, -1),
+        alive(static_cast<size_t>(n * words), ~uint64_t(0)) {
+    std::fill(u.begin(), u.begin() + n, b);
+    if ((np / kPad) % 64)
+      for (int64_t e = 0; e < n; ++e) alive[e * words + words - 1] = (uint64_t(1) << ((np / kPad) % 64)) - 1;
   }
-  const bool store = static_cast<double>(n) * padded(n) * sizeof(float) <= static_cast<double>(max_matrix_bytes);
-  CostSource cost(p, store, parallel);
-  const int64_t np = cost.np();
-  std::vector<float> scratch(cost.stored() ? 0 : static_cast<size_t>(2 * np * cost.threads()));
-  auto scratch_here = [&]() { return cost.stored() ? nullptr : scratch.data() + 2 * np * cost.thread(); };
 
-  // The start level b: the class's largest cost for the distance similarities (so s ≥ 0).
-  const float b = p.sim == kExp ? 0.f : cost.max_cost();
-  std::vector<float> u(np, 0.f);  // padding keeps u = 0 = cost: a zero term
-  std::fill(u.begin(), u.begin() + n, b);
-  std::vector<double> ub(n);  // an upper bound of each row's current gain
-  std::vector<char> taken(n, 0);
-  // The step at which ub[e] was last computed exactly; -1: a bound only.
-  std::vector<int64_t> stamp(n, -1);
-  // Per row, one bit per 16-row block that may still add to its gain (see gain_of_alive).
-  const int64_t words = (np / kPad + 63) / 64;
-  std::vector<uint64_t> alive(static_cast<size_t>(n * words), ~uint64_t(0));
-  if ((np / kPad) % 64)
-    for (int64_t e = 0; e < n; ++e) alive[e * words + words - 1] = (uint64_t(1) << ((np / kPad) % 64)) - 1;
-  auto evaluate = [&](const int64_t* which, int64_t count, int64_t t) {
-    // Threads only for >= 2^21 costs of work each (see the lazy loop).
+  float* scratch_here() { return cost.stored() ? nullptr : scratch.data() + 2 * np * cost.thread(); }
+
+  // Exact gains of rows which[0..count) (all rows when which is null), stamped with step t.
+  void evaluate(const int64_t* which, int64_t count, int64_t t) {
+    // Threads only for >= 2^21 costs of work each (see step_lazy).
     const int64_t grain_rows = std::max<int64_t>(1, (int64_t(1) << 21) / np);
     at::parallel_for(0, count, grain_rows, [&](int64_t lo, int64_t hi) {
       float* s = scratch_here();
@@ -491,12 +493,12 @@ void run_class(const ClassProblem& p, int64_t k, int64_t optimizer, double epsil
         stamp[e] = t;
       }
     });
-  };
-  if (optimizer == kNaive) {
-    evaluate(nullptr, n, 0);
-  } else {
-    // The first gain is Σ_i (b − K_ie) = n·b − (row sum); float rounding of the terms adds
-    // at most 2^-24 relative, so 1e-5 relative slack keeps these true upper bounds.
+  }
+
+  // Bounds before the first pick without evaluating: the first gain is Σ_i (b − K_ie) =
+  // n·b − (row sum); float rounding of the terms adds at most 2^-24 relative, so 1e-5
+  // relative slack keeps these true upper bounds.
+  void bound_first_gains() {
     const double nb = static_cast<double>(n) * b;
     for (int64_t e = 0; e < n; ++e) {
       const double s = cost.row_sums()[e];
@@ -504,97 +506,181 @@ void run_class(const ClassProblem& p, int64_t k, int64_t optimizer, double epsil
     }
   }
 
-  std::vector<Candidate> heap;
-  auto heap_less = [](const Candidate& x, const Candidate& y) { return better(y.gain, y.row, x.gain, x.row); };
-  if (optimizer == kLazy) {
-    heap.reserve(n);
-    for (int64_t e = 0; e < n; ++e) heap.push_back({ub[e], e});
+  // Record the pick of step t and lower the levels.
+  void take(const Candidate& best, int64_t t, const GreedyOut& out) {
+    taken[best.row] = 1;
+    out.rows[t] = best.row;
+    out.gains[t] = static_cast<float>(best.gain);
+    update_levels(cost.row(best.row, scratch.empty() ? nullptr : scratch.data()), u.data(), out.assign, n,
+                  out.pos0 + t, t == 0);
+  }
+
+  const int64_t n;
+  const bool parallel;
+  CostSource cost;
+  const int64_t np;
+  const int64_t words;  // per row, one bit per 16-row block that may still add (gain_of_alive)
+  const float b;
+  std::vector<float> scratch;
+  std::vector<float> u;
+  std::vector<double> ub;  // an upper bound of each row's current gain
+  std::vector<char> taken;
+  std::vector<int64_t> stamp;  // the step at which ub[e] was last computed exactly; -1: a bound only
+  std::vector<uint64_t> alive;
+};
+
+// The heap's order: a function object, so std::*_heap inline it.
+struct HeapLess {
+  bool operator()(const Candidate& x, const Candidate& y) const { return better(y.gain, y.row, x.gain, x.row); }
+};
+constexpr HeapLess heap_less{};
+
+// Lazy greedy: a max-heap of bounds; the top is re-evaluated until it is exact.
+struct LazyStep {
+  explicit LazyStep(GreedyState& s)
+      : big_batch(std::max<int64_t>(4 * s.cost.threads(), (int64_t(1) << 22) / s.np)) {
+    heap.reserve(s.n);
+    for (int64_t e = 0; e < s.n; ++e) heap.push_back({s.ub[e], e});
     std::make_heap(heap.begin(), heap.end(), heap_less);
   }
-  std::vector<int64_t> pool, where;  // stochastic: remaining rows and their pool positions
-  const int64_t sample = std::min<int64_t>(
-      n, static_cast<int64_t>(std::ceil(static_cast<double>(n) / k * std::log(1.0 / epsilon))));
-  SplitMix rng{seed};
-  if (optimizer == kStochastic) {
-    pool.resize(n);
-    where.resize(n);
-    for (int64_t e = 0; e < n; ++e) pool[e] = where[e] = e;
-  }
+
   // Lazy evaluates the stale top of the heap one row at a time: waking threads costs more
   // than a row, and on a busy machine milliseconds. Only a step that needs very many rows
   // (the second step re-evaluates nearly all) gets batches of >= 2^22 costs spread over
   // the threads, doubling while the top stays stale.
-  constexpr int64_t kSerialRounds = 256;
-  const int64_t big_batch = std::max<int64_t>(4 * cost.threads(), (int64_t(1) << 22) / np);
-  std::vector<int64_t> batch, picks;
-
-  for (int64_t t = 0; t < k; ++t) {
-    int64_t best = -1;
-    double best_gain = -1.0;
-    if (optimizer == kLazy) {
-      int64_t size = 1, rounds = 0;
-      while (stamp[heap.front().row] != t) {
-        batch.clear();
-        while (!heap.empty() && static_cast<int64_t>(batch.size()) < size && stamp[heap.front().row] != t) {
-          std::pop_heap(heap.begin(), heap.end(), heap_less);
-          batch.push_back(heap.back().row);
-          heap.pop_back();
-        }
-        evaluate(batch.data(), static_cast<int64_t>(batch.size()), t);
-        for (int64_t e : batch) {
-          heap.push_back({ub[e], e});
-          std::push_heap(heap.begin(), heap.end(), heap_less);
-        }
-        if (parallel && ++rounds >= kSerialRounds)
-          size = size == 1 ? big_batch : std::min<int64_t>(2 * size, 8192);
+  Candidate operator()(GreedyState& s, int64_t t) {
+    constexpr int64_t kSerialRounds = 256;
+    int64_t size = 1, rounds = 0;
+    while (s.stamp[heap.front().row] != t) {
+      batch.clear();
+      while (!heap.empty() && static_cast<int64_t>(batch.size()) < size && s.stamp[heap.front().row] != t) {
+        std::pop_heap(heap.begin(), heap.end(), heap_less);
+        batch.push_back(heap.back().row);
+        heap.pop_back();
       }
-      // Exact now, and no bound above it: the argmax (ties to the lowest row).
-      std::pop_heap(heap.begin(), heap.end(), heap_less);
-      best = heap.back().row;
-      best_gain = heap.back().gain;
-      heap.pop_back();
-    } else if (optimizer == kNaive) {
-      if (t > 0) {
-        picks.clear();
-        for (int64_t e = 0; e < n; ++e)
-          if (!taken[e]) picks.push_back(e);
-        evaluate(picks.data(), static_cast<int64_t>(picks.size()), t);
+      s.evaluate(batch.data(), static_cast<int64_t>(batch.size()), t);
+      for (int64_t e : batch) {
+        heap.push_back({s.ub[e], e});
+        std::push_heap(heap.begin(), heap.end(), heap_less);
       }
-      for (int64_t e = 0; e < n; ++e)
-        if (!taken[e] && (best < 0 || better(ub[e], e, best_gain, best))) best = e, best_gain = ub[e];
-    } else {
-      // Partial Fisher–Yates over the remaining rows: a uniform sample without replacement.
-      const int64_t remaining = n - t, m = std::min(sample, remaining);
-      for (int64_t j = 0; j < m; ++j) {
-        const int64_t r = j + static_cast<int64_t>(rng.below(static_cast<uint64_t>(remaining - j)));
-        std::swap(pool[j], pool[r]);
-        where[pool[j]] = j;
-        where[pool[r]] = r;
-      }
-      // Bounds prune members that cannot beat the best so far (same result as evaluating all).
-      std::vector<int64_t> order(pool.begin(), pool.begin() + m);
-      std::sort(order.begin(), order.end(), [&](int64_t x, int64_t y) { return better(ub[x], x, ub[y], y); });
-      for (int64_t e : order) {
-        if (best >= 0 && !better(ub[e], e, best_gain, best)) break;
-        if (stamp[e] != t) evaluate(&e, 1, t);
-        if (best < 0 || better(ub[e], e, best_gain, best)) best = e, best_gain = ub[e];
-      }
-      const int64_t last = remaining - 1, at_pos = where[best];  // drop best from the pool
-      std::swap(pool[at_pos], pool[last]);
-      where[pool[at_pos]] = at_pos;
-      where[pool[last]] = last;
+      if (s.parallel && ++rounds >= kSerialRounds) size = size == 1 ? big_batch : std::min<int64_t>(2 * size, 8192);
     }
-    taken[best] = 1;
-    out.rows[t] = best;
-    out.gains[t] = static_cast<float>(best_gain);
-    update_levels(cost.row(best, scratch.empty() ? nullptr : scratch.data()), u.data(), out.assign, n,
-                  out.pos0 + t, t == 0);
+    // Exact now, and no bound above it: the argmax (ties to the lowest row).
+    std::pop_heap(heap.begin(), heap.end(), heap_less);
+    const Candidate best = heap.back();
+    heap.pop_back();
+    return best;
+  }
+
+  const int64_t big_batch;
+  std::vector<Candidate> heap;
+  std::vector<int64_t> batch;
+};
+
+// Naive greedy: every unchosen row, every step.
+struct NaiveStep {
+  Candidate operator()(GreedyState& s, int64_t t) {
+    if (t > 0) {
+      picks.clear();
+      for (int64_t e = 0; e < s.n; ++e)
+        if (!s.taken[e]) picks.push_back(e);
+      s.evaluate(picks.data(), static_cast<int64_t>(picks.size()), t);
+    }
+    Candidate best{-1.0, -1};
+    for (int64_t e = 0; e < s.n; ++e)
+      if (!s.taken[e] && (best.row < 0 || better(s.ub[e], e, best.gain, best.row))) best = {s.ub[e], e};
+    return best;
+  }
+
+  std::vector<int64_t> picks;
+};
+
+// Stochastic greedy: the best of a uniform sample without replacement of the unchosen rows.
+struct StochasticStep {
+  StochasticStep(const GreedyState& s, int64_t k, double epsilon, uint64_t seed)
+      : sample(std::min<int64_t>(
+            s.n, static_cast<int64_t>(std::ceil(static_cast<double>(s.n) / k * std::log(1.0 / epsilon))))),
+        rng{seed},
+        pool(s.n),
+        where(s.n) {
+    for (int64_t e = 0; e < s.n; ++e) pool[e] = where[e] = e;
+  }
+
+  Candidate operator()(GreedyState& s, int64_t t) {
+    // Partial Fisher–Yates over the remaining rows: a uniform sample without replacement.
+    const int64_t remaining = s.n - t, m = std::min(sample, remaining);
+    for (int64_t j = 0; j < m; ++j) {
+      const int64_t r = j + static_cast<int64_t>(rng.below(static_cast<uint64_t>(remaining - j)));
+      std::swap(pool[j], pool[r]);
+      where[pool[j]] = j;
+      where[pool[r]] = r;
+    }
+    // Bounds prune members that cannot beat the best so far (same result as evaluating all).
+    std::vector<int64_t> order(pool.begin(), pool.begin() + m);
+    std::sort(order.begin(), order.end(), [&](int64_t x, int64_t y) { return better(s.ub[x], x, s.ub[y], y); });
+    Candidate best{-1.0, -1};
+    for (int64_t e : order) {
+      if (best.row >= 0 && !better(s.ub[e], e, best.gain, best.row)) break;
+      if (s.stamp[e] != t) s.evaluate(&e, 1, t);
+      if (best.row < 0 || better(s.ub[e], e, best.gain, best.row)) best = {s.ub[e], e};
+    }
+    const int64_t last = remaining - 1, at_pos = where[best.row];  // drop best from the pool
+    std::swap(pool[at_pos], pool[last]);
+    where[pool[at_pos]] = at_pos;
+    where[pool[last]] = last;
+    return best;
+  }
+
+  const int64_t sample;
+  SplitMix rng;
+  std::vector<int64_t> pool, where;  // remaining rows and their pool positions
+};
+
+template <class Step>
+void run_steps(GreedyState& s, Step& step, int64_t k, const GreedyOut& out) {
+  for (int64_t t = 0; t < k; ++t) s.take(step(s, t), t, out);
+}
+
+void run_class(const ClassProblem& p, int64_t k, Optimizer optimizer, double epsilon, uint64_t seed,
+               int64_t max_matrix_bytes, bool parallel, const GreedyOut& out) {
+  if (k == 0) {
+    std::fill(out.assign, out.assign + p.n, int64_t(-1));
+    return;
+  }
+  GreedyState s(p, max_matrix_bytes, parallel);
+  if (optimizer == kNaive) {
+    s.evaluate(nullptr, s.n, 0);
+    NaiveStep step;
+    run_steps(s, step, k, out);
+    return;
+  }
+  s.bound_first_gains();
+  if (optimizer == kLazy) {
+    LazyStep step(s);
+    run_steps(s, step, k, out);
+  } else {
+    StochasticStep step(s, k, epsilon, seed);
+    run_steps(s, step, k, out);
   }
 }
 
+// The op's similarity/optimizer names -> codes: the one table, in the order of
+// coreaug_fast.engine.SIMILARITIES / OPTIMIZERS.
+template <class Code, size_t N>
+Code code_of(const char* what, c10::string_view name, const char* const (&names)[N]) {
+  for (size_t i = 0; i < N; ++i)
+    if (name == names[i]) return static_cast<Code>(i);
+  std::string listed;
+  for (size_t i = 0; i < N; ++i) listed += (i ? ", " : "") + std::string(names[i]);
+  TORCH_CHECK(false, what, " must be one of ", listed, ", got '", std::string(name), "'");
+  return Code{};
+}
+constexpr const char* kSimilarityNames[] = {"distance", "sqdistance", "exp"};
+constexpr const char* kOptimizerNames[] = {"naive", "lazy", "stochastic"};
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> facility_location_cpu(
     const at::Tensor& x, const std::optional<at::Tensor>& features, const at::Tensor& offsets,
-    const at::Tensor& budgets, int64_t total, int64_t similarity, int64_t optimizer,
+    const at::Tensor& budgets, int64_t total, c10::string_view similarity_name, c10::string_view optimizer_name,
     double epsilon, int64_t seed, int64_t max_matrix_bytes) {
   COREAUG_CHECK_DIM(x, 2);
   COREAUG_CHECK_DIM(offsets, 1);
@@ -602,8 +688,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> facility_location_cpu(
   COREAUG_CHECK_DTYPE(x, at::kFloat);
   COREAUG_CHECK_DTYPE(offsets, at::kLong);
   COREAUG_CHECK_DTYPE(budgets, at::kLong);
-  TORCH_CHECK(similarity >= kDistance && similarity <= kExp, "similarity code ", similarity, " is not 0, 1 or 2");
-  TORCH_CHECK(optimizer >= kNaive && optimizer <= kStochastic, "optimizer code ", optimizer, " is not 0, 1 or 2");
+  const Similarity similarity = code_of<Similarity>("similarity", similarity_name, kSimilarityNames);
+  const Optimizer optimizer = code_of<Optimizer>("optimizer", optimizer_name, kOptimizerNames);
   TORCH_CHECK(epsilon > 0 && epsilon < 1, "epsilon must lie in (0, 1), got ", epsilon);
   TORCH_CHECK(max_matrix_bytes >= 0, "max_matrix_bytes must be >= 0");
   const int64_t classes = budgets.size(0), rows_total = x.size(0);
@@ -653,11 +739,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> facility_location_cpu(
   };
   auto run = [&](int64_t c, bool parallel) {
     const ClassProblem p = problem(c);
-    GreedyOut o{rows.data_ptr<int64_t>() + pos0[c], gains.data_ptr<float>() + pos0[c],
-                assign.data_ptr<int64_t>() + op[c], pos0[c]};
+    GreedyOut out{rows.data_ptr<int64_t>() + pos0[c], gains.data_ptr<float>() + pos0[c],
+                  assign.data_ptr<int64_t>() + op[c], pos0[c]};
     // Class c's stream depends on seed + c only, so running classes in chunks changes nothing.
     const uint64_t class_seed = mix64(static_cast<uint64_t>(seed) + static_cast<uint64_t>(c));
-    run_class(p, bp[c], optimizer, epsilon, class_seed, max_matrix_bytes, parallel, o);
+    run_class(p, bp[c], optimizer, epsilon, class_seed, max_matrix_bytes, parallel, out);
   };
 
   // Many classes: one class per thread. Few or large ones: threads inside each class.

@@ -4,9 +4,8 @@
 #include <torch/library.h>
 
 #ifdef COREAUG_WITH_CUDA
-// Defined in a .cu file: host C++ here never includes CUDA headers, whose folder the
-// host compiler may not know.
-int coreaug_cuda_runtime_version();
+// Host C++ here never includes CUDA headers, whose folder the host compiler may not know.
+#include "cuda_info.h"
 #endif
 #ifdef _OPENMP
 #include <omp.h>
@@ -17,11 +16,11 @@ TORCH_LIBRARY(coreaug, m) {
   m.def("gradient_embeddings(Tensor logits, Tensor targets) -> Tensor");
   // Greedy facility location per class over rows grouped by class: x (N, D) float32 (or the
   // factored pair x (N, C), features (N, d)), offsets (K+1,) int64 class starts, budgets (K,)
-  // int64 picks per class summing to total. similarity 0/1/2 = distance/sqdistance/exp,
-  // optimizer 0/1/2 = naive/lazy/stochastic. Returns (rows (total,) int64 into x, gains
+  // int64 picks per class summing to total. similarity "distance"/"sqdistance"/"exp",
+  // optimizer "naive"/"lazy"/"stochastic". Returns (rows (total,) int64 into x, gains
   // (total,) float32, assignment (N,) int64 output position of each row's representative).
   m.def("facility_location(Tensor x, Tensor? features, Tensor offsets, Tensor budgets, int total, "
-        "int similarity, int optimizer, float epsilon, int seed, int max_matrix_bytes) "
+        "str similarity, str optimizer, float epsilon, int seed, int max_matrix_bytes) "
         "-> (Tensor, Tensor, Tensor)");
   // Per-row weighted cross-entropy: loss[i] = weights[i] · CE(logits[i], targets[i]) with
   // F.cross_entropy's label smoothing, (N,) float32 (float64 for float64 logits), and

@@ -320,3 +320,39 @@ def test_cli_user_data_model_and_augment(tmp_path, monkeypatch):
     assert rc == 0
     res = json.loads((tmp_path / "o" / "spectrum.json").read_text())["result"]
     assert res["num_rows"] == 30 and res["output"] == "target"
+
+
+def _bad_data_files(tmp):
+    x, y = _data(n=10, dtype=torch.float32)
+    torch.save({"images": x, "targets": y}, tmp / "good.pt")
+    whole = (tmp / "good.pt").read_bytes()
+    (tmp / "truncated.pt").write_bytes(whole[:len(whole) // 2])
+    (tmp / "garbage.pt").write_bytes(b"this is not a checkpoint\n" * 20)
+    (tmp / "garbage.npz").write_bytes(b"PK\x03\x04 not really a zip" * 10)
+    np.savez(tmp / "good.npz", images=x.numpy(), targets=y.numpy())
+    whole = (tmp / "good.npz").read_bytes()
+    (tmp / "truncated.npz").write_bytes(whole[:len(whole) // 2])
+    torch.save({"images": x}, tmp / "no-targets.pt")
+    np.savez(tmp / "no-targets.npz", images=x.numpy())
+    torch.save({"images": x, "targets": y.float()}, tmp / "float-targets.pt")
+    torch.save([x, y, y], tmp / "triple.pt")
+
+
+@pytest.mark.parametrize("name,match", [
+    ("missing.pt", "no such file"),
+    ("truncated.pt", "not a readable .pt file"),
+    ("garbage.pt", "not a readable .pt file"),
+    ("garbage.npz", "not a readable .npz file"),
+    ("truncated.npz", "not a readable .npz file"),
+    ("no-targets.pt", "no 'targets' in the file"),
+    ("no-targets.npz", "no 'targets' in the file"),
+    ("float-targets.pt", "targets must be a 1-D integer array"),
+    ("triple.pt", "expected a dict with 'images' and 'targets'"),
+])
+def test_cli_bad_data_files_give_one_line_errors(tmp_path, capsys, name, match):
+    _bad_data_files(tmp_path)
+    rc = cli.main(["--data", str(tmp_path / name), "--no-plots", "--quiet", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert match in err and name in err

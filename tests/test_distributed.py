@@ -304,3 +304,97 @@ def test_ddp_epoch_under_torchrun(tmp_path):
     assert torch.equal(one.indices, sel["subset"]) and torch.equal(one.weights, sel["weights"])
     # the overlap with the max-loss subset needs every rank's losses, gathered in row order
     assert sel["maxloss_intersection"] == one.maxloss_intersection
+
+
+# ------------------------------------------------------------------ failures end every rank
+
+FAILURES = ["checks", "selection", "greedi-counts"]
+
+
+def _inject(where):
+    """Make this rank's next selection raise RuntimeError at ``where``; returns the undo."""
+    from coreaug_fast import distributed, engine
+
+    module, name = {"checks": (engine, "check_arguments"), "selection": (engine, "select_local"),
+                    "greedi-counts": (distributed, "_nearest_chosen")}[where]
+    original = getattr(module, name)
+
+    def boom(*args, **kwargs):
+        raise RuntimeError(f"injected at {where}")
+
+    setattr(module, name, boom)
+    return lambda: setattr(module, name, original)
+
+
+def _failing_worker(rank, init, out):
+    import datetime
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=WORLD,
+                            timeout=datetime.timedelta(seconds=120))
+    try:
+        for where in FAILURES:
+            undo = _inject(where) if rank == 1 else (lambda: None)
+            emb, labels, gidx = greedi_data("greedi-distance")
+            mine = torch.arange(rank, labels.shape[0], WORLD)
+            try:
+                coreaug_fast.select_coreset(emb[mine], labels[mine], 0.05, indices=gidx[mine], group=dist.group.WORLD,
+                                            max_rows_per_rank=150)
+                res = None
+            except Exception as e:  # noqa: BLE001 - the test records whatever each rank raised
+                res = f"{type(e).__name__}: {e}"
+            undo()
+            torch.save(res, os.path.join(out, f"fail-{where}-{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_failure_on_one_rank_ends_every_rank_with_an_error(tmp_path):
+    """An injected RuntimeError on rank 1 (in its argument checks, before the agreement
+    step; in its local selection; in GreeDi's weight counting) ends both ranks with an
+    error, and the group stays usable for the next call. A hang fails after 240 s."""
+    import time
+
+    ctx = mp.start_processes(_failing_worker, args=(f"file://{tmp_path}/init", str(tmp_path)), nprocs=WORLD,
+                             join=False, start_method="spawn")
+    deadline = time.monotonic() + 240
+    try:
+        while not ctx.join(timeout=max(1.0, deadline - time.monotonic())):
+            if time.monotonic() > deadline:
+                pytest.fail("a rank hung after another rank failed")
+    finally:
+        for p in ctx.processes:
+            if p.is_alive():
+                p.kill()
+    for where in FAILURES:
+        errors = [torch.load(tmp_path / f"fail-{where}-{r}.pt", weights_only=False) for r in range(WORLD)]
+        assert errors[1] == f"RuntimeError: injected at {where}"
+        assert errors[0] is not None and errors[0].startswith("RuntimeError: select_coreset(group=...): rank(s) [1]")
+
+
+def test_greedi_distances_apply_the_duplicate_threshold():
+    """GreeDi's nearest-chosen distances treat duplicates as every other path does: a row
+    and its copy are at distance 0 exactly, whatever the expansion's rounding."""
+    from coreaug_fast.distributed import _sqdist_to
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 24, generator=g) * 3 + 50
+    d = _sqdist_to(x, x)
+    assert torch.all(d.diagonal() == 0)
+    a, h = torch.randn(256, 5, generator=g), torch.randn(256, 7, generator=g) * 10
+    d = _sqdist_to((a, h), (a, h))
+    assert torch.all(d.diagonal() == 0)
+    assert torch.all(d + torch.eye(256) * 1e30 > 0)  # distinct rows stay apart
+
+
+def test_sharded_plan_uses_the_exact_fraction_rule():
+    """The sharded path's picks per class come from the same rule as one process's:
+    7% of 100 rows is 7 (math.ceil(0.07 * 100) is 8)."""
+    from coreaug_fast.distributed import _ShardPlan
+
+    counts = torch.tensor([[60, 30, 0], [40, 20, 0]])  # classes of 100 and 50 rows, one absent
+    plan = _ShardPlan(counts, 0.07, None, None, WORLD)
+    assert plan.k_c == [7, 4, 0] and plan.total == 11 and plan.present == [0, 1]
+    plan = _ShardPlan(counts, None, 5, 30, WORLD)  # GreeDi: 100 rows -> 4 parts, 50 rows -> 2
+    assert plan.greedi == [0, 1] and plan.parts_of[:2] == [4, 2]
+    assert [j.kind for j in plan.jobs].count("union") == 2

@@ -1,4 +1,5 @@
 """gradient_embeddings: the compiled op against the float64 reference, on every device."""
+import numpy as np
 import pytest
 import torch
 
@@ -66,6 +67,9 @@ def test_detached_from_autograd(device):
     (torch.zeros(4, 3), torch.tensor([0, -1, 2, 0]), None, r"targets has value -1"),
     (torch.zeros(4, 3), torch.zeros(4, dtype=torch.long), torch.zeros(3, 2), "features has 3 rows"),
     ([[1.0]], torch.zeros(1, dtype=torch.long), None, "logits must be a torch.Tensor"),
+    # a list or array for features: a type error before any device check reads .device
+    (torch.zeros(2, 3), torch.zeros(2, dtype=torch.long), [[1.0], [2.0]], "features must be a torch.Tensor, got list"),
+    (torch.zeros(2, 3), torch.zeros(2, dtype=torch.long), np.ones((2, 1)), "features must be a torch.Tensor, got ndarray"),
 ])
 def test_bad_input_raises_value_error(logits, targets, features, match):
     with pytest.raises(ValueError, match=match):

@@ -1,6 +1,10 @@
 """select_coreset (CPU op and API), select_random, select_max_loss: against the naive
 float64 reference, an independent numpy greedy and apricot; properties; edge cases; bad input."""
 import math
+import os
+import subprocess
+import sys
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -8,7 +12,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 import coreaug_fast
-from coreaug_fast import selection
+from coreaug_fast import engine, selection
 from coreaug_fast.reference import facility_location_reference
 from objectives import facility_objective
 
@@ -119,7 +123,7 @@ def test_rows_computed_on_demand_match_the_stored_matrix(monkeypatch, factored):
     x, labels = _data(200, 40, 2, seed=13)
     emb = coreaug_fast.FactoredEmbeddings(x[:, :5], x[:, 5:]) if factored else x
     stored = coreaug_fast.select_coreset(emb, labels, 0.1)
-    monkeypatch.setattr(selection, "MAX_MATRIX_BYTES", 0)
+    monkeypatch.setattr(engine, "MAX_MATRIX_BYTES", 0)
     streamed = coreaug_fast.select_coreset(emb, labels, 0.1)
     assert torch.equal(stored.indices, streamed.indices)
     assert torch.equal(stored.weights, streamed.weights)
@@ -157,7 +161,7 @@ def test_coreset_properties(n, d, classes, fraction, similarity, optimizer, seed
     for t, c in enumerate(out.classes.tolist()):
         lo, hi = int(out.offsets[t]), int(out.offsets[t + 1])
         n_c = int((labels == c).sum())
-        assert hi - lo == min(n_c, math.ceil(fraction * n_c))
+        assert hi - lo == min(n_c, math.ceil(Fraction(str(fraction)) * n_c))
         assert float(out.weights[lo:hi].sum()) == n_c
         gains = out.gains[lo:hi]
         assert torch.all(gains[1:] <= gains[:-1]), gains
@@ -400,14 +404,128 @@ def test_raw_op_checks_its_arguments():
     op = torch.ops.coreaug.facility_location
     x = torch.zeros(4, 2)
     with pytest.raises(RuntimeError, match="budgets"):
-        op(x, None, torch.tensor([0, 4]), torch.tensor([5]), 5, 0, 1, 0.01, 0, 1 << 30)
+        op(x, None, torch.tensor([0, 4]), torch.tensor([5]), 5, "distance", "lazy", 0.01, 0, 1 << 30)
     with pytest.raises(RuntimeError, match="offsets"):
-        op(x, None, torch.tensor([0, 3]), torch.tensor([1]), 1, 0, 1, 0.01, 0, 1 << 30)
+        op(x, None, torch.tensor([0, 3]), torch.tensor([1]), 1, "distance", "lazy", 0.01, 0, 1 << 30)
+    with pytest.raises(RuntimeError, match="similarity must be one of distance, sqdistance, exp, got 'cosine'"):
+        op(x, None, torch.tensor([0, 4]), torch.tensor([1]), 1, "cosine", "lazy", 0.01, 0, 1 << 30)
+    with pytest.raises(RuntimeError, match="optimizer must be one of naive, lazy, stochastic"):
+        op(x, None, torch.tensor([0, 4]), torch.tensor([1]), 1, "distance", "fast", 0.01, 0, 1 << 30)
 
 
 @pytest.mark.parametrize("factored", [False, True])
 def test_opcheck(factored):
     x, _ = _data(30, 4, 1, seed=59)
     h = torch.randn(30, 3) if factored else None
-    args = (x, h, torch.tensor([0, 12, 30]), torch.tensor([3, 4]), 7, 0, 1, 0.01, 0, 1 << 30)
+    args = (x, h, torch.tensor([0, 12, 30]), torch.tensor([3, 4]), 7, "distance", "lazy", 0.01, 0, 1 << 30)
     torch.library.opcheck(torch.ops.coreaug.facility_location.default, args)
+
+
+# ---------------------------------------------------------------- picks per class
+
+def test_picks_for_fraction_is_exact_decimal_arithmetic():
+    # fractions written with three decimals, against integer arithmetic on i/1000
+    ns = [1, 2, 3, 7, 25, 50, 99, 100, 101, 999, 1000, 12345]
+    for i in range(1, 1001):
+        f = i / 1000
+        for n in ns:
+            assert selection.picks_for_fraction(f, n) == min(n, -(-i * n // 1000)), (f, n)
+    # the issue's cases, where math.ceil(fraction * n) gives 8
+    for f, n in [(0.07, 100), (0.14, 50), (0.28, 25)]:
+        assert math.ceil(f * n) == 8
+        assert selection.picks_for_fraction(f, n) == 7 == math.ceil(Fraction(str(f)) * n)
+    assert selection.picks_for_fraction(np.float32(0.07), 100) == 7
+    assert selection.picks_for_fraction(np.float64(0.07), 100) == 7
+    assert selection.picks_for_fraction(Fraction(1, 3), 10) == 4
+    assert selection.picks_for_fraction(1, 10) == 10 and selection.picks_for_fraction(1e-9, 10) == 1
+
+
+def test_every_selector_uses_the_exact_rule():
+    n = 100
+    x, _ = _data(n, 3, 1, seed=71)
+    labels = torch.zeros(n, dtype=torch.long)
+    assert len(coreaug_fast.select_coreset(x, labels, 0.07)) == 7
+    assert len(coreaug_fast.select_random(labels, 0.07)) == 7
+    assert len(coreaug_fast.select_max_loss(torch.rand(n), labels, 0.07)) == 7
+    assert len(facility_location_reference(x, labels, 0.07)) == 7
+    two = torch.tensor([0] * 50 + [1] * 25)
+    assert coreaug_fast.select_random(two, 0.14).offsets.tolist() == [0, 7, 11]
+    assert coreaug_fast.select_random(two, 0.28).offsets.tolist() == [0, 14, 21]
+
+
+# ---------------------------------------------------------------- silent wrong results (issue 13)
+
+@pytest.mark.parametrize("x", [
+    torch.randn(40, 3, generator=torch.Generator().manual_seed(0)) * 1e20,            # squares overflow
+    torch.randn(40, 3, generator=torch.Generator().manual_seed(0)).double() * 1e300,  # inf once float32
+])
+def test_embeddings_too_large_for_float32_raise(x):
+    with pytest.raises(ValueError, match="too large for float32 distances"):
+        coreaug_fast.select_coreset(x, torch.zeros(40, dtype=torch.long), budget=4)
+    fine = coreaug_fast.select_coreset(x.double() / 1e290 if x.dtype == torch.float64 else x / 1e20,
+                                       torch.zeros(40, dtype=torch.long), budget=4)
+    assert torch.all(fine.weights > 0)
+
+
+def test_factored_embeddings_too_large_raise():
+    a, h = torch.randn(20, 3) * 1e10, torch.randn(20, 4) * 1e10
+    with pytest.raises(ValueError, match="too large for float32 distances"):
+        coreaug_fast.select_coreset((a, h), torch.zeros(20, dtype=torch.long), budget=2)
+
+
+def test_repeated_indices_raise():
+    x, labels = _data(6, 2, 1, seed=73)
+    with pytest.raises(ValueError, match="indices has repeated values"):
+        coreaug_fast.select_coreset(x, labels, budget=2, indices=torch.tensor([5, 6, 7, 5, 8, 9]))
+
+
+def test_ties_go_to_the_lowest_row_among_equal_computed_gains():
+    """What the README promises: equal *computed* gains go to the lowest row. The issue's
+    example has equal exact gains that float32 rounding of the centred rows splits."""
+    labels = torch.zeros(5, dtype=torch.long)
+    x = torch.tensor([[-0.5], [-0.75], [0.0], [0.75], [0.0]])
+    out = coreaug_fast.select_coreset(x, labels, budget=2, similarity="sqdistance")
+    ref = facility_location_reference(x, labels, budget=2, similarity="sqdistance")
+    assert ref.indices.tolist() == [2, 0] and ref.gains[1] == 0.75  # exact tie of rows 0 and 1
+    assert out.indices.tolist() == [2, 1]  # rounding put row 1 ahead (documented)
+    # shifted so that the class mean (0) and every centred value are exact: the tie holds
+    y = torch.tensor([[-0.5], [-0.75], [0.0], [0.75], [0.5]])
+    for opt in ("lazy", "naive"):
+        out = coreaug_fast.select_coreset(y, labels, budget=2, similarity="sqdistance", optimizer=opt)
+        ref = facility_location_reference(y, labels, budget=2, similarity="sqdistance")
+        assert out.indices.tolist() == ref.indices.tolist()
+        assert out.gains.double().tolist() == ref.gains.tolist()
+
+
+# ---------------------------------------------------------------- unclear messages (issue 13)
+
+def test_numpy_and_huge_integer_budgets():
+    x, labels = _data(30, 2, 2, seed=79)
+    three = coreaug_fast.select_coreset(x, labels, budget=3)
+    assert torch.equal(coreaug_fast.select_coreset(x, labels, budget=np.int64(3)).indices, three.indices)
+    assert torch.equal(coreaug_fast.select_coreset(x, labels, budget=torch.tensor(3)).indices, three.indices)
+    everything = coreaug_fast.select_coreset(x, labels, budget=2**70)
+    assert len(everything) == 30
+    with pytest.raises(ValueError, match="budget must be >= 0, got -1"):
+        coreaug_fast.select_coreset(x, labels, budget=np.int64(-1))
+
+
+@pytest.mark.parametrize("generator,match", [
+    (0, "generator must be a torch.Generator or None, got int 0"),
+    ("cpu", "generator must be a torch.Generator or None, got str 'cpu'"),
+])
+def test_bad_generators(generator, match):
+    x, labels = _data(10, 2, 1, seed=83)
+    with pytest.raises(ValueError, match=match):
+        coreaug_fast.select_coreset(x, labels, 0.5, optimizer="stochastic", generator=generator)
+    with pytest.raises(ValueError, match=match):
+        coreaug_fast.select_random(labels, 0.5, generator=generator)
+
+
+def test_bad_max_matrix_bytes_environment_does_not_break_import():
+    env = dict(os.environ, COREAUG_MAX_MATRIX_BYTES="abc")
+    code = "import coreaug_fast, coreaug_fast.engine as e; print(e.MAX_MATRIX_BYTES)"
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == str(2 << 30)
+    assert "COREAUG_MAX_MATRIX_BYTES='abc' is not an integer >= 0" in run.stderr

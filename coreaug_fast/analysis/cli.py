@@ -76,16 +76,49 @@ def load_digits():
     return images, torch.from_numpy(d.target.astype(np.int64))
 
 
+def _read(path: str):
+    """The object stored in ``path`` (a dict of arrays for .npz), or ValueError with one line."""
+    if not os.path.isfile(path):
+        raise ValueError(f"--data {path}: no such file")
+    kind = ".npz" if path.endswith(".npz") else ".pt"
+    try:
+        if kind == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                if not isinstance(z, np.lib.npyio.NpzFile):
+                    raise ValueError("a single .npy array, not an .npz archive")
+                return {k: torch.from_numpy(z[k]) for k in z.files}
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as e:  # noqa: BLE001 - zip, pickle, EOF, OS errors: all mean "cannot read"
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"--data {path}: not a readable {kind} file ({why})") from None
+
+
 def load_data(path: str):
     """``.pt`` (a dict with ``images`` and ``targets`` tensors, or a pair; loaded with
     ``weights_only=True``) or ``.npz`` (arrays ``images`` and ``targets``). uint8 images are
-    scaled to float32 in [0, 1]."""
-    if path.endswith(".npz"):
-        with np.load(path) as z:
-            images, targets = torch.from_numpy(z["images"]), torch.from_numpy(z["targets"])
+    scaled to float32 in [0, 1]. Raises ValueError (one line) for a missing, unreadable or
+    malformed file."""
+    obj = _read(path)
+    if isinstance(obj, dict):
+        missing = [k for k in ("images", "targets") if k not in obj]
+        if missing:
+            raise ValueError(f"--data {path}: no {' or '.join(repr(k) for k in missing)} in the file "
+                             f"(found {sorted(map(str, obj))})")
+        images, targets = obj["images"], obj["targets"]
+    elif isinstance(obj, (tuple, list)) and len(obj) == 2:
+        images, targets = obj
     else:
-        obj = torch.load(path, weights_only=True, map_location="cpu")
-        images, targets = (obj["images"], obj["targets"]) if isinstance(obj, dict) else obj
+        raise ValueError(f"--data {path}: expected a dict with 'images' and 'targets' or an (images, targets) "
+                         f"pair, got {type(obj).__name__}")
+    if not isinstance(images, torch.Tensor) or not isinstance(targets, torch.Tensor):
+        raise ValueError(f"--data {path}: images and targets must be tensors/arrays, got "
+                         f"{type(images).__name__} and {type(targets).__name__}")
+    if targets.dim() != 1 or targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
+        raise ValueError(f"--data {path}: targets must be a 1-D integer array, got {targets.dtype} "
+                         f"of shape {tuple(targets.shape)}")
+    if images.dim() < 2 or images.shape[0] != targets.shape[0]:
+        raise ValueError(f"--data {path}: images {tuple(images.shape)} and targets {tuple(targets.shape)} "
+                         "must have one row per example")
     if images.dtype == torch.uint8:
         images = images.float() / 255.0
     return images, targets.long()
@@ -152,7 +185,11 @@ def main(argv=None) -> int:
     started = time.time()
     torch.manual_seed(args.seed)
     progress = not args.quiet
-    images, targets = load_data(args.data) if args.data else load_digits()
+    try:
+        images, targets = load_data(args.data) if args.data else load_digits()
+    except ValueError as e:
+        print(f"python -m coreaug_fast.analysis: error: {e}", file=sys.stderr)
+        return 2
     device = torch.device(args.device)
     augment = load_object(args.augment) if args.augment else default_augment
 

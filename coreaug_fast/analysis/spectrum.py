@@ -268,6 +268,52 @@ def _decompose(jac: torch.Tensor, method: str, vectors: bool) -> Spectrum:
     return Spectrum(sv.cpu(), None if u is None else u.cpu(), rank, tol)
 
 
+def _check_arguments(model, images, targets, augment, max_examples, output, seed, num_bins, chunk_size,
+                     method) -> list:
+    """:func:`jacobian_spectrum`'s argument checks; returns the model's trainable parameters."""
+    if not isinstance(model, torch.nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    _checks.check_tensor("images", images)
+    _checks.check_tensor("targets", targets, dim=1, integer=True)
+    if images.dim() < 1 or images.shape[0] != targets.shape[0]:
+        raise ValueError(f"images has {images.shape[0] if images.dim() else 0} rows but targets has "
+                         f"{targets.shape[0]}")
+    _check_int("max_examples", max_examples, 1)
+    _check_int("chunk_size", chunk_size, 1)
+    _check_int("seed", seed, 0)
+    _check_int("num_bins", num_bins, 1)
+    _checks.check_choice("output", output, _OUTPUTS)
+    _checks.check_choice("method", method, _METHODS)
+    if augment is not None and not callable(augment):
+        raise ValueError(f"augment must be callable, got {type(augment).__name__}")
+    if images.shape[0] == 0:
+        raise ValueError("images is empty")
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("model has no trainable parameters (requires_grad=True)")
+    return params
+
+
+def _augmented(augment, x: torch.Tensor, seed: int) -> torch.Tensor:
+    """``augment(x)`` with torch's generators seeded by ``seed`` and the caller's state
+    restored afterwards; checked to keep one finite output row per input."""
+    # Seed only the generators that are saved and restored: torch.manual_seed would also
+    # queue a seed for a CUDA runtime not yet started and so change the caller's stream.
+    gpus = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=gpus):
+        torch.random.default_generator.manual_seed(seed)
+        for d in gpus:
+            torch.cuda.default_generators[d].manual_seed(seed)
+        x_aug = augment(x)
+    if not isinstance(x_aug, torch.Tensor):
+        raise ValueError(f"augment must return a torch.Tensor, got {type(x_aug).__name__}")
+    if x_aug.dim() < 1 or x_aug.shape[0] != x.shape[0]:
+        raise ValueError(f"augment turned {x.shape[0]} images into {tuple(x_aug.shape)}; "
+                         "it must keep one output per input")
+    _checks.check_finite("augment(images)", x_aug)
+    return x_aug
+
+
 def jacobian_spectrum(model: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor,
                       augment: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
                       max_examples: int = 900, *, output: str = "logits",
@@ -315,28 +361,9 @@ def jacobian_spectrum(model: torch.nn.Module, images: torch.Tensor, targets: tor
             that changes the number of rows or returns a non-tensor, ``num_bins`` > r, bad
             ``output``/``method``/``chunk_size``, non-finite images.
     """
-    if not isinstance(model, torch.nn.Module):
-        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    _checks.check_tensor("images", images)
-    _checks.check_tensor("targets", targets, dim=1, integer=True)
-    if images.dim() < 1 or images.shape[0] != targets.shape[0]:
-        raise ValueError(f"images has {images.shape[0] if images.dim() else 0} rows but targets has "
-                         f"{targets.shape[0]}")
-    _check_int("max_examples", max_examples, 1)
-    _check_int("chunk_size", chunk_size, 1)
-    _check_int("seed", seed, 0)
-    _check_int("num_bins", num_bins, 1)
-    _checks.check_choice("output", output, _OUTPUTS)
-    _checks.check_choice("method", method, _METHODS)
-    if augment is not None and not callable(augment):
-        raise ValueError(f"augment must be callable, got {type(augment).__name__}")
-    if images.shape[0] == 0:
-        raise ValueError("images is empty")
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("model has no trainable parameters (requires_grad=True)")
+    params = _check_arguments(model, images, targets, augment, max_examples, output, seed, num_bins, chunk_size,
+                              method)
     device = params[0].device
-
     idx = subsample(targets, max_examples, seed, classes)
     x = images[idx.to(images.device)]
     y = targets[idx.to(targets.device)].to(device=device, dtype=torch.long)
@@ -355,24 +382,7 @@ def jacobian_spectrum(model: torch.nn.Module, images: torch.Tensor, targets: tor
     if augment is not None and num_bins > min(rows, num_params):
         raise ValueError(f"num_bins={num_bins} exceeds the number of singular values "
                          f"(min(rows={rows}, P={num_params})); use fewer bins or more examples")
-
-    x_aug = None
-    if augment is not None:
-        # Seed only the generators that are saved and restored: torch.manual_seed would also
-        # queue a seed for a CUDA runtime not yet started and so change the caller's stream.
-        gpus = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
-        with torch.random.fork_rng(devices=gpus):
-            torch.random.default_generator.manual_seed(seed)
-            for d in gpus:
-                torch.cuda.default_generators[d].manual_seed(seed)
-            x_aug = augment(x)
-        if not isinstance(x_aug, torch.Tensor):
-            raise ValueError(f"augment must return a torch.Tensor, got {type(x_aug).__name__}")
-        if x_aug.dim() < 1 or x_aug.shape[0] != x.shape[0]:
-            raise ValueError(f"augment turned {x.shape[0]} images into {tuple(x_aug.shape)}; "
-                             "it must keep one output per input")
-        _checks.check_finite("augment(images)", x_aug)
-        x_aug = x_aug.to(device)
+    x_aug = None if augment is None else _augmented(augment, x, seed).to(device)
 
     def spectrum_of(inputs, tag):
         jac = network_jacobian(model, inputs.to(device), y, output, chunk_size, progress, desc=f"jacobian ({tag})")

@@ -2,7 +2,6 @@
 :func:`coreaug_fast.select_coreset` for tests. O(k · n²) per class; small inputs only."""
 from __future__ import annotations
 
-import math
 from typing import Optional, Sequence, Union
 
 import torch
@@ -16,7 +15,8 @@ def facility_location_reference(embeddings, labels: torch.Tensor, fraction: Opti
     Same definitions as :func:`coreaug_fast.select_coreset`: cost K = ‖g_i − g_j‖,
     ‖g_i − g_j‖² or −exp(−‖g_i − g_j‖ / dim); start level b = max K over the class for the
     distances, 0 for ``"exp"``; the gain of e is Σ_i max(0, u_i − K_ie) with
-    u_i = min(b, min_{j∈S} K_ij); ties go to the lowest row; squared distances below
+    u_i = min(b, min_{j∈S} K_ij); ties (equal float64 gains) go to the lowest row; picks per
+    class by :func:`coreaug_fast.selection.picks_for_fraction`; squared distances below
     2^-18 · (‖x_i‖² + ‖x_j‖²) (norms of the class-centred rows, or of the factors' product
     for factored rows) count as 0. Factored embeddings are materialised.
 
@@ -24,7 +24,7 @@ def facility_location_reference(embeddings, labels: torch.Tensor, fraction: Opti
         A :class:`coreaug_fast.Coreset` on the CPU, with float64 ``gains``.
     """
     from ..embeddings import FactoredEmbeddings
-    from ..selection import Coreset
+    from ..engine import Coreset, picks_for_fraction
 
     factored = isinstance(embeddings, tuple)
     if factored:
@@ -41,7 +41,7 @@ def facility_location_reference(embeddings, labels: torch.Tensor, fraction: Opti
         rows = (labels == c).nonzero().squeeze(1)
         n = rows.numel()
         if budget is None:
-            k = min(n, math.ceil(fraction * n))
+            k = picks_for_fraction(fraction, n)
         else:
             k = min(n, int(budget if isinstance(budget, int) else budget[c]))
         d2 = ((x[rows, None, :] - x[None, rows, :]) ** 2).sum(-1)
