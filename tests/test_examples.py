@@ -78,7 +78,7 @@ def test_torchvision_dataset_example_reads_once_and_trains():
     ds = _Tiny(40, 0)
     images, labels = mod.to_uint8(ds, progress=False)
     assert images.dtype == torch.uint8 and images.shape == (40, 3, 12, 12) and labels.tolist() == [0, 1] * 20
-    assert torch.equal(images[3].permute(1, 2, 0), torch.from_numpy(__import__("numpy").asarray(ds[3][0])))
+    assert torch.equal(images[3].permute(1, 2, 0), torch.from_numpy(__import__("numpy").array(ds[3][0])))
     torch.manual_seed(0)
     acc = mod.train(ds, _Tiny(20, 1), epochs=3, fraction=0.25, batch_size=16, device="cpu", progress=False)
     assert acc >= 90.0  # bright vs dark: learnt in a few epochs
