@@ -80,8 +80,8 @@ class CoresetAugmentation:
 
     Args:
         images: uint8 (N, C, H, W), C = 1 or 3, on the model's device, or in host memory
-            for datasets larger than device memory (each batch is gathered on the host and
-            copied asynchronously; ``pin_memory=True`` pins the staging buffers).
+            for datasets larger than device memory (each batch is gathered on the host into
+            a pinned staging buffer and copied asynchronously).
         labels: integer (N,) class ids >= 0.
         fraction: subset size per class, in (0, 1] (subset methods).
         select_every: R, re-select every R epochs (>= 1).
@@ -103,7 +103,8 @@ class CoresetAugmentation:
         out_dtype: dtype of ``x``: float32, float16 or bfloat16.
         seed: seeds the shuffle, augmentation and selection streams (CPU generators, so a
             run gives the same batches on any device).
-        pin_memory: pin host staging buffers (host-resident images, CUDA model).
+        pin_memory: pin the host staging buffers of host-resident images (default None: when
+            the model is on CUDA; False: pageable copies, which make the host wait).
         amp: bfloat16 autocast in the selection's forward pass (CUDA).
         augment_impl: ``"fused"`` (this library's ops) or ``"torchvision"`` (the baseline:
             the same rows, augmented by torchvision transforms in DataLoader workers).
@@ -128,7 +129,7 @@ class CoresetAugmentation:
                  subset_only: bool = False, aug_mode: str = "append", weights: str = DEFAULT_WEIGHTS,
                  embedding: Optional[str] = None, features: Optional[nn.Module] = None,
                  similarity: str = "distance", optimizer: str = "lazy",
-                 out_dtype: torch.dtype = torch.float32, seed: int = 0, pin_memory: bool = False,
+                 out_dtype: torch.dtype = torch.float32, seed: int = 0, pin_memory: Optional[bool] = None,
                  amp: bool = False, augment_impl: str = "fused", group=None, track_maxloss: bool = False):
         _check_images_labels(images, labels)
         _checks.check_choice("method", method, METHODS)
@@ -163,7 +164,8 @@ class CoresetAugmentation:
         self.method, self.subset_only, self.aug_mode, self.weights = method, bool(subset_only), aug_mode, weights
         self.embedding, self.features = embedding, features
         self.similarity, self.optimizer, self.out_dtype = similarity, optimizer, out_dtype
-        self.padding, self.flip, self.pin_memory, self.amp = padding, bool(flip), bool(pin_memory), bool(amp)
+        self.padding, self.flip, self.amp = padding, bool(flip), bool(amp)
+        self.pin_memory = None if pin_memory is None else bool(pin_memory)
         self.augment_impl, self.group, self.track_maxloss = augment_impl, group, bool(track_maxloss)
         self.num_ops, self.magnitude = num_ops, magnitude
         c = images.shape[1]
@@ -377,7 +379,7 @@ class CoresetAugmentation:
         """Rows ``index_cpu`` of host-resident images, gathered on the host into a (pinned)
         staging buffer and copied to ``device`` asynchronously."""
         shape = (index_cpu.numel(),) + tuple(self.images.shape[1:])
-        pin = self.pin_memory and device.type == "cuda"
+        pin = self.pin_memory is not False and device.type == "cuda"
         buf = torch.empty(shape, dtype=torch.uint8, pin_memory=pin)
         torch.index_select(self.images, 0, index_cpu, out=buf)
         return buf.to(device, non_blocking=pin)
