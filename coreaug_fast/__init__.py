@@ -14,12 +14,14 @@ from .embeddings import FactoredEmbeddings, gradient_embeddings
 from .selection import Coreset, select_coreset, select_max_loss, select_random
 from .augment import OPS, Augmenter, AugmentParams, apply_augment, crop_flip
 from .loss import weighted_cross_entropy
+from .coreset_augmentation import CoresetAugmentation
 
 __all__ = [
     "__version__",
     "AugmentParams",
     "Augmenter",
     "Coreset",
+    "CoresetAugmentation",
     "ExtensionNotBuiltError",
     "FactoredEmbeddings",
     "OPS",

@@ -8,8 +8,9 @@ import math
 import pytest
 import torch
 
-from coreaug_fast.train import TrainConfig, epoch_rows, main, train
-from coreaug_fast.train import _api
+import coreaug_fast.coreset_augmentation as ca
+from coreaug_fast.train import TrainConfig, Trainer, epoch_rows, main, train
+from coreaug_fast.train import _api, ddp
 from coreaug_fast.train.data import load_dataset
 from coreaug_fast.train.models import build_model
 from coreaug_fast.train.report import comparison_rows, markdown_table
@@ -40,7 +41,8 @@ def per_class_budget(labels, fraction):
 @pytest.fixture
 def recorder(monkeypatch):
     """Intercept what the loop hands the library: every loss call (targets, weights), every
-    weak/strong gather (dataset rows) and every selection result."""
+    weak/strong gather (dataset rows) and every selection result (the loss through the
+    loop's ``_api``, the rest where :class:`CoresetAugmentation` calls it)."""
     rec = {"loss": [], "weak": [], "strong": [], "selected": []}
 
     real_loss = _api.weighted_cross_entropy
@@ -48,12 +50,12 @@ def recorder(monkeypatch):
         rec["loss"].append((targets.detach().cpu().clone(), weights.detach().cpu().clone(), kw))
         return real_loss(logits, targets, weights, **kw)
 
-    real_crop = _api.crop_flip
+    real_crop = ca.crop_flip
     def crop(images, offsets, flips, *, padding=4, index=None):
         rec["weak"].append(index.cpu().clone())
         return real_crop(images, offsets, flips, padding=padding, index=index)
 
-    class Augmenter(_api.Augmenter):
+    class Augmenter(ca.Augmenter):
         def __call__(self, images, index=None, *, generator=None):
             rec["strong"].append(index.cpu().clone())
             return super().__call__(images, index=index, generator=generator)
@@ -66,10 +68,10 @@ def recorder(monkeypatch):
         return f
 
     monkeypatch.setattr(_api, "weighted_cross_entropy", loss)
-    monkeypatch.setattr(_api, "crop_flip", crop)
-    monkeypatch.setattr(_api, "Augmenter", Augmenter)
+    monkeypatch.setattr(ca, "crop_flip", crop)
+    monkeypatch.setattr(ca, "Augmenter", Augmenter)
     for name in ("select_coreset", "select_random"):
-        monkeypatch.setattr(_api, name, wrap(getattr(_api, name)))
+        monkeypatch.setattr(ca, name, wrap(getattr(ca, name)))
     return rec
 
 
@@ -308,3 +310,127 @@ def test_module_entry_point_reports_bad_arguments_in_one_line():
     p = subprocess.run([sys.executable, "-m", "coreaug_fast.train", "--fraction", "2"],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and "--fraction" in p.stderr, p.stderr
+
+
+# ------------------------------------------------------------------ resume: safety and extension
+
+class _RunsCode:
+    """Unpickling this runs code (writes a file): what a hostile checkpoint would do."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_resume_refuses_a_checkpoint_that_would_run_code(tmp_path, capsys):
+    base = ["--dataset", "synthetic", "--train-size", "60", "--image-size", "8", "--epochs", "2",
+            "--quiet", "--device", "cpu", "--out", str(tmp_path / "r")]
+    assert main(base + ["--stop-after", "1"]) == 0
+    ckpt = tmp_path / "r" / "checkpoint.pt"
+    state = torch.load(ckpt, weights_only=True)  # what the loop writes loads safely
+    marker = tmp_path / "pwned"
+    state["records"].append(_RunsCode(str(marker)))
+    torch.save(state, ckpt)
+    capsys.readouterr()
+    assert main(base + ["--resume"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert not marker.exists(), "loading the checkpoint ran code"
+    assert len(err) == 1 and "refusing" in err[0] and "Traceback" not in err[0]
+
+
+def test_resume_rejects_a_file_that_is_not_a_checkpoint(tmp_path, capsys):
+    bad = tmp_path / "junk.pt"
+    bad.write_bytes(b"not a checkpoint")
+    code = main(["--dataset", "synthetic", "--train-size", "20", "--image-size", "8", "--quiet", "--device", "cpu",
+                 "--out", str(tmp_path / "x"), "--resume", str(bad)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "junk.pt" in err[0]
+
+
+def test_resume_extends_a_finished_run(tmp_path):
+    """--epochs larger than the checkpoint's continues a finished run; fewer than it has
+    done is refused."""
+    kw = dict(method="coreset", fraction=0.3, select_every=2)
+    done = train(tiny(tmp_path, epochs=2, **kw))
+    assert done["complete"] and len(done["epochs"]) == 2
+    more = train(tiny(tmp_path, epochs=3, resume="auto", **kw))
+    assert more["complete"] and [e["epoch"] for e in more["epochs"]] == [1, 2, 3]
+    assert more["epochs"][:2] == done["epochs"]
+    assert more["epochs"][2]["selected"]  # epoch index 2 = R: the schedule of selections continues
+    with pytest.raises(ValueError, match="epochs"):
+        train(tiny(tmp_path, epochs=2, resume="auto", **kw))
+
+
+def test_progress_bars_only_on_a_terminal(tmp_path, capsys):
+    """Not quiet, output captured (not a tty): the per-epoch line, but no progress bar."""
+    train(tiny(tmp_path, method="random", fraction=0.3, quiet=False))
+    captured = capsys.readouterr()
+    assert "batch" not in captured.err and "\r" not in captured.err, captured.err[:300]
+    assert "epoch 1/1" in captured.out
+
+
+def test_trainer_takes_a_user_model_and_optimises_its_parameters(tmp_path):
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 32), torch.nn.ReLU())
+            self.fc = torch.nn.Linear(32, 10)
+
+        def forward(self, x):
+            return self.fc(self.body(x))
+
+    net = Net()
+    before = [p.detach().clone() for p in net.parameters()]
+    t = Trainer(tiny(tmp_path, method="coreset", fraction=0.2, embedding="last-layer-features"), model=net,
+                features=net.fc)
+    assert t.model is net
+    assert {id(p) for g in t.optimizer.param_groups for p in g["params"]} == {id(p) for p in net.parameters()}
+    rec = t.run_epoch(progress=False)
+    assert rec["selected"] and all(not torch.equal(a, b) for a, b in zip(before, net.parameters()))
+    with pytest.raises(ValueError, match="model"):
+        Trainer(tiny(tmp_path), model="resnet20")
+
+
+# ------------------------------------------------------------------ DDP training (moved from test_distributed)
+
+def test_shard_takes_every_wth_row_and_pads_with_weight_zero():
+    from coreaug_fast._rows import EpochRows, shard
+    rows = EpochRows(torch.arange(10, 17), torch.zeros(7, dtype=torch.bool), torch.ones(7))
+    parts = [shard(rows, r, 3) for r in range(3)]
+    assert [p.index.numel() for p in parts] == [3, 3, 3]
+    assert sorted(torch.cat([p.index[p.weight > 0] for p in parts]).tolist()) == list(range(10, 17))
+    assert float(sum(p.weight.sum() for p in parts)) == 7.0  # the two padding rows weigh nothing
+
+
+def test_ddp_epoch_under_torchrun(tmp_path):
+    """One epoch of coreaug-train on 2 gloo ranks: it finishes, both ranks log the same
+    coreset (SHA-256 of indices and weights), and that coreset is the one a single process
+    selects from the same initial model (CPU conv results do not depend on the batch)."""
+    import os
+    import subprocess
+    import sys
+    out = tmp_path / "run"
+    args = ["--dataset", "synthetic", "--train-size", "120", "--image-size", "8", "--epochs", "1",
+            "--batch-size", "32", "--device", "cpu", "--copies", "2", "--quiet", "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                        "-m", "coreaug_fast.train", *args], capture_output=True, text=True, env=env, timeout=240)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stdout.count("test acc") == 1  # one line, from rank 0
+    lines = [json.loads((out / "ranks" / f"rank{r}.jsonl").read_text()) for r in range(2)]
+    assert lines[0]["subset_sha256"] == lines[1]["subset_sha256"]
+    assert lines[0]["subset_size"] == 20 and lines[0]["world_size"] == 2
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["subset_sha256"] == lines[0]["subset_sha256"]
+    sel = torch.load(out / "checkpoint.pt", weights_only=True)["selection"]
+    assert ddp.fingerprint(sel["subset"], sel["weights"]) == lines[0]["subset_sha256"]
+
+    cfg = TrainConfig(dataset="synthetic", train_size=120, image_size=8, epochs=1, batch_size=32, device="cpu")
+    t = Trainer(cfg)
+    t.augmentation.epoch(t.model, 32)  # selects (epoch 0) without training
+    one = t.augmentation.state_dict()
+    assert torch.equal(one["subset"], sel["subset"]) and torch.equal(one["weights"], sel["weights"])
+    # the overlap with the max-loss subset needs every rank's losses, gathered in row order
+    assert sel["maxloss_intersection"] == one["maxloss_intersection"]

@@ -2,13 +2,14 @@
 (none / full / random / max-loss / coreset augmentation), with the time split, per-epoch
 logs, summaries, comparisons and plots.
 
-Importable pieces: :class:`Trainer` (one epoch at a time, the blueprint for your own loop),
-:func:`train` (a whole run with checkpoints and logs), :class:`TrainConfig`,
-:func:`epoch_rows` (which rows an epoch trains on, with what weight) and :func:`main`.
+Importable pieces: :class:`Trainer` (one epoch at a time on
+:class:`~coreaug_fast.CoresetAugmentation`; accepts your own model), :func:`train` (a whole
+run with checkpoints and logs), :class:`TrainConfig`, :func:`epoch_rows` (which rows an
+epoch trains on, with what weight) and :func:`main`.
 """
+from .._rows import EpochRows, epoch_rows
 from .cli import main
 from .config import TrainConfig, UsageError
 from .loop import Trainer, train
-from .plan import EpochRows, epoch_rows
 
 __all__ = ["EpochRows", "TrainConfig", "Trainer", "UsageError", "epoch_rows", "main", "train"]

@@ -1,20 +1,18 @@
-"""The one place the training loop takes the library's selection, augmentation and loss from.
+"""Where the training loop's loss comes from, and which module is behind every op a run uses.
 
-The loop calls these through this module (``_api.select_coreset(...)``), so tests can
-intercept them and one edit here switches implementations.
+The loop calls the loss through this module (``_api.weighted_cross_entropy(...)``), so tests
+can intercept it; selection and augmentation are called by
+:mod:`coreaug_fast.coreset_augmentation`, whose module-level names tests intercept likewise.
 """
-from ..augment import Augmenter, crop_flip
-from ..embeddings import gradient_embeddings
+from .. import coreset_augmentation as _ca
 from ..loss import weighted_cross_entropy
-from ..selection import select_coreset, select_max_loss, select_random
 
 # Which module each call comes from; written into every run's summary so a figure is never
 # mistaken for one measured with the fused ops.
 IMPLEMENTATION = {
     f.__name__: f.__module__
-    for f in (select_coreset, select_random, select_max_loss, Augmenter, crop_flip,
-              weighted_cross_entropy, gradient_embeddings)
+    for f in (_ca.select_coreset, _ca.select_random, _ca.select_max_loss, _ca.Augmenter, _ca.crop_flip,
+              weighted_cross_entropy, _ca.gradient_embeddings)
 }
 
-__all__ = ["Augmenter", "IMPLEMENTATION", "crop_flip", "gradient_embeddings", "select_coreset",
-           "select_max_loss", "select_random", "weighted_cross_entropy"]
+__all__ = ["IMPLEMENTATION", "weighted_cross_entropy"]

@@ -4,8 +4,11 @@ Under torchrun (``WORLD_SIZE`` > 1 in the environment) ``train`` starts the proc
 (NCCL on CUDA, gloo on CPU), and every rank holds the whole uint8 dataset and a
 ``DistributedDataParallel`` copy of the model. Per epoch:
 
+The epoch itself comes from :class:`~coreaug_fast.CoresetAugmentation` given the process
+group (``group=``); this module starts the group, wraps the model and scales the loss.
+
 * **Sampler.** The epoch's rows (every original plus the weighted strong copies of the
-  subset, ``plan.epoch_rows``) are shuffled by the shuffle stream, identical on every rank;
+  subset) are shuffled by the shuffle stream, identical on every rank;
   rank r takes rows r, r + W, r + 2W, ... of that order. The order is padded to a multiple
   of W with repeats *of weight 0*, so every rank runs the same number of steps and the
   padding changes nothing.
@@ -33,17 +36,11 @@ import os
 from pathlib import Path
 from typing import NamedTuple, Optional
 
-import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
-from ..distributed import all_gather_into
 from . import _api
-from .batches import BatchMaker
 from .config import UsageError
-from .selection import Selected, _overlap, clean_forward
-from .timing import Clock
 
 
 class Context(NamedTuple):
@@ -101,24 +98,6 @@ def wrap(model: torch.nn.Module, ctx: Context) -> torch.nn.Module:
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
-def shard(index, strong, weight, ctx: Context):
-    """This rank's rows of a shuffled epoch: every W-th from r, after padding with weight-0
-    repeats to a multiple of W."""
-    n = index.numel()
-    pad = (-n) % ctx.world
-    if pad:
-        take = torch.arange(pad) % max(n, 1)
-        index, strong = torch.cat([index, index[take]]), torch.cat([strong, strong[take]])
-        weight = torch.cat([weight, torch.zeros(pad, dtype=weight.dtype)])
-    sl = slice(ctx.rank, None, ctx.world)
-    return index[sl], strong[sl], weight[sl]
-
-
-def reseed_augment(generator: torch.Generator, seed: int, epoch: int, ctx: Context) -> None:
-    state = np.random.SeedSequence([seed, ctx.rank, epoch]).generate_state(1, dtype=np.uint64)[0]
-    generator.manual_seed(int(state >> 1))
-
-
 def batch_loss(logits, targets, weights, normalize: str, ctx: Context) -> torch.Tensor:
     """The weighted loss of the global batch, scaled so DDP's gradient average is its
     gradient: W · Σ_local w·CE / Σ_global w (or / global rows for ``count``)."""
@@ -132,46 +111,6 @@ def mean_over_ranks(value: float, ctx: Context) -> float:
     t = torch.tensor([value], dtype=torch.float64, device=ctx.device)
     dist.all_reduce(t, group=ctx.group)
     return float(t) / ctx.world
-
-
-def _all_losses(losses_shard: torch.Tensor, n: int, ctx: Context) -> torch.Tensor:
-    """Every example's loss from the ranks' shards (rows r, r + W, ...)."""
-    width = -(-n // ctx.world)
-    buf = torch.zeros(width, dtype=torch.float32, device=ctx.device)
-    buf[:losses_shard.numel()] = losses_shard.float().to(ctx.device)
-    out = torch.empty(ctx.world * width, dtype=torch.float32, device=ctx.device)
-    all_gather_into(out, buf, ctx.group)
-    # out[r·width + j] is row j·W + r; the padding is exactly the rows >= n, all at the end
-    return out.view(ctx.world, width).t().reshape(-1)[:n].to(losses_shard.device)
-
-
-def select(method: str, model, bm: BatchMaker, *, fraction: float, embedding: str,
-           generator: torch.Generator, batch_size: int, ctx: Context, amp: bool = False) -> Selected:
-    """:func:`selection.select` with the forward pass and the selection sharded over ranks."""
-    labels = bm.ds.train_y
-    n = labels.numel()
-    clock = Clock(labels.device)
-    if method == "random":  # the shared select stream: the same subset on every rank
-        chosen = _api.select_random(labels, fraction, generator=generator)
-        selection_s = clock.lap()
-    rows = torch.arange(ctx.rank, n, ctx.world, device=labels.device)
-    logits, feats = clean_forward(model, bm, batch_size, amp, index=rows)
-    losses = F.cross_entropy(logits, labels[rows], reduction="none")
-    if method == "max-loss":
-        all_losses = _all_losses(losses, n, ctx)
-        chosen = _api.select_max_loss(all_losses, labels, fraction)
-    elif method == "coreset":
-        emb = _api.gradient_embeddings(logits, labels[rows], feats if embedding == "last-layer-features" else None)
-        chosen = _api.select_coreset(emb, labels[rows], fraction, indices=rows, group=ctx.group)
-    if method != "random":
-        selection_s = clock.lap()
-    indices = chosen.indices.cpu().long()
-    if method == "max-loss":
-        top = indices
-    else:
-        all_losses = _all_losses(losses, n, ctx)
-        top = _api.select_max_loss(all_losses, labels, fraction).indices.cpu()
-    return Selected(indices, chosen.weights.cpu().float(), _overlap(indices, top), selection_s, clock.lap())
 
 
 def fingerprint(indices: torch.Tensor, weights: torch.Tensor) -> str:

@@ -4,48 +4,30 @@ Data flows one way: uint8 dataset on the device -> clean forward pass -> gradien
 embeddings -> per-class selection -> the epoch's rows (originals + weighted strong copies)
 -> batches gathered by index and augmented -> model -> weighted cross-entropy.
 
-``Trainer`` runs one epoch at a time and is what a user copies into their own loop;
+``Trainer`` runs one epoch at a time on ``CoresetAugmentation`` (the object for your own loop);
 ``train`` adds checkpoints, logs and the summary around it.
 """
 from __future__ import annotations
 
-import math
+import dataclasses
 import os
+import pickle
 import time
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from . import _api, ddp
-from .batches import BatchMaker
-from .config import SUBSET_METHODS, TrainConfig, UsageError, run_name
+from .._rows import stream_seeds
+from .._timing import PhaseTimer
+from ..coreset_augmentation import CoresetAugmentation
+from .config import TrainConfig, UsageError, run_name
 from .data import Dataset, load_dataset
 from .models import build_model
-from .plan import epoch_rows
 from .report import RunLog, summarize
 from .schedule import WarmupDecay
-from .selection import select
-from .timing import PhaseTimer
-
-STREAMS = ("init", "shuffle", "augment", "select")
-
-
-def stream_seeds(seed: int) -> dict:
-    """Independent seeds for each random stream of a run, derived from ``--seed``."""
-    children = np.random.SeedSequence(seed).spawn(len(STREAMS))
-    return {name: int(c.generate_state(1, dtype=np.uint64)[0] >> 1) for name, c in zip(STREAMS, children)}
-
-
-def scale_weights(weights: torch.Tensor, how: str) -> torch.Tensor:
-    """The selector's weights as used for the loss (see ``config.SUBSET_WEIGHTS``)."""
-    if how == "uniform":
-        return torch.ones_like(weights)
-    if how == "normalized" and weights.numel():
-        return weights / weights.mean()
-    return weights
 
 
 def resolve_device(name: str) -> torch.device:
@@ -60,38 +42,50 @@ def resolve_device(name: str) -> torch.device:
 
 
 class Trainer:
-    """One run's model, optimiser, schedule, random streams and selection state.
+    """The reference training loop, one epoch at a time, built on
+    :class:`~coreaug_fast.CoresetAugmentation` (which selects, builds the epoch's rows and
+    augments): ``run_epoch`` trains on its batches and evaluates. ``state_dict`` /
+    ``load_state_dict`` cover the model, optimiser, schedule and the augmentation's state.
 
     Args:
         cfg: the run's configuration (resolved here).
         dataset: optional pre-loaded :class:`Dataset` (CPU or device); loaded from ``cfg``
             otherwise.
+        model: optional ``nn.Module`` of your own (moved to the device; the optimiser is built
+            from its parameters); default: ``cfg.model`` built here.
+        features: the module whose input is the penultimate activation, for
+            ``embedding="last-layer-features"`` (default: the built-in model's ``head``).
     """
 
-    def __init__(self, cfg: TrainConfig, dataset: Optional[Dataset] = None):
+    def __init__(self, cfg: TrainConfig, dataset: Optional[Dataset] = None, *,
+                 model: Optional[torch.nn.Module] = None, features: Optional[torch.nn.Module] = None):
         self.cfg = cfg = cfg.resolved()
         self.ddp = ddp.active()  # a process group of several ranks: data-parallel (see ddp.py)
         self.device = self.ddp.device if self.ddp else resolve_device(cfg.device)
         self.ds = (dataset or load_dataset(cfg)).to(self.device)
         self.amp = cfg.amp and self.device.type == "cuda"
-        seeds = stream_seeds(cfg.seed)
-        with torch.random.fork_rng(devices=[]):  # model init must not depend on, or disturb, the global stream
-            torch.manual_seed(seeds["init"])
-            self.model = build_model(cfg.model, self.ds.num_classes, self.ds.image_shape)
-        self.model.to(self.device)
+        if model is None:
+            with torch.random.fork_rng(devices=[]):  # model init must not depend on, or disturb, the global stream
+                torch.manual_seed(stream_seeds(cfg.seed)["init"])
+                model = build_model(cfg.model, self.ds.num_classes, self.ds.image_shape)
+            features = features if features is not None else model.head
+        elif not isinstance(model, torch.nn.Module):
+            raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
+        self.model = model.to(self.device)
         self.net = ddp.wrap(self.model, self.ddp) if self.ddp else self.model  # what training steps call
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                          weight_decay=cfg.weight_decay)
         self.schedule = WarmupDecay(self.optimizer, base_lr=cfg.lr, epochs=cfg.epochs,
                                     warmup_epochs=cfg.warmup_epochs, decay=cfg.lr_decay)
-        self.generators = {k: torch.Generator().manual_seed(seeds[k]) for k in ("shuffle", "augment", "select")}
-        self.batches = BatchMaker(self.ds, num_ops=cfg.num_ops, magnitude=cfg.magnitude)
-        n = self.ds.train_y.numel()
+        ds = self.ds
+        self.augmentation = CoresetAugmentation(
+            ds.train_x, ds.train_y, fraction=cfg.fraction, select_every=cfg.select_every, copies=cfg.copies,
+            num_ops=cfg.num_ops, magnitude=cfg.magnitude, padding=ds.padding, flip=ds.flip, mean=ds.mean,
+            std=ds.std, method=cfg.method, subset_only=cfg.subset_only, aug_mode=cfg.aug_mode,
+            weights=cfg.subset_weights, embedding=cfg.embedding, features=features, seed=cfg.seed, amp=self.amp,
+            augment_impl=getattr(cfg, "augment_impl", "fused"), group=self.ddp.group if self.ddp else None,
+            track_maxloss=True)
         self.epoch = 0
-        self.subset: Optional[torch.Tensor] = None
-        self.subset_weights: Optional[torch.Tensor] = None
-        self.maxloss_intersection: Optional[float] = None
-        self.ever_selected = torch.zeros(n, dtype=torch.bool)
         self.records: list = []
         self.elapsed_s = 0.0
 
@@ -100,95 +94,68 @@ class Trainer:
         """Select if due, train one epoch, evaluate; returns the epoch's record."""
         cfg, e = self.cfg, self.epoch
         t0 = time.perf_counter()
-        selected, selection_s, metrics_s = False, 0.0, 0.0
-        if cfg.method in SUBSET_METHODS and e % cfg.select_every == 0:
-            how = dict(fraction=cfg.fraction, embedding=cfg.embedding, generator=self.generators["select"],
-                       batch_size=cfg.batch_size, amp=self.amp)
-            s = (ddp.select(cfg.method, self.model, self.batches, ctx=self.ddp, **how) if self.ddp
-                 else select(cfg.method, self.model, self.batches, **how))
-            self.subset, self.maxloss_intersection = s.indices, s.maxloss_intersection
-            self.subset_weights = scale_weights(s.weights, cfg.subset_weights)
-            self.ever_selected[s.indices] = True
-            selected, selection_s, metrics_s = True, s.selection_s, s.metrics_s
-        elif cfg.method == "full":
-            self.ever_selected[:] = True
-        rows = epoch_rows(self.ds.train_y.numel(), cfg.method, subset=self.subset,
-                          subset_weights=self.subset_weights, copies=cfg.copies,
-                          aug_mode=cfg.aug_mode, subset_only=cfg.subset_only)
-        train_loss, times = self.train_rows(rows, progress=progress)
+        batches = self.augmentation.epoch(self.net, cfg.batch_size)  # selects first when due
+        train_loss, train_s = self.train_batches(batches, progress=progress)
         t1 = time.perf_counter()
         acc = self.evaluate()
         eval_s = time.perf_counter() - t1
         self.epoch += 1
+        st = self.augmentation.stats
         rec = {
             "epoch": self.epoch,
             "train_loss": train_loss,
             "test_acc": acc,
             "lr": self.schedule.last_lr,
-            "selection_s": selection_s,
-            "augment_s": times.get("augment", 0.0),
-            "train_s": times.get("train", 0.0),
+            "selection_s": st["selection_s"],
+            "augment_s": st["augment_s"],
+            "train_s": train_s,
             "eval_s": eval_s,
-            "metrics_s": metrics_s,
             "epoch_s": time.perf_counter() - t0,
-            "rows": int(rows.index.numel()),
-            "selected": selected,
-            "subset_size": None if self.subset is None else int(self.subset.numel()),
-            "fraction_never_selected": (None if cfg.method == "none"
-                                        else 1.0 - float(self.ever_selected.float().mean())),
-            "maxloss_intersection": self.maxloss_intersection,
+            "rows": st["rows"],
+            "selected": st["selected"],
+            "subset_size": st["subset_size"],
+            "fraction_never_selected": st["fraction_never_selected"],
+            "maxloss_intersection": st["maxloss_intersection"],
         }
         rec["method_s"] = rec["selection_s"] + rec["augment_s"] + rec["train_s"]
         self.records.append(rec)
         return rec
 
-    def train_rows(self, rows, progress: bool = True):
-        """One pass of weighted SGD over ``rows`` (a :class:`plan.EpochRows`) in shuffled
-        batches. Returns (mean training loss, {"augment": s, "train": s})."""
-        cfg, dev, e = self.cfg, self.device, self.epoch
-        perm = torch.randperm(rows.index.numel(), generator=self.generators["shuffle"])
-        index, strong, weight = rows.index[perm], rows.strong[perm], rows.weight[perm]
-        if self.ddp:
-            index, strong, weight = ddp.shard(index, strong, weight, self.ddp)
-            ddp.reseed_augment(self.generators["augment"], cfg.seed, e, self.ddp)
-        nb = math.ceil(index.numel() / cfg.batch_size)
-        timer = PhaseTimer(dev)
-        loss_sum = torch.zeros((), device=dev)
+    def train_batches(self, batches, progress: bool = True):
+        """One pass of weighted SGD over an epoch's batches (from
+        :meth:`CoresetAugmentation.epoch`). Returns (mean training loss, seconds training)."""
+        cfg, e, nb = self.cfg, self.epoch, len(batches)
+        timer = PhaseTimer(self.device)
+        loss_sum = torch.zeros((), device=self.device)
+        rows = 0
         self.model.train()
-        bar = tqdm(range(nb), desc=f"{cfg.method} {e + 1}/{cfg.epochs}", unit="batch", leave=False,
-                   disable=not progress, dynamic_ncols=True)
-        for b in bar:
-            sl = slice(b * cfg.batch_size, (b + 1) * cfg.batch_size)
-            bi, bs, bw = index[sl], strong[sl], weight[sl]
+        # disable=None: tqdm draws only on a terminal, never into a log file or pipe
+        bar = tqdm(batches, total=nb, desc=f"{cfg.method} {e + 1}/{cfg.epochs}", unit="batch", leave=False,
+                   disable=None if progress else True, dynamic_ncols=True)
+        for b, (x, y, w) in enumerate(bar):
             t = timer.start()
-            weak_i, strong_i = bi[~bs], bi[bs]
-            parts = []
-            if weak_i.numel():
-                parts.append(self.batches.weak(weak_i.to(dev), self.generators["augment"]))
-            if strong_i.numel():
-                parts.append(self.batches.strong(strong_i.to(dev), self.generators["augment"]))
-            x = torch.cat(parts) if len(parts) > 1 else parts[0]
-            order = torch.cat([weak_i, strong_i]).to(dev)
-            y = self.ds.train_y[order]
-            w = torch.cat([bw[~bs], bw[bs]]).to(dev)
-            timer.stop("augment", t)
-            t = timer.start()
-            self.schedule.set(e + (b + 1) / nb)
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.amp):
-                logits = self.net(x)
-            if self.ddp:
-                loss = ddp.batch_loss(logits, y, w, cfg.loss_normalize, self.ddp)
-            else:
-                loss = _api.weighted_cross_entropy(logits, y, w, reduction="mean", normalize=cfg.loss_normalize)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            loss_sum += loss.detach() * bi.numel()
+            loss_sum += self.train_step(x, y, w, e + (b + 1) / nb) * y.shape[0]
+            rows += y.shape[0]
             timer.stop("train", t)
-        mean_loss = float(loss_sum) / max(index.numel(), 1)
+        mean_loss = float(loss_sum) / max(rows, 1)
         if self.ddp:
             mean_loss = ddp.mean_over_ranks(mean_loss, self.ddp)
-        return mean_loss, timer.totals()
+        return mean_loss, timer.totals().get("train", 0.0)
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, progress: float) -> torch.Tensor:
+        """One weighted SGD step at ``progress`` epochs (sets the learning rate); returns the
+        detached batch loss. Launches device work only: no host synchronisation."""
+        self.schedule.set(progress)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            logits = self.net(x)
+        if self.ddp:
+            loss = ddp.batch_loss(logits, y, w, self.cfg.loss_normalize, self.ddp)
+        else:
+            loss = _api.weighted_cross_entropy(logits, y, w, reduction="mean", normalize=self.cfg.loss_normalize)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach()
 
     @torch.no_grad()
     def evaluate(self) -> float:
@@ -197,32 +164,42 @@ class Trainer:
         correct = torch.zeros((), dtype=torch.long, device=self.device)
         for x, y in zip(self.ds.test_x.split(1024), self.ds.test_y.split(1024)):
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-                pred = self.model(self.batches.clean(x)).argmax(1)
+                pred = self.model(self.augmentation.transform_eval(x)).argmax(1)
             correct += (pred == y).sum()
         self.model.train()
         return 100.0 * float(correct) / max(self.ds.test_y.numel(), 1)
 
     # -- checkpoints -------------------------------------------------------------------
     def state_dict(self) -> dict:
+        """Plain Python values and tensors only, so ``torch.load(weights_only=True)`` reads it."""
         return {
             "config": self.cfg.to_dict(),
             "epoch": self.epoch,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
-            "generators": {k: g.get_state() for k, g in self.generators.items()},
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            "selection": {"subset": self.subset, "weights": self.subset_weights,
-                          "maxloss_intersection": self.maxloss_intersection,
-                          "ever_selected": self.ever_selected},
+            "selection": self.augmentation.state_dict(),
             "records": self.records,
             "elapsed_s": self.elapsed_s,
         }
 
     def load_state_dict(self, state: dict) -> None:
-        saved = TrainConfig(**state["config"]).training_keys()
-        diff = sorted(k for k, v in self.cfg.training_keys().items() if saved.get(k) != v)
+        """Restore a checkpoint written with the same settings; a larger ``epochs`` extends
+        the run (the schedule then follows the new length from the checkpoint on)."""
+        saved_cfg = TrainConfig(**state["config"])
+        saved = saved_cfg.training_keys()
+        here = self.cfg.training_keys()
+        extend = here["epochs"] != saved["epochs"]
+        if extend and here["epochs"] < state["epoch"]:
+            raise UsageError(f"--resume: the checkpoint has {state['epoch']} epochs done; --epochs "
+                             f"{here['epochs']} would end before it (use --epochs >= {state['epoch']})")
+        ignore = {"epochs"}
+        if extend and dataclasses.replace(saved_cfg, warmup_epochs=None, epochs=here["epochs"]).resolved() \
+                .warmup_epochs == here["warmup_epochs"]:
+            ignore.add("warmup_epochs")  # the default follows --epochs; keep the checkpoint's
+        diff = sorted(k for k, v in here.items() if k not in ignore and saved.get(k) != v)
         if diff:
             raise UsageError("--resume: the checkpoint was written with different settings: " +
                              ", ".join(f"{k} ({saved.get(k)!r} there, {getattr(self.cfg, k)!r} here)" for k in diff))
@@ -230,14 +207,13 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
-        for k, g in self.generators.items():
-            g.set_state(state["generators"][k])
+        if extend:
+            self.cfg = dataclasses.replace(self.cfg, warmup_epochs=saved["warmup_epochs"])
+            self.schedule.epochs = self.cfg.epochs
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
-        sel = state["selection"]
-        self.subset, self.subset_weights = sel["subset"], sel["weights"]
-        self.maxloss_intersection, self.ever_selected = sel["maxloss_intersection"], sel["ever_selected"]
+        self.augmentation.load_state_dict(state["selection"])
         self.records, self.elapsed_s = list(state["records"]), state["elapsed_s"]
 
     def save(self, path: Path) -> None:
@@ -247,9 +223,22 @@ class Trainer:
         os.replace(tmp, path)
 
     def load(self, path: Path) -> None:
+        """Read a checkpoint with ``weights_only=True``: tensors and plain Python values only,
+        so a file from elsewhere cannot run code; anything else is refused."""
         if not Path(path).is_file():
             raise UsageError(f"--resume: no checkpoint at {path}")
-        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=False))
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=True)
+        except pickle.UnpicklingError as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UsageError(f"--resume: refusing {path}: it holds objects other than tensors and plain Python "
+                             f"values, so it is not a coreaug-train checkpoint ({first})") from None
+        except (RuntimeError, EOFError, OSError) as e:
+            raise UsageError(f"--resume: {path} is not a readable checkpoint ({type(e).__name__}: "
+                             f"{str(e).strip().splitlines()[0] if str(e).strip() else ''})") from None
+        if not isinstance(state, dict) or not {"config", "epoch", "model", "selection"} <= set(state):
+            raise UsageError(f"--resume: {path} is not a coreaug-train checkpoint")
+        self.load_state_dict(state)
 
 
 def default_out(cfg: TrainConfig) -> str:
@@ -287,7 +276,7 @@ def _train(cfg: TrainConfig, dataset, ctx, epoch_lines: bool) -> dict:
         rec = trainer.run_epoch(progress=not cfg.quiet)
         trainer.elapsed_s = before + time.perf_counter() - started
         if ctx is not None and rec["selected"]:
-            ddp.record_selection(out, ctx, rec["epoch"], trainer.subset, trainer.subset_weights)
+            ddp.record_selection(out, ctx, rec["epoch"], *trainer.augmentation.subset)
         if not main:
             continue
         trainer.save(ckpt)
@@ -298,8 +287,8 @@ def _train(cfg: TrainConfig, dataset, ctx, epoch_lines: bool) -> dict:
                         implementation=_api.IMPLEMENTATION, device=trainer.device)
     if ctx is not None:
         summary["world_size"] = ctx.world
-        if trainer.subset is not None:
-            summary["subset_sha256"] = ddp.fingerprint(trainer.subset, trainer.subset_weights)
+        if trainer.augmentation.subset is not None:
+            summary["subset_sha256"] = ddp.fingerprint(*trainer.augmentation.subset)
         torch.distributed.barrier()  # rank 0's checkpoint is complete before anyone returns
     if main:
         log.write_summary(summary)
