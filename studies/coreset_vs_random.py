@@ -109,7 +109,7 @@ def anatomy(logits, h, y, fraction, generator):
 
 
 def part1(args):
-    cfg = TrainConfig(dataset=args.dataset, method="coreset", fraction=args.fraction, epochs=args.epochs,
+    cfg = TrainConfig(dataset=args.dataset, model=args.model, method="coreset", fraction=args.fraction, epochs=args.epochs,
                       select_every=args.select_every, copies=4, seed=0, device="cpu", quiet=True,
                       train_size=args.train_size, out=None)
     trainer = Trainer(cfg)
@@ -157,7 +157,7 @@ def part2(args):
     res = {}
     for name in args.variants.split(","):
         kw = VARIANTS[name]
-        base = TrainConfig(dataset=args.dataset, fraction=args.fraction, device="cpu", quiet=True,
+        base = TrainConfig(dataset=args.dataset, model=args.model, fraction=args.fraction, device="cpu", quiet=True,
                            epochs=args.epochs, train_size=args.train_size, select_every=args.select_every)
         base = dataclasses.replace(base, **kw)
         rows, _ = run_comparison(base, ["random", "coreset"], seeds, [base.fraction],
@@ -184,6 +184,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="mnist5k")
     p.add_argument("--part", type=int, choices=(1, 2), default=1)
+    p.add_argument("--model")
     p.add_argument("--fraction", type=float, default=0.1)
     p.add_argument("--epochs", type=int)
     p.add_argument("--select-every", type=int, default=5)
