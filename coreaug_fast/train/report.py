@@ -79,57 +79,169 @@ def _mean_std(values):
     return m, sd
 
 
-def comparison_rows(summaries: list) -> list:
-    """Aggregate run summaries over seeds, one row per (method, fraction, subset-only).
+# Student t quantiles t_{0.975, df} for df = 1..30; beyond, the Cornish-Fisher expansion
+# around the normal quantile (error < 1e-5 from df 30 on).
+_T975 = (12.7062047, 4.3026527, 3.1824463, 2.7764451, 2.5705818, 2.4469119, 2.3646243, 2.3060041,
+         2.2621572, 2.2281389, 2.2009852, 2.1788128, 2.1603687, 2.1447867, 2.1314495, 2.1199053,
+         2.1098155, 2.1009220, 2.0930241, 2.0859634, 2.0796138, 2.0738731, 2.0686576, 2.0638986,
+         2.0595386, 2.0555294, 2.0518305, 2.0484071, 2.0452296, 2.0422725)
 
-    Each row: method, fraction, seeds, acc_mean/acc_std (%), gain_share
-    ((acc - none) / (full - none), the paper's Table 1 metric; None without both
-    baselines), time_s (selection + augmentation + training, mean over seeds), wall_s,
-    speedup (full's time_s / this time_s; None without a ``full`` row), and NS (%).
+
+def t_quantile_975(df: int) -> float:
+    """The 0.975 quantile of Student's t with ``df`` >= 1 degrees of freedom (two-sided 95%)."""
+    if df < 1:
+        raise ValueError(f"df must be >= 1, got {df}")
+    if df <= len(_T975):
+        return _T975[df - 1]
+    z = 1.959963984540054
+    return (z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
+            + (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / (384 * df ** 3))
+
+
+def paired_stats(diffs) -> dict:
+    """Mean, standard error and 95% t interval of per-seed differences, wins/ties/losses
+    (a tie is an exact equality) and a verdict: "better" or "worse" when the interval
+    excludes 0, "within noise" when it contains it; with one pair there is no interval and
+    the verdict says so."""
+    d = [float(v) for v in diffs]
+    n = len(d)
+    out = {"n": n, "mean": None, "se": None, "ci_low": None, "ci_high": None,
+           "wins": sum(v > 0 for v in d), "ties": sum(v == 0 for v in d), "losses": sum(v < 0 for v in d),
+           "verdict": "no pairs" if n == 0 else "one seed: no interval"}
+    if n == 0:
+        return out
+    mean, sd = _mean_std(d)
+    out["mean"] = mean
+    if n > 1:
+        se = sd / math.sqrt(n)
+        half = t_quantile_975(n - 1) * se
+        out.update(se=se, ci_low=mean - half, ci_high=mean + half,
+                   verdict="better" if mean - half > 0 else "worse" if mean + half < 0 else "within noise")
+    return out
+
+
+def ratio_stats(numerators: dict, denominators: dict) -> Optional[dict]:
+    """Per-seed ratios numerator[s] / denominator[s] over the seeds both have: geometric mean
+    and 95% t interval (on the log scale), and whether the interval contains 1 (``noise``)."""
+    seeds = sorted(set(numerators) & set(denominators))
+    logs = [math.log(numerators[s] / denominators[s]) for s in seeds
+            if numerators[s] and denominators[s] and numerators[s] > 0 and denominators[s] > 0]
+    if not logs:
+        return None
+    st = paired_stats(logs)
+    ex = (lambda v: None if v is None else math.exp(v))
+    return {"n": st["n"], "ratio": ex(st["mean"]), "ci_low": ex(st["ci_low"]), "ci_high": ex(st["ci_high"]),
+            "noise": st["ci_low"] is not None and st["ci_low"] <= 0 <= st["ci_high"]}
+
+
+def _label(method: str, subset_only: bool, impl: str) -> str:
+    return method + (" (subset only)" if subset_only else "") + (" (torchvision)" if impl == "torchvision" else "")
+
+
+def comparison_rows(summaries: list, reference: str = "random") -> list:
+    """Aggregate run summaries over seeds, one row per (method, fraction, subset-only,
+    augmentation implementation).
+
+    Each row: method (label), base method, fraction, augment_impl, seeds, acc (per seed,
+    aligned with seeds), acc_mean/acc_std (%), time_s (selection + augmentation + training,
+    mean over seeds) and its phases, wall_s, never_selected (%), and, paired by seed:
+    ``speedup`` / ``speedup_torchvision`` (:func:`ratio_stats` of ``full``'s time (fused /
+    torchvision pipeline) over this row's; None without that row) and ``paired`` (
+    :func:`paired_stats` of this row's accuracy minus the ``reference`` row's; None for the
+    reference itself or when there is none).
     """
     groups = {}
     for s in summaries:
-        key = (s["method"], s["fraction"], s["config"].get("subset_only", False))
+        c = s["config"]
+        key = (s["method"], s["fraction"], c.get("subset_only", False), c.get("augment_impl", "fused"))
         groups.setdefault(key, []).append(s)
     rows = []
-    for (method, fraction, subset_only), runs in groups.items():
+    for (method, fraction, subset_only, impl), runs in groups.items():
+        runs = sorted(runs, key=lambda r: r["config"]["seed"])
         acc_m, acc_s = _mean_std([r["test_acc"] for r in runs])
         ns = _mean_std([r["fraction_never_selected"] for r in runs])[0]
         rows.append({
-            "method": method + (" (subset only)" if subset_only else ""),
-            "fraction": fraction,
-            "seeds": sorted(r["config"]["seed"] for r in runs),
-            "acc_mean": acc_m, "acc_std": acc_s,
+            "method": _label(method, subset_only, impl), "base": method, "subset_only": subset_only,
+            "augment_impl": impl, "fraction": fraction,
+            "seeds": [r["config"]["seed"] for r in runs],
             "acc": [r["test_acc"] for r in runs],
+            "acc_mean": acc_m, "acc_std": acc_s,
+            "time": [r["time_s"] for r in runs],
             "time_s": _mean_std([r["time_s"] for r in runs])[0],
             **{p: _mean_std([r[p] for r in runs])[0] for p in PHASES},
             "wall_s": _mean_std([r["total_s"] for r in runs])[0],
             "never_selected": None if ns is None else 100.0 * ns,
         })
-    by = {r["method"]: r for r in rows}
-    none, full = by.get("none"), by.get("full")
+
+    def find(base, impl, fraction=None, subset_only=False):
+        cands = [r for r in rows if r["base"] == base and r["augment_impl"] == impl and r["subset_only"] == subset_only]
+        same = [r for r in cands if r["fraction"] == fraction]
+        return (same or cands or [None])[0]
+
+    full, full_tv = find("full", "fused"), find("full", "torchvision")
     for r in rows:
-        r["gain_share"] = None
-        if none and full and full["acc_mean"] != none["acc_mean"]:
-            r["gain_share"] = (r["acc_mean"] - none["acc_mean"]) / (full["acc_mean"] - none["acc_mean"])
-        r["speedup"] = full["time_s"] / r["time_s"] if full and r["time_s"] else None
+        times = dict(zip(r["seeds"], r["time"]))
+        r["speedup"] = ratio_stats(dict(zip(full["seeds"], full["time"])), times) if full else None
+        r["speedup_torchvision"] = ratio_stats(dict(zip(full_tv["seeds"], full_tv["time"])), times) if full_tv else None
+        ref = find(reference, r["augment_impl"], r["fraction"]) or find(reference, "fused", r["fraction"])
+        r["reference"] = None if ref is None or ref is r else ref["method"] + (
+            f" {ref['fraction']:g}" if ref["base"] in ("random", "max-loss", "coreset") else "")
+        r["paired"] = None
+        if r["reference"] is not None:
+            accs = dict(zip(ref["seeds"], ref["acc"]))
+            r["paired"] = paired_stats([a - accs[s] for s, a in zip(r["seeds"], r["acc"])
+                                        if s in accs and a is not None and accs[s] is not None])
     order = {"none": 0, "random": 1, "max-loss": 2, "coreset": 3, "full": 4}
-    rows.sort(key=lambda r: (order.get(r["method"].split(" ")[0], 9), r["fraction"]))
+    rows.sort(key=lambda r: (order.get(r["base"], 9), r["augment_impl"] != "fused", r["fraction"], r["subset_only"]))
     return rows
 
 
-def markdown_table(rows: list, title: Optional[str] = None) -> str:
+def _speedup_cell(st: Optional[dict]) -> str:
+    if st is None:
+        return "—"
+    if st["ci_low"] is None:
+        return f"{st['ratio']:.2f}×"
+    noise = ", noise" if st["noise"] else ""
+    return f"{st['ratio']:.2f}× ({st['ci_low']:.2f}–{st['ci_high']:.2f}{noise})"
+
+
+def markdown_table(rows: list, title: Optional[str] = None, reference: str = "random") -> str:
+    """Three tables: per method (accuracy, time, speedups), paired differences to the
+    reference, and accuracy per seed."""
     def f(v, fmt, unit=""):
         return "—" if v is None else format(v, fmt) + unit
     lines = [f"**{title}**", ""] if title else []
-    lines += ["| method | fraction | test acc (%) | gain share | time (s) | speedup vs full | wall (s) | NS (%) |",
-              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    has_tv = any(r["speedup_torchvision"] is not None for r in rows)
+    lines += ["| method | fraction | test acc (%) | time (s) | speedup vs full"
+              + (" | speedup vs full (torchvision)" if has_tv else "") + " | wall (s) | NS (%) |",
+              "| --- | ---: | ---: | ---: | ---:" + (" | ---:" if has_tv else "") + " | ---: | ---: |"]
     for r in rows:
         acc = "—" if r["acc_mean"] is None else f"{r['acc_mean']:.2f} ± {r['acc_std']:.2f}"
-        gain = None if r["gain_share"] is None else 100 * r["gain_share"]
-        lines.append(f"| {r['method']} | {r['fraction']:g} | {acc} | {f(gain, '.1f', '%')} | "
-                     f"{f(r['time_s'], '.1f')} | {f(r['speedup'], '.2f', '×')} | {f(r['wall_s'], '.1f')} | "
-                     f"{f(r['never_selected'], '.1f')} |")
+        lines.append(f"| {r['method']} | {r['fraction']:g} | {acc} | {f(r['time_s'], '.1f')} | "
+                     f"{_speedup_cell(r['speedup'])}" + (f" | {_speedup_cell(r['speedup_torchvision'])}" if has_tv else "")
+                     + f" | {f(r['wall_s'], '.1f')} | {f(r['never_selected'], '.1f')} |")
+    lines += ["", "test acc: mean ± std over seeds. Speedup: per-seed ratio of full's time (selection + "
+              "augmentation + training) to this row's, geometric mean (95% t interval); \"noise\": the "
+              "interval contains 1."]
+    paired = [r for r in rows if r["paired"] is not None]
+    if paired:
+        lines += ["", f"**Paired by seed, against {reference}** (same seed: same initialisation and data order)", "",
+                  "| method | fraction | vs | n | mean diff (pp) | SE | 95% interval | wins/ties/losses | verdict |",
+                  "| --- | ---: | --- | ---: | ---: | ---: | ---: | :---: | --- |"]
+        for r in paired:
+            p = r["paired"]
+            ci = "—" if p["ci_low"] is None else f"[{p['ci_low']:+.2f}, {p['ci_high']:+.2f}]"
+            lines.append(f"| {r['method']} | {r['fraction']:g} | {r['reference']} | {p['n']} | {f(p['mean'], '+.2f')} | "
+                         f"{f(p['se'], '.2f')} | {ci} | {p['wins']}/{p['ties']}/{p['losses']} | {p['verdict']} |")
+        lines += ["", "95% interval: mean ± t(0.975, n−1)·SE; a difference whose interval contains 0 is "
+                  "within seed-to-seed noise."]
+    seeds = sorted({s for r in rows for s in r["seeds"]})
+    lines += ["", "**Test accuracy (%) per seed**", "",
+              "| method | fraction | " + " | ".join(f"s{s}" for s in seeds) + " |",
+              "| --- | ---: | " + " | ".join("---:" for _ in seeds) + " |"]
+    for r in rows:
+        by = dict(zip(r["seeds"], r["acc"]))
+        lines.append(f"| {r['method']} | {r['fraction']:g} | " + " | ".join(f(by.get(s), ".2f") for s in seeds) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -148,12 +260,14 @@ def plot_comparison(rows: list, path: Path, title: str = "") -> Optional[Path]:
     for r in rows:
         if r["speedup"] is None or r["acc_mean"] is None:
             continue
-        base = r["method"].split(" ")[0]
-        ax.errorbar(r["speedup"], r["acc_mean"], yerr=r["acc_std"], fmt="o", capsize=3,
-                    color=colors.get(base, "tab:purple"))
-        label = base if base in ("none", "full") else f"{base} {100 * r['fraction']:g}%"
-        ax.annotate(label, (r["speedup"], r["acc_mean"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    speedups = [r["speedup"] for r in rows if r["speedup"]]
+        x = r["speedup"]["ratio"]
+        tv = r["augment_impl"] == "torchvision"
+        ax.errorbar(x, r["acc_mean"], yerr=r["acc_std"], fmt="s" if tv else "o", capsize=3,
+                    color=colors.get(r["base"], "tab:purple"), mfc="none" if tv else None)
+        label = r["base"] if r["base"] in ("none", "full") else f"{r['base']} {100 * r['fraction']:g}%"
+        label += " (tv)" if tv else ""
+        ax.annotate(label, (x, r["acc_mean"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    speedups = [r["speedup"]["ratio"] for r in rows if r["speedup"]]
     if speedups and max(speedups) / min(speedups) > 8:
         ax.set_xscale("log", base=2)
     ax.set_xlabel("speedup over full augmentation (selection + augmentation + training time)")
@@ -166,12 +280,12 @@ def plot_comparison(rows: list, path: Path, title: str = "") -> Optional[Path]:
     return path
 
 
-def write_comparison(rows: list, out: Path, title: str = "") -> dict:
+def write_comparison(rows: list, out: Path, title: str = "", reference: str = "random") -> dict:
     """``compare.md``, ``compare.json`` and ``compare.png`` under ``out``; returns their paths."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     md = out / "compare.md"
-    md.write_text(markdown_table(rows, title))
-    _write_json(out / "compare.json", {"title": title, "rows": rows})
+    md.write_text(markdown_table(rows, title, reference))
+    _write_json(out / "compare.json", {"title": title, "reference": reference, "rows": rows})
     png = plot_comparison(rows, out / "compare.png", title)
     return {"markdown": md, "json": out / "compare.json", "png": png}

@@ -1,0 +1,147 @@
+"""compare's statistics: paired per-seed differences with a t interval, speedups with their
+timing noise, the table, and the refusals that keep it honest."""
+import json
+import math
+
+import pytest
+import torch
+
+from coreaug_fast.train import TrainConfig, main
+from coreaug_fast.train.compare import check_plan
+from coreaug_fast.train.config import UsageError
+from coreaug_fast.train.report import (comparison_rows, markdown_table, paired_stats, ratio_stats,
+                                       t_quantile_975)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_t_quantiles_match_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    for df in list(range(1, 40)) + [50, 100, 1000]:
+        assert t_quantile_975(df) == pytest.approx(float(stats.t.ppf(0.975, df)), abs=2e-5), df
+
+
+def test_paired_stats_against_a_hand_computation():
+    d = [1.0, 2.0, 0.0, 3.0, -1.0]
+    s = paired_stats(d)
+    mean, sd = 1.0, math.sqrt(sum((v - 1.0) ** 2 for v in d) / 4)
+    se = sd / math.sqrt(5)
+    assert s["mean"] == pytest.approx(mean) and s["se"] == pytest.approx(se)
+    assert s["ci_low"] == pytest.approx(mean - 2.7764451 * se) and s["ci_high"] == pytest.approx(mean + 2.7764451 * se)
+    assert (s["wins"], s["ties"], s["losses"]) == (3, 1, 1) and s["verdict"] == "within noise"
+    assert paired_stats([1.0, 1.2, 0.9, 1.1])["verdict"] == "better"
+    assert paired_stats([-1.0, -1.2, -0.9, -1.1])["verdict"] == "worse"
+    one = paired_stats([2.0])
+    assert one["ci_low"] is None and "one seed" in one["verdict"]
+
+
+def test_ratio_stats_pairs_by_seed_and_flags_noise():
+    r = ratio_stats({0: 10.0, 1: 12.0, 2: 11.0}, {0: 5.0, 1: 6.0, 2: 5.5, 3: 1.0})
+    assert r["n"] == 3 and r["ratio"] == pytest.approx(2.0) and not r["noise"]
+    noisy = ratio_stats({0: 10.0, 1: 10.0, 2: 10.0}, {0: 9.0, 1: 11.0, 2: 10.2})
+    assert noisy["noise"] and noisy["ci_low"] < 1 < noisy["ci_high"]
+
+
+def _summary(method, fraction, seed, acc, time_s, impl="fused"):
+    return {"method": method, "fraction": fraction, "test_acc": acc, "time_s": time_s, "total_s": time_s + 1,
+            "selection_s": 0.0, "augment_s": time_s / 2, "train_s": time_s / 2,
+            "fraction_never_selected": None,
+            "config": {"seed": seed, "subset_only": False, "augment_impl": impl}}
+
+
+def test_comparison_rows_pair_by_seed_against_the_reference():
+    runs = [_summary("random", 0.1, s, a, 4.0) for s, a in zip(range(3), (90.0, 91.0, 92.0))]
+    runs += [_summary("coreset", 0.1, s, a, t) for s, a, t in zip((2, 0, 1), (93.0, 91.0, 91.5), (4.0, 5.0, 6.0))]
+    runs += [_summary("full", 1.0, s, 95.0, 10.0) for s in range(3)]
+    runs += [_summary("full", 1.0, s, 95.0, 30.0, "torchvision") for s in range(3)]
+    rows = comparison_rows(runs, reference="random")
+    assert [r["method"] for r in rows] == ["random", "coreset", "full", "full (torchvision)"]
+    rnd, core, full, tv = rows
+    assert core["seeds"] == [0, 1, 2] and core["acc"] == [91.0, 91.5, 93.0]
+    assert rnd["paired"] is None and core["reference"] == "random 0.1"
+    p = core["paired"]  # differences 1.0, 0.5, 1.0
+    assert p["mean"] == pytest.approx(2.5 / 3) and (p["wins"], p["ties"], p["losses"]) == (3, 0, 0)
+    assert core["speedup"]["ratio"] == pytest.approx((10 / 5 * 10 / 6 * 10 / 4) ** (1 / 3))
+    assert core["speedup_torchvision"]["ratio"] == pytest.approx(3 * core["speedup"]["ratio"])
+    assert full["speedup"]["ratio"] == pytest.approx(1.0) and full["speedup"]["noise"]
+    md = markdown_table(rows, reference="random")
+    assert "gain share" not in md
+    assert "| coreset | 0.1 | random 0.1 | 3 | +0.83 |" in md and "| 3/0/0 |" in md
+    assert "speedup vs full (torchvision)" in md and ", noise)" in md
+    assert "| coreset | 0.1 | 91.00 | 91.50 | 93.00 |" in md  # per seed, in seed order
+
+
+def test_check_plan_refuses_repeated_seeds_a_missing_reference_and_stop_after():
+    cfg = TrainConfig()
+    check_plan(cfg, ["random", "coreset"], [0, 1], "random")
+    with pytest.raises(UsageError, match="distinct.*0"):
+        check_plan(cfg, ["random", "coreset"], [0, 0], "random")
+    with pytest.raises(UsageError, match="--reference"):
+        check_plan(cfg, ["none", "coreset"], [0, 1], "random")
+    with pytest.raises(UsageError, match="--stop-after"):
+        check_plan(TrainConfig(stop_after=3), ["random"], [0], "random")
+
+
+BASE = ["compare", "--dataset", "synthetic", "--train-size", "60", "--image-size", "8", "--epochs", "1",
+        "--copies", "1", "--quiet", "--device", "cpu"]
+
+
+@pytest.mark.parametrize("extra,needle", [
+    (["--methods", "random,coreset", "--seeds", "0,0"], "distinct"),
+    (["--methods", "random,coreset", "--seeds", "0,1", "--stop-after", "3"], "--stop-after"),
+    (["--methods", "none,coreset", "--seeds", "0,1"], "--reference"),
+])
+def test_compare_refuses_before_training(tmp_path, capsys, extra, needle):
+    out = tmp_path / "cmp"
+    assert main(BASE + extra + ["--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not any(out.glob("*/summary.json"))  # nothing ran
+
+
+def test_compare_cli_writes_markdown_json_and_png_and_reuses_runs(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    argv = BASE + ["--methods", "none,random,coreset,full", "--seeds", "0,1", "--out", str(out)]
+    assert main(argv) == 0
+    doc = json.loads((out / "compare.json").read_text())
+    rows = doc["rows"]
+    assert doc["reference"] == "random"
+    assert [r["method"] for r in rows] == ["none", "random", "coreset", "full"] and rows[2]["seeds"] == [0, 1]
+    assert rows[3]["speedup"]["ratio"] == pytest.approx(1.0)
+    assert rows[2]["paired"]["n"] == 2 and rows[1]["paired"] is None
+    assert (out / "compare.png").stat().st_size > 0
+    md = (out / "compare.md").read_text()
+    assert "| coreset | 0.1 |" in md and "±" in md and "Paired by seed, against random" in md
+    assert md in capsys.readouterr().out
+    before = (out / "none-s0" / "summary.json").stat().st_mtime_ns
+    assert main(argv + ["--resume"]) == 0  # the finished runs are reused, not retrained
+    assert (out / "none-s0" / "summary.json").stat().st_mtime_ns == before
+
+
+def test_torchvision_baseline_adds_full_runs_with_that_pipeline(tmp_path, monkeypatch):
+    """Which runs compare plans (the Trainer that honours augment_impl is tested with it)."""
+    from coreaug_fast.train import compare
+
+    seen = []
+
+    def fake_train(cfg, epoch_lines=False):
+        seen.append((cfg.method, cfg.augment_impl, cfg.seed, cfg.out))
+        return {**_summary(cfg.method, cfg.resolved().fraction, cfg.seed, 90.0, 1.0, cfg.augment_impl),
+                "environment": {"device": "cpu"},
+                "config": {**cfg.resolved().to_dict()}}
+
+    monkeypatch.setattr(compare, "train", fake_train)
+    rows, _ = compare.run_comparison(TrainConfig(dataset="digits", epochs=1), ["random", "full"], [0, 1], [0.1],
+                                     tmp_path, progress=False, torchvision_baseline=True)
+    assert [(m, i, s) for m, i, s, _ in seen] == [("random", "fused", 0), ("random", "fused", 1), ("full", "fused", 0),
+                                                  ("full", "fused", 1), ("full", "torchvision", 0),
+                                                  ("full", "torchvision", 1)]
+    assert seen[-1][3].endswith("full-torchvision-s1")
+    assert [r["method"] for r in rows] == ["random", "full", "full (torchvision)"]
+    assert rows[0]["speedup_torchvision"] is not None
