@@ -181,7 +181,7 @@ def _run(backend, x, h, offsets, budgets, total, sim, opt, epsilon, seed):
         from .kernels import greedy
 
         return greedy.facility_location(x, h, offsets, budgets, total, similarity=sim, optimizer=opt,
-                                        epsilon=epsilon, seed=seed)
+                                        max_matrix_bytes=MAX_MATRIX_BYTES)
     _ext.require_extension("select_coreset")
     dev = x.device
     rows, gains, assign = torch.ops.coreaug.facility_location(
