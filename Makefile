@@ -11,7 +11,7 @@ export MAX_JOBS
 STAMP := $(VENV)/.coreaug-installed
 SOURCES := setup.py pyproject.toml $(wildcard csrc/*) $(wildcard kernels/*.py)
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench clean gpu-check
 
 $(PY):
 	@echo "== creating $(VENV)"
@@ -39,6 +39,13 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m pytest bench --benchmark-only --benchmark-json=bench/results/$$($(PY) -c "import coreaug_fast as c; print(c.build_info()['device_name'].replace(' ', '-'))").json
+
+# On a GPU machine: build against its own python3/torch (no venv, no network), run the CUDA
+# tests and the GPU benchmarks with their peers, and write a JSON + Markdown report into
+# $(OUT) (default bench/results/). Without a GPU it says so and exits 0.
+GPU_PYTHON ?= python3
+gpu-check:
+	$(GPU_PYTHON) bench/gpu_check.py $(if $(OUT),--out "$(OUT)")
 
 clean:
 	rm -rf build *.egg-info coreaug_fast/*.so

@@ -7,7 +7,7 @@ present, so that CI at least compiles and links them.
 Switches (environment variables):
   COREAUG_CUDA=0          CPU-only build.
   COREAUG_CUDA=1          CUDA build; fail loudly if torch or the toolkit cannot do it.
-  TORCH_CUDA_ARCH_LIST    CUDA architectures, default "8.0;9.0".
+  TORCH_CUDA_ARCH_LIST    CUDA architectures, default "8.0;9.0+PTX" (PTX: newer GPUs JIT it).
   MAX_JOBS                parallel compile jobs (ninja).
 
 Build with the torch that will run the code: `pip install --no-build-isolation -e .`
@@ -89,7 +89,7 @@ def _extension():
     include_dirs = [os.path.join(HERE, "csrc")]
     if with_cuda:
         # Without a GPU to inspect, torch would otherwise compile for every architecture it knows.
-        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
+        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0+PTX")
         sources += sorted(glob.glob(os.path.join("csrc", "*.cu")))
         cxx.append("-DCOREAUG_WITH_CUDA")
         nvcc.append("-DCOREAUG_WITH_CUDA")

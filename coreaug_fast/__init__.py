@@ -5,7 +5,7 @@ last-layer gradient embeddings by greedy facility location, with fused CPU/CUDA 
 and Triton kernels. ``coreaug_fast.reference`` holds plain-PyTorch twins of every
 fast path.
 """
-__version__ = "0.1.0"
+from ._version import __version__
 
 from . import reference
 from . import analysis

@@ -63,7 +63,7 @@ def build_info() -> dict:
     ``device_name`` (its name, or ``"cpu"``); ``triton`` (``"compiled"``, ``"interpreted"``
     or ``"unavailable"``); ``import_error`` (why the extension did not load, or None).
     """
-    from . import __version__
+    from ._version import __version__
 
     cuda_rt = _C.cuda_version() if _C is not None else 0
     gpu = torch.cuda.is_available()

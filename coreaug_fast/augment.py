@@ -46,6 +46,20 @@ Identity/AutoContrast/Equalize/Invert ignore it."""
 MAX_OPS = 16
 _OP_ID = {name: i for i, name in enumerate(OPS)}
 _FACTOR_OPS = [_OP_ID[k] for k in ("Brightness", "Color", "Contrast", "Sharpness")]
+# Integers that reach the C++/CUDA op are bounded here, where a clear message is possible:
+# crop arithmetic runs in 32 bits there (padding 2**32 would wrap to no shift).
+MAX_PADDING = 2 ** 30
+MAX_COPIES = 2 ** 16
+
+
+def _to_device(t: Optional[torch.Tensor], device: torch.device) -> Optional[torch.Tensor]:
+    """``t`` on ``device`` without a host synchronisation: a host tensor goes to a GPU
+    through pinned memory, asynchronously (a pageable copy would wait for the device)."""
+    if t is None or t.device == device:
+        return t
+    if t.device.type == "cpu" and device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 def _check_images(images) -> None:
@@ -56,11 +70,15 @@ def _check_images(images) -> None:
         raise ValueError(f"images must have 1 or 3 channels (N, C, H, W), got shape {tuple(images.shape)}")
 
 
-def _check_index(index, num_images: int, rows: Optional[int]) -> None:
+def _check_index(index, num_images: int, rows: Optional[int], check: bool = True) -> None:
+    """Type and shape always; the values (one host sync on a GPU) when ``check``. The
+    kernels never read out of bounds: without the check, a row whose index is outside
+    [0, N) comes out all zeros on the GPU (the CPU op checks indices itself and raises)."""
     _checks.check_tensor("index", index, dim=1, integer=True)
     if rows is not None:
         _checks.check_rows(rows, index=index)
-    _checks.check_range("index", index, 0, num_images)
+    if check:
+        _checks.check_range("index", index, 0, num_images)
 
 
 def _check_ops_shape(ops, magnitudes) -> None:
@@ -94,9 +112,16 @@ def _check_ops(ops, magnitudes) -> None:
 
 
 def _fill_list(fill, channels: int) -> list:
+    """Python ints in [0, 255], one or one per channel; ``None`` is 0 (torchvision's)."""
+    if fill is None:
+        return [0]
     values = list(fill) if isinstance(fill, (list, tuple)) else [fill]
-    if len(values) not in (1, channels) or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+    if len(values) not in (1, channels):
         raise ValueError(f"fill must be an int or {channels} ints, got {fill!r}")
+    try:
+        values = [_checks.check_int("fill", v) for v in values]
+    except ValueError:
+        raise ValueError(f"fill must be an int or {channels} ints, got {fill!r}") from None
     if not all(0 <= v <= 255 for v in values):
         raise ValueError(f"fill values must lie in [0, 255], got {fill!r}")
     return values
@@ -107,10 +132,16 @@ def _check_interpolation(interpolation) -> None:
     _checks.check_choice("interpolation", mode, ["nearest"])
 
 
-def _crop_tensor(offsets, flips, padding: int, rows: int, device) -> torch.Tensor:
-    """Validates offsets/flips and packs them as the op's (M, 3) int64 (top, left, flip)."""
-    if not isinstance(padding, int) or isinstance(padding, bool) or padding < 0:
-        raise ValueError(f"padding must be an int >= 0, got {padding!r}")
+def _check_padding(padding) -> int:
+    try:
+        return _checks.check_int("padding", padding, low=0, high=MAX_PADDING)
+    except ValueError:
+        raise ValueError(f"padding must be an int >= 0 (at most {MAX_PADDING}), got {padding!r}") from None
+
+
+def _crop_tensor(offsets, flips, padding: int, rows: int, device, check: bool = True) -> torch.Tensor:
+    """Validates offsets/flips (their values only when ``check``: one host sync on a GPU)
+    and packs them as the op's (M, 3) int64 (top, left, flip)."""
     _checks.check_tensor("offsets", offsets, dim=2, integer=True)
     _checks.check_tensor("flips", flips, dim=1)
     if offsets.shape[1] != 2:
@@ -119,15 +150,16 @@ def _crop_tensor(offsets, flips, padding: int, rows: int, device) -> torch.Tenso
         raise ValueError(f"flips must be bool (or integer 0/1), got {flips.dtype}")
     _checks.check_rows(rows, offsets=offsets, flips=flips)
     _checks.check_same_device(offsets=offsets, flips=flips, images=torch.empty(0, device=device))
-    _checks.check_range("offsets", offsets, 0, 2 * padding + 1)
-    if flips.dtype != torch.bool:
-        _checks.check_range("flips", flips, 0, 2)
+    if check:
+        _checks.check_range("offsets", offsets, 0, 2 * padding + 1)
+        if flips.dtype != torch.bool:
+            _checks.check_range("flips", flips, 0, 2)
     return torch.cat([offsets.long(), flips.long()[:, None]], 1).contiguous()
 
 
 def apply_augment(images: torch.Tensor, ops: torch.Tensor, magnitudes: torch.Tensor, *,
-                  index: Optional[torch.Tensor] = None, fill: Union[int, Sequence[int]] = 0,
-                  interpolation: str = "nearest") -> torch.Tensor:
+                  index: Optional[torch.Tensor] = None, fill: "Union[int, Sequence[int], None]" = 0,
+                  interpolation: str = "nearest", check: bool = True) -> torch.Tensor:
     """Apply per-row lists of ops from :data:`OPS` to uint8 images, in one fused launch.
 
     Output row ``m`` is image ``index[m]`` with ops ``ops[m, 0], ..., ops[m, L-1]`` applied
@@ -144,6 +176,11 @@ def apply_augment(images: torch.Tensor, ops: torch.Tensor, magnitudes: torch.Ten
         fill: value (int, or one int per channel, in [0, 255]) of pixels that geometric ops
             bring in from off the canvas; torchvision's ``fill=None`` is 0.
         interpolation: ``"nearest"`` (the only mode).
+        check: check the values of ``ops``, ``magnitudes`` and ``index`` (host
+            synchronisations on a GPU). ``False`` skips those reads, for a training step
+            with no host sync, when the values are known to be valid: an index outside
+            [0, N) then gives an all-zero row on the GPU (the CPU op raises); other bad
+            values give unspecified pixels.
 
     Returns:
         uint8 (M, C, H, W) on the device of ``images``.
@@ -151,17 +188,20 @@ def apply_augment(images: torch.Tensor, ops: torch.Tensor, magnitudes: torch.Ten
     Raises:
         ValueError: wrong dtype/shape/channels, op ids outside [0, 15), NaN/inf or
             out-of-range magnitudes (factor < 0, bits outside [0, 8], threshold > 255), index
-            out of range, tensors on different devices.
+            out of range (these four only with ``check``), tensors on different devices.
         ExtensionNotBuiltError: the compiled extension is missing.
     """
     _check_images(images)
     _check_ops_shape(ops, magnitudes)
+    if index is not None:
+        _checks.check_tensor("index", index, dim=1, integer=True)
     _checks.check_same_device(images=images, ops=ops, magnitudes=magnitudes, index=index)
-    _check_ops(ops, magnitudes)
+    if check:
+        _check_ops(ops, magnitudes)
     _check_interpolation(interpolation)
     fill_values = _fill_list(fill, images.shape[1])
     if index is not None:
-        _check_index(index, images.shape[0], ops.shape[0])
+        _check_index(index, images.shape[0], ops.shape[0], check)
     elif ops.shape[0] != images.shape[0]:
         raise ValueError(f"without index, ops needs one row per image: {ops.shape[0]} rows for {images.shape[0]} images")
     _ext.require_extension("apply_augment")
@@ -171,7 +211,7 @@ def apply_augment(images: torch.Tensor, ops: torch.Tensor, magnitudes: torch.Ten
 
 
 def crop_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, *, padding: int = 4,
-              index: Optional[torch.Tensor] = None) -> torch.Tensor:
+              index: Optional[torch.Tensor] = None, check: bool = True) -> torch.Tensor:
     """Random crop with zero padding and horizontal flip (the paper's weak augmentation).
 
     Row m is ``hflip(crop(pad(images[index[m]], padding, 0), top, left, H, W))`` if
@@ -183,19 +223,26 @@ def crop_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, 
         offsets: integer (M, 2) ``(top, left)`` of the crop in the padded image, each in
             [0, 2·padding] (``padding`` = no shift).
         flips: bool (M,) (or integer 0/1): flip the crop horizontally.
-        padding: zero padding on every side, >= 0.
+        padding: zero padding on every side, in [0, 2**30] (Python or NumPy integer).
         index: optional integer (M,) source image of each row; default row m reads image m.
+        check: check the values of ``offsets``, ``flips`` and ``index`` (host
+            synchronisations on a GPU); ``False`` skips those reads (see
+            :func:`apply_augment`; other bad values give unspecified pixels, never a read
+            out of bounds).
 
     Returns:
         uint8 (M, C, H, W) on the device of ``images``.
     """
     _check_images(images)
+    padding = _check_padding(padding)
     rows = offsets.shape[0] if isinstance(offsets, torch.Tensor) and offsets.dim() == 2 else -1
+    if index is not None:
+        _checks.check_tensor("index", index, dim=1, integer=True)
     _checks.check_same_device(images=images, offsets=offsets if isinstance(offsets, torch.Tensor) else None,
                               flips=flips if isinstance(flips, torch.Tensor) else None, index=index)
-    crop = _crop_tensor(offsets, flips, padding, rows, images.device)
+    crop = _crop_tensor(offsets, flips, padding, rows, images.device, check)
     if index is not None:
-        _check_index(index, images.shape[0], rows)
+        _check_index(index, images.shape[0], rows, check)
     elif rows != images.shape[0]:
         raise ValueError(f"without index, offsets needs one row per image: {rows} rows for {images.shape[0]} images")
     _ext.require_extension("crop_flip")
@@ -289,17 +336,12 @@ class Augmenter:
                  copies: int = 4, padding: int = 4, flip: bool = True,
                  mean: "Optional[Sequence[float] | float]" = None,
                  std: "Optional[Sequence[float] | float]" = None,
-                 out_dtype: torch.dtype = torch.float32, fill: Union[int, Sequence[int]] = 0) -> None:
-        def _int(name, value, low, high=None):
-            if not isinstance(value, int) or isinstance(value, bool) or value < low or (high is not None and value >= high):
-                bound = f"[{low}, {high})" if high is not None else f">= {low}"
-                raise ValueError(f"{name} must be an int {bound}, got {value!r}")
-
-        _int("num_ops", num_ops, 0, MAX_OPS + 1)
-        _int("num_magnitude_bins", num_magnitude_bins, 2)
-        _int("magnitude", magnitude, 0, num_magnitude_bins)
-        _int("copies", copies, 1)
-        _int("padding", padding, 0)
+                 out_dtype: torch.dtype = torch.float32, fill: "Union[int, Sequence[int], None]" = 0) -> None:
+        num_ops = _checks.check_int("num_ops", num_ops, low=0, high=MAX_OPS)
+        num_magnitude_bins = _checks.check_int("num_magnitude_bins", num_magnitude_bins, low=2, high=2 ** 16)
+        magnitude = _checks.check_int("magnitude", magnitude, low=0, high=num_magnitude_bins - 1)
+        copies = _checks.check_int("copies", copies, low=1, high=MAX_COPIES)
+        padding = _check_padding(padding)
         _checks.check_choice("out_dtype", out_dtype, [torch.float32, torch.float16, torch.bfloat16, torch.uint8])
         self.mean = self._stats("mean", mean)
         self.std = self._stats("std", std)
@@ -307,12 +349,16 @@ class Augmenter:
             raise ValueError(f"std must be nonzero, got {std!r}")
         if out_dtype == torch.uint8 and (self.mean is not None or self.std is not None):
             raise ValueError("mean/std need a floating out_dtype, got uint8")
+        if (mean is None) != (std is None):
+            # a lone mean would silently divide by 1, a lone std subtract 0
+            raise ValueError(f"mean and std must be given together (or neither), got mean={mean!r}, std={std!r}")
+        if self.mean is not None and any(abs(v) > 1 for v in self.mean):
+            raise ValueError(f"mean is in units of x / 255 (values in [0, 1], as torchvision's Normalize after "
+                             f"ToDtype(scale=True)), got {self.mean}: divide 0-255 statistics by 255")
         self.num_ops, self.magnitude, self.num_magnitude_bins = num_ops, magnitude, num_magnitude_bins
         self.copies, self.padding, self.flip = copies, padding, bool(flip)
         self.out_dtype = out_dtype
         self.fill = fill
-        self._space = torch.tensor([_OP_ID[n] for n in self.SPACE], dtype=torch.int32)
-        self._signed = torch.tensor([n in self.SIGNED for n in OPS])
         self.last_params: Optional[AugmentParams] = None
         self._tables: dict = {}  # (height, width, device) -> magnitude table
 
@@ -320,9 +366,15 @@ class Augmenter:
     def _stats(name, value):
         if value is None:
             return None
-        values = [float(v) for v in value] if isinstance(value, (list, tuple)) else [float(value)]
-        if not values or not all(math.isfinite(v) for v in values):
-            raise ValueError(f"{name} must be finite floats, got {value!r}")
+        if isinstance(value, torch.Tensor) or hasattr(value, "__array__"):
+            value = torch.as_tensor(value).flatten().tolist()  # a tensor / ndarray of channel values
+        values = list(value) if isinstance(value, (list, tuple)) else [value]
+        try:
+            values = [_checks.check_float(name, v) for v in values]
+        except ValueError:
+            raise ValueError(f"{name} must be a finite float or one per channel, got {value!r}") from None
+        if not values:
+            raise ValueError(f"{name} must be a finite float or one per channel, got {value!r}")
         return values
 
     def __repr__(self) -> str:
@@ -335,6 +387,30 @@ class Augmenter:
         """Whether rows get the crop/flip step."""
         return self.padding > 0 or self.flip
 
+    def _draw(self, rows: int, height: int, width: int, generator: Optional[torch.Generator]):
+        """(ops, magnitudes, offsets, flips) for ``rows`` rows, on the generator's device."""
+        device = generator.device if generator is not None else torch.device("cpu")
+        # the space is OPS[0:14] (Invert, the last op, left out) and the signed ops are ids
+        # 1..9: both follow from ids, so no host table has to reach the device
+        pick = torch.randint(0, len(self.SPACE), (rows, self.num_ops), generator=generator, device=device)
+        ops = pick  # ids of SPACE are their positions in OPS
+        negate = torch.randint(0, 2, (rows, self.num_ops), generator=generator, device=device).bool()
+        key = (height, width, str(device))
+        if key not in self._tables:
+            table = randaugment_magnitudes(self.magnitude, self.num_magnitude_bins, height, width)
+            self._tables[key] = _to_device(table, device)
+        mags = self._tables[key][ops]
+        signed = (ops >= _OP_ID["ShearX"]) & (ops <= _OP_ID["Sharpness"])
+        mags = torch.where(negate & signed, -mags, mags)
+        offsets = flips = None
+        if self.crops:
+            offsets = torch.randint(0, 2 * self.padding + 1, (rows, 2), generator=generator, device=device)
+            if self.flip:
+                flips = torch.randint(0, 2, (rows,), generator=generator, device=device).bool()
+            else:
+                flips = torch.zeros(rows, dtype=torch.bool, device=device)
+        return ops.int(), mags.float(), offsets, flips
+
     def sample(self, source: torch.Tensor, height: int, width: int,
                generator: Optional[torch.Generator] = None) -> AugmentParams:
         """Draw parameters for ``copies`` copies of each image in ``source`` (int64 (M,)).
@@ -343,54 +419,56 @@ class Augmenter:
         op choices (R, num_ops), sign bits (R, num_ops), crop offsets (R, 2), flip bits (R,),
         with R = copies * M; the returned tensors are on that device.
         """
+        _check_generator(generator)
         device = generator.device if generator is not None else torch.device("cpu")
         m = source.shape[0]
-        rows = self.copies * m
-        pick = torch.randint(0, len(self.SPACE), (rows, self.num_ops), generator=generator, device=device)
-        ops = self._space.to(device)[pick]
-        negate = torch.randint(0, 2, (rows, self.num_ops), generator=generator, device=device).bool()
-        key = (height, width, str(device))
-        if key not in self._tables:
-            self._tables[key] = randaugment_magnitudes(self.magnitude, self.num_magnitude_bins, height, width).to(device)
-        table = self._tables[key]
-        mags = table[ops.long()]
-        mags = torch.where(negate & self._signed.to(device)[ops.long()], -mags, mags)
-        offsets = flips = None
-        if self.crops:
-            offsets = torch.randint(0, 2 * self.padding + 1, (rows, 2), generator=generator, device=device)
-            if self.flip:
-                flips = torch.randint(0, 2, (rows,), generator=generator, device=device).bool()
-            else:
-                flips = torch.zeros(rows, dtype=torch.bool, device=device)
+        ops, mags, offsets, flips = self._draw(self.copies * m, height, width, generator)
         src = source.to(device=device, dtype=torch.long)
         return AugmentParams(
             source=src.repeat(self.copies),
             copy=torch.arange(self.copies, device=device).repeat_interleave(m),
-            ops=ops.int(), magnitudes=mags.float(), offsets=offsets, flips=flips)
+            ops=ops, magnitudes=mags, offsets=offsets, flips=flips)
 
     def __call__(self, images: torch.Tensor, index: Optional[torch.Tensor] = None,
-                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
+                 generator: Optional[torch.Generator] = None, *, check: bool = True) -> torch.Tensor:
         """Augment images ``index`` (default: all) of ``images``.
 
         Args:
             images: uint8 (N, C, H, W), C = 1 or 3, CPU or CUDA.
             index: optional integer (M,) images to augment, in [0, N).
             generator: torch.Generator for the parameters (CPU or the images' CUDA device);
-                default: torch's global CPU generator.
+                default: torch's global CPU generator. With a CUDA generator nothing is
+                drawn on the host; parameters drawn on the host reach the GPU through
+                pinned memory, asynchronously. Either way the call does not wait for the GPU.
+            check: check the values of ``index`` (one host synchronisation on a GPU).
+                ``False`` skips it: a row whose index is outside [0, N) comes out all zeros
+                on the GPU (the CPU op checks indices itself and raises).
+                The drawn parameters are valid by construction and never checked.
 
         Returns:
             (copies·M, C, H, W) in ``out_dtype`` on the images' device; row ``k·M + i`` is
-            copy k of image ``index[i]``. The parameters are in :attr:`last_params`.
+            copy k of image ``index[i]``. The parameters, on the images' device, are in
+            :attr:`last_params`.
         """
         _check_images(images)
+        if index is not None:
+            _checks.check_tensor("index", index, dim=1, integer=True)
         _checks.check_same_device(images=images, index=index)
+        _check_generator(generator)
+        device = images.device
         if index is None:
-            index = torch.arange(images.shape[0], device=images.device)
+            index = torch.arange(images.shape[0], device=device)
         else:
-            _check_index(index, images.shape[0], None)
-        params = self.sample(index, images.shape[2], images.shape[3], generator)
+            _check_index(index, images.shape[0], None, check)
+        m = index.shape[0]
+        drawn = self._draw(self.copies * m, images.shape[2], images.shape[3], generator)
+        ops, mags, offsets, flips = (_to_device(t, device) for t in drawn)
+        params = AugmentParams(source=index.long().repeat(self.copies),
+                               copy=torch.arange(self.copies, device=device).repeat_interleave(m),
+                               ops=ops, magnitudes=mags, offsets=offsets, flips=flips)
         self.last_params = params
-        return self._run(images, params.to(images.device))
+        crop = None if offsets is None else torch.cat([offsets.long(), flips.long()[:, None]], 1)
+        return self._run(images, params, crop)
 
     def apply(self, images: torch.Tensor, params: AugmentParams) -> torch.Tensor:
         """Replay ``params`` (from :attr:`last_params` or :meth:`sample`) on ``images``."""
@@ -402,15 +480,13 @@ class Augmenter:
         _check_index(params.source, images.shape[0], params.ops.shape[0])
         if (params.offsets is None) != (params.flips is None):
             raise ValueError("params.offsets and params.flips must both be set or both be None")
-        if params.offsets is not None:
-            _crop_tensor(params.offsets, params.flips, self.padding, params.ops.shape[0], images.device)
-        return self._run(images, params)
-
-    def _run(self, images: torch.Tensor, params: AugmentParams) -> torch.Tensor:
-        fill_values = _fill_list(self.fill, images.shape[1])
         crop = None
         if params.offsets is not None:
-            crop = torch.cat([params.offsets.long(), params.flips.long()[:, None]], 1).contiguous()
+            crop = _crop_tensor(params.offsets, params.flips, self.padding, params.ops.shape[0], images.device)
+        return self._run(images, params, crop)
+
+    def _run(self, images: torch.Tensor, params: AugmentParams, crop: Optional[torch.Tensor]) -> torch.Tensor:
+        fill_values = _fill_list(self.fill, images.shape[1])
         for name, stats in (("mean", self.mean), ("std", self.std)):
             if stats is not None and len(stats) not in (1, images.shape[1]):
                 raise ValueError(f"{name} has {len(stats)} values for {images.shape[1]} channels")
@@ -418,8 +494,17 @@ class Augmenter:
         out_dtype = None if self.out_dtype == torch.uint8 else self.out_dtype
         return torch.ops.coreaug.augment(
             images, params.ops.int().contiguous(), params.magnitudes.float().contiguous(),
-            params.source.long().contiguous(), crop, self.padding, fill_values, out_dtype,
-            self.mean, self.std)
+            params.source.long().contiguous(), None if crop is None else crop.contiguous(), self.padding,
+            fill_values, out_dtype, self.mean, self.std)
+
+
+def _check_generator(generator) -> None:
+    if generator is None:
+        return
+    if not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__} {generator!r}")
+    if generator.device.type not in ("cpu", "cuda"):
+        raise ValueError(f"generator must be on the CPU or a CUDA device, got one on {generator.device}")
 
 
 if _ext.available():

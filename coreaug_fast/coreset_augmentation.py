@@ -371,7 +371,8 @@ class CoresetAugmentation:
         p = self.padding
         offsets = torch.randint(2 * p + 1, (m, 2), generator=generator, dtype=torch.int32)
         flips = (torch.rand(m, generator=generator) < 0.5) & self.flip
-        out = crop_flip(images, self._to(offsets, device), self._to(flips, device), padding=p, index=index)
+        out = crop_flip(images, self._to(offsets, device), self._to(flips, device), padding=p, index=index,
+                        check=False)  # drawn here, in range: no host sync
         _, mean, std = self._on(device)
         return ((out.float() / 255.0 - mean) / std).to(self.out_dtype)
 
@@ -392,12 +393,12 @@ class CoresetAugmentation:
             if n_weak:
                 parts.append(self._weak(src[:n_weak], None, g, device))
             if n_weak < src.shape[0]:
-                parts.append(self._augmenter(src[n_weak:], generator=g))
+                parts.append(self._augmenter(src[n_weak:], generator=g, check=False))
         else:
             if n_weak:
                 parts.append(self._weak(self.images, index_dev[:n_weak], g, device))
             if n_weak < index_dev.numel():
-                parts.append(self._augmenter(self.images, index=index_dev[n_weak:], generator=g))
+                parts.append(self._augmenter(self.images, index=index_dev[n_weak:], generator=g, check=False))
         return torch.cat(parts) if len(parts) > 1 else parts[0]
 
     def _torchvision_batches(self, rows: EpochRows, batch_size: int, device) -> Iterator[torch.Tensor]:

@@ -28,12 +28,15 @@ def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _check_values(targets: torch.Tensor, num_classes: int, weights: Optional[torch.Tensor]) -> None:
+def _check_values(targets: torch.Tensor, num_classes: int, weights: Optional[torch.Tensor],
+                  given_dtype: Optional[torch.dtype] = None) -> None:
     """Targets in [0, C) and weights finite and >= 0, checked with one host sync.
 
     A bad target must fail here, in Python: inside a CUDA kernel it could only trap (which
     poisons the CUDA context) or silently produce garbage. Two reductions and one transfer
-    keep this cheap next to the loss itself even for small batches."""
+    keep this cheap next to the loss itself even for small batches. ``weights`` are the
+    ones the kernel will read (after the cast to the accumulation dtype, so that float64
+    weights that overflow float32 are caught)."""
     if targets.numel() == 0:
         return
     stats = list(torch.aminmax(targets))
@@ -48,12 +51,15 @@ def _check_values(targets: torch.Tensor, num_classes: int, weights: Optional[tor
         raise ValueError(f"targets has value {int(lo if lo < 0 else hi)}, outside [0, {num_classes})")
     if weights is not None and not (0 <= values[2] and values[3] < math.inf):
         bad = values[2] if not 0 <= values[2] else values[3]
-        raise ValueError(f"weights must be finite and >= 0, got {bad}")
+        cast = given_dtype is not None and given_dtype != weights.dtype
+        extra = f" (the {given_dtype} weights as {weights.dtype}, the dtype the loss computes in)" if cast else ""
+        raise ValueError(f"weights must be finite and >= 0, got {bad}{extra}")
 
 
 def weighted_cross_entropy(logits: torch.Tensor, targets: torch.Tensor,
                            weights: Optional[torch.Tensor] = None, *, reduction: str = "mean",
-                           normalize: str = "weights", label_smoothing: float = 0.0) -> torch.Tensor:
+                           normalize: str = "weights", label_smoothing: float = 0.0,
+                           check: bool = True) -> torch.Tensor:
     """Per-sample-weighted cross-entropy ``Σ_i w_i · CE(logits_i, targets_i)``, fused.
 
     Matches ``F.cross_entropy(logits, targets, reduction="none", label_smoothing=ε) * weights``
@@ -70,8 +76,13 @@ def weighted_cross_entropy(logits: torch.Tensor, targets: torch.Tensor,
         normalize: for ``"mean"`` only: ``"weights"`` divides the sum by ``Σ w_i`` (the
             weighted average, ``F.cross_entropy``'s convention for class weights), ``"count"``
             by N.
-        label_smoothing: ε in [0, 1], exactly as ``F.cross_entropy``'s: the target becomes
-            ``(1 − ε)·onehot + ε/C``.
+        label_smoothing: ε in [0, 1] (a Python or NumPy real), exactly as
+            ``F.cross_entropy``'s: the target becomes ``(1 − ε)·onehot + ε/C``.
+        check: check the values of ``targets`` and ``weights`` (one host synchronisation
+            on CUDA). ``False`` skips that read, for a training step with no host sync:
+            then a target outside [0, C) makes its row's loss and gradient NaN (the kernels
+            never read out of bounds) and bad weights propagate as they would in the
+            unfused expression. Shapes, dtypes and devices are always checked (no sync).
 
     Returns:
         float32 (float64 for float64 logits) on the device of ``logits``: shape (N,) for
@@ -86,8 +97,9 @@ def weighted_cross_entropy(logits: torch.Tensor, targets: torch.Tensor,
     Raises:
         ValueError: wrong shapes or dtypes, targets outside [0, C), negative / NaN / inf
             weights, tensors on different devices, unknown ``reduction`` / ``normalize``,
-            ``label_smoothing`` outside [0, 1]. All are checked before any kernel runs (one
-            host synchronisation for the value checks).
+            ``label_smoothing`` outside [0, 1]; float64 weights that overflow float32. All are
+            checked before any kernel runs (one host synchronisation for the value checks,
+            none with ``check=False``).
         ExtensionNotBuiltError: the compiled extension is missing.
     """
     _checks.check_tensor("logits", logits, dim=2, floating=True)
@@ -98,17 +110,22 @@ def weighted_cross_entropy(logits: torch.Tensor, targets: torch.Tensor,
     _checks.check_rows(logits.shape[0], targets=targets, weights=weights)
     _checks.check_choice("reduction", reduction, _REDUCTIONS)
     _checks.check_choice("normalize", normalize, _NORMALIZE)
-    if not isinstance(label_smoothing, (int, float)) or not 0.0 <= label_smoothing <= 1.0:
+    try:  # Python or NumPy reals, 0-d tensors
+        eps = _checks.check_float("label_smoothing", label_smoothing)
+    except ValueError:
+        eps = math.nan
+    if not 0.0 <= eps <= 1.0:
         raise ValueError(f"label_smoothing must be a number in [0, 1], got {label_smoothing!r}")
     n = logits.shape[0]
     if n > 0 and logits.shape[1] == 0:
         raise ValueError(f"logits must have at least one class column, got shape {tuple(logits.shape)}")
-    _check_values(targets, logits.shape[1], weights)
-    _ext.require_extension("weighted_cross_entropy")
-
     acc = _acc_dtype(logits.dtype)
     w = None if weights is None else weights.to(acc)
-    losses, _ = torch.ops.coreaug.weighted_cross_entropy(logits, targets.long(), w, float(label_smoothing))
+    if check:
+        _check_values(targets, logits.shape[1], w, None if weights is None else weights.dtype)
+    _ext.require_extension("weighted_cross_entropy")
+
+    losses, _ = torch.ops.coreaug.weighted_cross_entropy(logits, targets.long(), w, eps)
     if reduction == "none":
         return losses
     total = losses.sum()

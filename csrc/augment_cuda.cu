@@ -182,6 +182,9 @@ __global__ void __launch_bounds__(kThreads) augment_kernel(Args a) {
   const int tid = threadIdx.x;
   const int C = a.C;
   const int64_t HW = static_cast<int64_t>(a.H) * a.W;
+  // Pixel loops count in 32 bits (the op checks H·W < 2^31): a 64-bit divide per pixel
+  // for (row, column) is a ~70-instruction call on the GPU; only buffer offsets are 64-bit.
+  const int hw = a.H * a.W;
   T* out = static_cast<T*>(a.out) + m * C * HW;
   if (tid == 0) {
     sh.n = compile_row(a.ops + m * a.L, a.mags + m * a.L, a.L, a.crop ? a.crop + 3 * m : nullptr,
@@ -216,9 +219,9 @@ __global__ void __launch_bounds__(kThreads) augment_kernel(Args a) {
     if (st.kind == kSharpen && t > seg) {
       ++done;
       uint8_t* dst = (stored - done) % 2 == 0 ? a.scratch + m * C * HW : reinterpret_cast<uint8_t*>(out);
-      for (int64_t p = tid; p < HW; p += kThreads) {
+      for (int p = tid; p < hw; p += kThreads) {
         uint8_t v[3];
-        eval_pixel(sh, a, base, seg, t, static_cast<int>(p / a.W), static_cast<int>(p % a.W), v);
+        eval_pixel(sh, a, base, seg, t, p / a.W, p % a.W, v);
 #pragma unroll
         for (int c = 0; c < 3; ++c) {
           if (c < C) dst[c * HW + p] = v[c];
@@ -230,9 +233,9 @@ __global__ void __launch_bounds__(kThreads) augment_kernel(Args a) {
     }
     if (st.kind == kLut && st.lut != kLutFixed) build_dynamic_lut(sh, a, base, seg, t);
   }
-  for (int64_t p = tid; p < HW; p += kThreads) {
+  for (int p = tid; p < hw; p += kThreads) {
     uint8_t v[3];
-    eval_pixel(sh, a, base, seg, n, static_cast<int>(p / a.W), static_cast<int>(p % a.W), v);
+    eval_pixel(sh, a, base, seg, n, p / a.W, p % a.W, v);
 #pragma unroll
     for (int c = 0; c < 3; ++c) {
       if (c >= C) break;
@@ -256,6 +259,8 @@ at::Tensor augment_cuda(const at::Tensor& images, const at::Tensor& ops, const a
   const c10::cuda::CUDAGuard guard(images.device());
   const int64_t N = images.size(0), C = images.size(1), H = images.size(2), W = images.size(3);
   const int64_t M = ops.size(0), L = ops.size(1);
+  TORCH_CHECK(H * W <= 2147483647, "augment: images of ", H, " x ", W,
+              " pixels are too large for the CUDA kernel (at most 2^31 - 1 pixels)");
   auto x = images.contiguous();
   auto o = ops.contiguous();
   auto mg = magnitudes.contiguous();

@@ -2,7 +2,8 @@
 // each row twice (max, then Σexp; the second read hits L1/L2) and writes two numbers per
 // row; the backward reads it once more and writes the gradient. One warp per row (8 rows
 // per block) for C <= 1024, one 512-thread block per row above; float32 accumulation
-// (float64 for float64); 16-byte vector loads for the aligned middle of each row.
+// (float64 for float64); 16-byte vector loads where a row is 16-byte aligned, and one
+// summation order for every dtype (see for_row).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/cuda/CUDAContext.h>
@@ -21,26 +22,56 @@ constexpr int kWarpRows = 8;         // rows per block on the warp-per-row path
 constexpr int kBlockThreads = 512;   // threads per row on the block-per-row path
 constexpr int64_t kWarpMaxC = 1024;  // widest row still given to a single warp
 
+// Every dtype visits a row in one order: element j is in group j / kGroup, group g goes to
+// thread g % kThreads, and each thread adds its groups' elements in index order (the last,
+// partial group after its full ones). So the 16-bit kernels add exactly the float32
+// kernel's terms in the same order, and their results are the float32 results rounded
+// once (test_16bit_logits_are_float32_maths_rounded_once). An order tied to 16-byte packs
+// (8 halves but 4 floats) or to the row's alignment would not be: only the load
+// instructions may depend on those.
+constexpr int kGroup = 8;
+
 template <typename scalar_t>
 struct alignas(16) Pack {
   static constexpr int kSize = 16 / sizeof(scalar_t);
   scalar_t v[kSize];
 };
 
-// Visits this thread's share of row[0, c): `one(j, value)` for the unaligned head and
-// tail, `pack(j0, Pack)` for the 16-byte aligned middle, consecutive packs going to
-// consecutive threads so that a warp's loads coalesce.
+template <typename scalar_t>
+struct Group {
+  scalar_t v[kGroup];
+};
+
+// Visits this thread's share of row[0, c): `group(j0, Group)` for its full groups (16-byte
+// vector loads when the row is 16-byte aligned), then `one(j, value)` for the elements of
+// the partial last group if it is this thread's.
 template <int kThreads, typename scalar_t, typename One, typename Many>
 __device__ __forceinline__ void for_row(const scalar_t* row, int64_t c, int tid, One&& one,
-                                        Many&& pack) {
-  constexpr int kVec = Pack<scalar_t>::kSize;
-  const int64_t mis = static_cast<int64_t>((reinterpret_cast<uintptr_t>(row) % 16) / sizeof(scalar_t));
-  const int64_t head = mis ? min(static_cast<int64_t>(kVec) - mis, c) : 0;
-  for (int64_t j = tid; j < head; j += kThreads) one(j, row[j]);
-  const int64_t packs = (c - head) / kVec;
-  const Pack<scalar_t>* body = reinterpret_cast<const Pack<scalar_t>*>(row + head);
-  for (int64_t p = tid; p < packs; p += kThreads) pack(head + p * kVec, body[p]);
-  for (int64_t j = head + packs * kVec + tid; j < c; j += kThreads) one(j, row[j]);
+                                        Many&& group) {
+  constexpr int kPacks = kGroup / Pack<scalar_t>::kSize;
+  static_assert(kGroup % Pack<scalar_t>::kSize == 0, "a group is whole packs");
+  const int64_t groups = c / kGroup;
+  const bool aligned = reinterpret_cast<uintptr_t>(row) % 16 == 0;
+  for (int64_t g = tid; g < groups; g += kThreads) {
+    const int64_t j0 = g * kGroup;
+    Group<scalar_t> v;
+    if (aligned) {
+      const Pack<scalar_t>* src = reinterpret_cast<const Pack<scalar_t>*>(row + j0);
+#pragma unroll
+      for (int p = 0; p < kPacks; ++p) {
+        const Pack<scalar_t> q = src[p];
+#pragma unroll
+        for (int k = 0; k < Pack<scalar_t>::kSize; ++k) v.v[p * Pack<scalar_t>::kSize + k] = q.v[k];
+      }
+    } else {
+#pragma unroll
+      for (int k = 0; k < kGroup; ++k) v.v[k] = row[j0 + k];
+    }
+    group(j0, v);
+  }
+  if (tid == groups % kThreads) {
+    for (int64_t j = groups * kGroup; j < c; ++j) one(j, row[j]);
+  }
 }
 
 struct Max {
@@ -86,9 +117,9 @@ __global__ void __launch_bounds__(kThreads* kRows)
   // NaN never wins max(); z below carries it instead, as on the CPU.
   acc_t m = -std::numeric_limits<acc_t>::infinity();
   for_row<kThreads>(xr, c, tid, [&](int64_t, scalar_t v) { m = max(m, static_cast<acc_t>(v)); },
-                    [&](int64_t, const Pack<scalar_t>& p) {
+                    [&](int64_t, const Group<scalar_t>& p) {
 #pragma unroll
-                      for (int k = 0; k < Pack<scalar_t>::kSize; ++k) m = max(m, static_cast<acc_t>(p.v[k]));
+                      for (int k = 0; k < kGroup; ++k) m = max(m, static_cast<acc_t>(p.v[k]));
                     });
   m = row_allreduce<kThreads>(m, smem, Max());
 
@@ -99,9 +130,9 @@ __global__ void __launch_bounds__(kThreads* kRows)
     z += d;
   };
   for_row<kThreads>(xr, c, tid, [&](int64_t, scalar_t v) { add(static_cast<acc_t>(v)); },
-                    [&](int64_t, const Pack<scalar_t>& p) {
+                    [&](int64_t, const Group<scalar_t>& p) {
 #pragma unroll
-                      for (int k = 0; k < Pack<scalar_t>::kSize; ++k) add(static_cast<acc_t>(p.v[k]));
+                      for (int k = 0; k < kGroup; ++k) add(static_cast<acc_t>(p.v[k]));
                     });
   s = row_allreduce<kThreads>(s, smem, Sum());
   z = row_allreduce<kThreads>(z, smem, Sum());
@@ -130,8 +161,7 @@ __global__ void __launch_bounds__(kThreads* kRows)
     weighted_ce_backward_kernel(const acc_t* __restrict__ g, int64_t g_stride,
                                 const scalar_t* __restrict__ x, const int64_t* __restrict__ t,
                                 const acc_t* __restrict__ w, const double* __restrict__ lse,
-                                scalar_t* __restrict__ out, int64_t n, int64_t c, acc_t eps,
-                                bool pack_store) {
+                                scalar_t* __restrict__ out, int64_t n, int64_t c, acc_t eps) {
   static_assert(kRows == 1 || kThreads == 32, "rows share a block only on the warp path");
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kRows + threadIdx.y;
   if (row >= n) return;
@@ -150,18 +180,25 @@ __global__ void __launch_bounds__(kThreads* kRows)
   auto grad = [&](int64_t j, scalar_t v) {
     return static_cast<scalar_t>((exp((static_cast<acc_t>(v) - hi) - lo) - (j == y ? on : off)) * scale);
   };
+  // out rows share the logits rows' alignment unless logits is an offset view
+  const bool pack_store = reinterpret_cast<uintptr_t>(o) % 16 == 0;
   for_row<kThreads>(xr, c, tid, [&](int64_t j, scalar_t v) { o[j] = grad(j, v); },
-                    [&](int64_t j0, const Pack<scalar_t>& p) {
-                      Pack<scalar_t> r;
+                    [&](int64_t j0, const Group<scalar_t>& p) {
+                      Group<scalar_t> r;
 #pragma unroll
-                      for (int k = 0; k < Pack<scalar_t>::kSize; ++k) r.v[k] = grad(j0 + k, p.v[k]);
-                      // out rows share the logits rows' alignment unless logits is an
-                      // offset view; then the pack is written element by element.
+                      for (int k = 0; k < kGroup; ++k) r.v[k] = grad(j0 + k, p.v[k]);
                       if (pack_store) {
-                        *reinterpret_cast<Pack<scalar_t>*>(o + j0) = r;
+                        Pack<scalar_t>* dst = reinterpret_cast<Pack<scalar_t>*>(o + j0);
+#pragma unroll
+                        for (int q = 0; q < kGroup / Pack<scalar_t>::kSize; ++q) {
+                          Pack<scalar_t> pk;
+#pragma unroll
+                          for (int k = 0; k < Pack<scalar_t>::kSize; ++k) pk.v[k] = r.v[q * Pack<scalar_t>::kSize + k];
+                          dst[q] = pk;
+                        }
                       } else {
 #pragma unroll
-                        for (int k = 0; k < Pack<scalar_t>::kSize; ++k) o[j0 + k] = r.v[k];
+                        for (int k = 0; k < kGroup; ++k) o[j0 + k] = r.v[k];
                       }
                     });
 }
@@ -223,8 +260,6 @@ at::Tensor weighted_cross_entropy_backward_cuda(const at::Tensor& grad_loss, con
   auto t = targets.contiguous();
   at::Tensor w = weights.has_value() ? weights->contiguous() : at::Tensor();
   const dim3 grid = grid_for(n, c);
-  const bool pack_store =
-      (reinterpret_cast<uintptr_t>(x.data_ptr()) - reinterpret_cast<uintptr_t>(out.data_ptr())) % 16 == 0;
   // grad_loss is often a broadcast scalar (stride 0, from .sum()): read it in place.
   const int64_t gs = g.stride(0);
   auto stream = at::cuda::getCurrentCUDAStream();
@@ -235,11 +270,11 @@ at::Tensor weighted_cross_entropy_backward_cuda(const at::Tensor& grad_loss, con
     if (c <= kWarpMaxC) {
       weighted_ce_backward_kernel<scalar_t, 32, kWarpRows><<<grid, dim3(32, kWarpRows), 0, stream>>>(
           g.data_ptr<acc_t>(), gs, x.data_ptr<scalar_t>(), t.data_ptr<int64_t>(), wp,
-          l.data_ptr<double>(), out.data_ptr<scalar_t>(), n, c, eps, pack_store);
+          l.data_ptr<double>(), out.data_ptr<scalar_t>(), n, c, eps);
     } else {
       weighted_ce_backward_kernel<scalar_t, kBlockThreads, 1><<<grid, dim3(kBlockThreads, 1), 0, stream>>>(
           g.data_ptr<acc_t>(), gs, x.data_ptr<scalar_t>(), t.data_ptr<int64_t>(), wp,
-          l.data_ptr<double>(), out.data_ptr<scalar_t>(), n, c, eps, pack_store);
+          l.data_ptr<double>(), out.data_ptr<scalar_t>(), n, c, eps);
     }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });

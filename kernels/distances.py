@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Optional
 
+import contextlib
+
 import torch
 import triton
 import triton.language as tl
@@ -24,7 +26,21 @@ import triton.language as tl
 DISTANCE, SQDISTANCE, EXP = 0, 1, 2
 # Squared distances below DUP_TOL · (‖x_i‖² + ‖x_j‖²) are below float32's resolution of the
 # expansion and count as 0 (as in the CPU op and the reference): duplicates stay duplicates.
-DUP_TOL = 2.0 ** -18
+# A module-level constexpr, so the kernels read this one value.
+DUP_TOL = tl.constexpr(2.0 ** -18)
+
+
+# Warps of _class_cost_kernel. Measured with ptxas -v on an ahead-of-time sm_90 compile
+# (Triton 3.8, 64×64 tiles, BLOCK_D 32): at 4 warps the factored kernel needs 255 registers
+# and spills (128 B stack, inside the D loops); at 8 warps it uses 218 (plain rows 156)
+# with no spills, at the same occupancy (one 8-warp block or two 4-warp blocks per SM).
+CLASS_COST_WARPS = 8
+
+
+def launch_guard(device: torch.device):
+    """Context for a launch on ``device``: Triton launches on the *current* CUDA device,
+    which need not be the tensors' (a model on cuda:1 with cuda:0 current)."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 @triton.jit
@@ -54,7 +70,7 @@ def sq_dist_tile(XA, XH, XN, YA, YH, YN, rx, ry, mask_x, mask_y, DA, DH, s_xa, s
     scale = xn[:, None] + yn[None, :]
     d2 = scale - 2.0 * dot_a
     if DUP_FLOOR:
-        return tl.where(d2 > 3.814697265625e-06 * scale, d2, 0.0)  # DUP_TOL
+        return tl.where(d2 > scale * DUP_TOL, d2, 0.0)
     return tl.maximum(d2, 0.0)
 
 
@@ -64,22 +80,23 @@ def cost_from_sq(d2, inv_dim, SIM: tl.constexpr):
     if SIM == 1:
         return d2
     elif SIM == 0:
-        return tl.sqrt(d2)
+        return tl.sqrt_rn(d2)  # correctly rounded, as the CPU op's std::sqrt (tl.sqrt is approximate)
     else:
-        return -tl.exp(-tl.sqrt(d2) * inv_dim)
+        return -tl.exp(-tl.sqrt_rn(d2) * inv_dim)
 
 
 @triton.jit
-def class_cost_tile(XA, XH, XN, r0, ri, rj, mi, mj, DA, DH, s_xa, s_xh, inv_dim,
+def class_cost_tile(XA, XH, XN, r0, ri, rj, mi, mj, DA, DH, inv_dim,
                     SIM: tl.constexpr, FACTORED: tl.constexpr, BI: tl.constexpr, BJ: tl.constexpr,
                     BLOCK_D: tl.constexpr):
     """Costs between local rows ri and rj of the class whose rows start at global row r0,
     (BI, BJ) float32, from the embeddings: rounding-noise distances count as 0 and the
-    diagonal is exactly 0, as in the stored matrices and the CPU op."""
-    xa = XA + r0.to(tl.int64) * s_xa
-    xh = XH + r0.to(tl.int64) * s_xh
+    diagonal is exactly 0, as in the stored matrices and the CPU op. XA (N, DA) and XH
+    (N, DH) are contiguous, so their row strides are DA and DH."""
+    xa = XA + r0.to(tl.int64) * DA
+    xh = XH + r0.to(tl.int64) * DH
     xn = XN + r0
-    d2 = sq_dist_tile(xa, xh, xn, xa, xh, xn, ri, rj, mi, mj, DA, DH, s_xa, s_xh, s_xa, s_xh,
+    d2 = sq_dist_tile(xa, xh, xn, xa, xh, xn, ri, rj, mi, mj, DA, DH, DA, DH, DA, DH,
                       FACTORED, BI, BJ, BLOCK_D, DUP_FLOOR=True)
     d2 = tl.where(ri[:, None] == rj[None, :], 0.0, d2)
     return cost_from_sq(d2, inv_dim, SIM)
@@ -103,14 +120,15 @@ def _sq_distance_kernel(
                       FACTORED, BLOCK_M, BLOCK_N, BLOCK_D)
     if ZERO_DIAGONAL:
         d2 = tl.where(rm[:, None] == rn[None, :], 0.0, d2)
-    tl.store(OUT + rm[:, None] * s_om + rn[None, :], d2, mask=mask_m[:, None] & mask_n[None, :])
+    # int64: m·n reaches 2**31 at 46341² (a 50k × 50k matrix would wrap)
+    tl.store(OUT + rm[:, None].to(tl.int64) * s_om + rn[None, :], d2, mask=mask_m[:, None] & mask_n[None, :])
 
 
 @triton.jit
 def _class_cost_kernel(
     XA, XH, XN, COST, CMAX,
     TILE_CLASS, TILE_I, TILE_J, ROW_OFF, MAT_OFF, NPAD,
-    DA, DH, s_xa, s_xh, inv_dim,
+    DA, DH, inv_dim,
     SIM: tl.constexpr, FACTORED: tl.constexpr, STORE: tl.constexpr, WANT_MAX: tl.constexpr,
     BLOCK: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
@@ -126,7 +144,7 @@ def _class_cost_kernel(
     rj = bj * BLOCK + tl.arange(0, BLOCK)
     mi = ri < n
     mj = rj < n
-    k = class_cost_tile(XA, XH, XN, r0, ri, rj, mi, mj, DA, DH, s_xa, s_xh, inv_dim,
+    k = class_cost_tile(XA, XH, XN, r0, ri, rj, mi, mj, DA, DH, inv_dim,
                         SIM, FACTORED, BLOCK, BLOCK, BLOCK_D)
     upper = ri[:, None] <= rj[None, :]
     valid = mi[:, None] & mj[None, :]
@@ -151,8 +169,8 @@ def _sq_norms(a: torch.Tensor, h: Optional[torch.Tensor]) -> torch.Tensor:
     return (n if h is None else n * (h.double() ** 2).sum(1)).float()
 
 
-def _blocks(device: torch.device):
-    # small blocks keep the interpreter quick
+def _tile_sizes(device: torch.device):
+    """(BLOCK, BLOCK_D): square tile side and dot chunk. Small blocks keep the interpreter quick."""
     return (64, 32) if device.type == "cuda" else (16, 16)
 
 
@@ -183,7 +201,7 @@ def pairwise_sq_distances(x, y=None, *, out: Optional[torch.Tensor] = None) -> t
     yn = xn if y is None else _sq_norms(ya, yh)
     factored = xh is not None
     dh = xh.shape[1] if factored else 0
-    block, block_d = _blocks(xa.device)
+    block, block_d = _tile_sizes(xa.device)
     grid = (triton.cdiv(m, block), triton.cdiv(n, block))
     _sq_distance_kernel[grid](
         xa, xh if factored else xa, ya, yh if factored else ya, xn, yn, out,
@@ -199,6 +217,16 @@ def pairwise_sq_distances(x, y=None, *, out: Optional[torch.Tensor] = None) -> t
 def padded_rows(counts: torch.Tensor) -> torch.Tensor:
     """Row stride of each class's cost matrix: n_c rounded up to 16 (64-byte rows)."""
     return (counts + 15) // 16 * 16
+
+
+def matrix_layout(counts: torch.Tensor):
+    """``(npad, mat_off)`` int64 on the device of ``counts``: each class's row stride and
+    the start of its matrix in the flat cost buffer; ``mat_off`` has m + 1 entries (the
+    last is the buffer's size)."""
+    npad = padded_rows(counts)
+    mat_off = torch.zeros(counts.numel() + 1, dtype=torch.long, device=counts.device)
+    torch.cumsum(counts * npad, 0, out=mat_off[1:])
+    return npad, mat_off
 
 
 def class_cost_matrices(x, offsets: torch.Tensor, similarity: int, *, store: bool = True):
@@ -222,11 +250,8 @@ def class_cost_matrices(x, offsets: torch.Tensor, similarity: int, *, store: boo
     xa, xh = _factors(x)
     device = xa.device
     counts = offsets[1:] - offsets[:-1]
-    npad = padded_rows(counts)
-    sizes = counts * npad
-    mat_off = torch.zeros_like(offsets)
-    torch.cumsum(sizes, 0, out=mat_off[1:])
-    block, block_d = _blocks(device)
+    npad, mat_off = matrix_layout(counts)
+    block, block_d = _tile_sizes(device)
     nb = (counts + block - 1) // block
     # the upper-triangle tiles (bi <= bj) of every class, built once per distinct class size
     classes, tile_i, tile_j = [], [], []
@@ -250,9 +275,8 @@ def class_cost_matrices(x, offsets: torch.Tensor, similarity: int, *, store: boo
     _class_cost_kernel[(tc.numel(),)](
         xa, xh if factored else xa, xn, costs if store else cmax, cmax,
         tc, ti, tj, offsets.to(device=device, dtype=torch.int32), mat_off[:-1].to(device), npad.int().to(device),
-        xa.shape[1], xh.shape[1] if factored else 0, xa.stride(0), xh.stride(0) if factored else 0,
-        1.0 / max(dim, 1),
+        xa.shape[1], xh.shape[1] if factored else 0, 1.0 / max(dim, 1),
         SIM=similarity, FACTORED=factored, STORE=store, WANT_MAX=similarity != EXP,
-        BLOCK=block, BLOCK_D=block_d,
+        BLOCK=block, BLOCK_D=block_d, num_warps=CLASS_COST_WARPS,
     )
     return costs, mat_off[:-1].to(device), npad.int().to(device), cmax

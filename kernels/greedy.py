@@ -31,29 +31,35 @@ import torch
 import triton
 import triton.language as tl
 
-from .distances import EXP, _factors, _sq_norms, class_cost_matrices, class_cost_tile, padded_rows
+from .distances import (EXP, _factors, _sq_norms, class_cost_matrices, class_cost_tile, launch_guard,
+                        matrix_layout)
 
 NAIVE, LAZY = 0, 1
 _FLOAT32_EPS = 2.0 ** -24
+# columns of the per-class table (int64 (m, _CLASS_COLS)) that the kernels read
+ROW0, ROWS, MAT0, NPAD, OUT0, BUDGET = (tl.constexpr(i) for i in range(6))
+_CLASS_COLS = tl.constexpr(6)
 
 
 @triton.jit
-def _cost_tile(COST, mat0, npad, XA, XH, XN, r0, ra, rb, ma, mb, DA, DH, s_xa, s_xh, inv_dim,
+def _cost_tile(COST, mat0, npad, XA, XH, XN, r0, ra, rb, ma, mb, DA, DH, inv_dim,
                SIM: tl.constexpr, STORED: tl.constexpr, FACTORED: tl.constexpr,
                BA: tl.constexpr, BB: tl.constexpr, BLOCK_D: tl.constexpr):
     """K[ra, rb] of one class (local rows), (BA, BB); masked entries are 0."""
     mask = ma[:, None] & mb[None, :]
     if STORED:
+        # matrices start and rows are padded at multiples of 16 floats: vector loads
+        mat0 = tl.multiple_of(mat0, 16)
+        npad = tl.multiple_of(npad, 16)
         k = tl.load(COST + mat0 + ra[:, None].to(tl.int64) * npad + rb[None, :], mask=mask, other=0.0)
     else:
-        k = class_cost_tile(XA, XH, XN, r0, ra, rb, ma, mb, DA, DH, s_xa, s_xh, inv_dim, SIM, FACTORED, BA, BB,
-                            BLOCK_D)
+        k = class_cost_tile(XA, XH, XN, r0, ra, rb, ma, mb, DA, DH, inv_dim, SIM, FACTORED, BA, BB, BLOCK_D)
         k = tl.where(mask, k, 0.0)
     return k
 
 
 @triton.jit
-def _gains(COST, mat0, npad, XA, XH, XN, U, r0, n, cand, live, DA, DH, s_xa, s_xh, inv_dim,
+def _gains(COST, mat0, npad, XA, XH, XN, U, r0, n, cand, live, DA, DH, inv_dim,
            SIM: tl.constexpr, STORED: tl.constexpr, FACTORED: tl.constexpr,
            BC: tl.constexpr, BI: tl.constexpr, BLOCK_D: tl.constexpr):
     """Σ_i max(0, u_i − K_ie) for the BC candidates ``cand`` (local rows) where ``live``;
@@ -63,45 +69,46 @@ def _gains(COST, mat0, npad, XA, XH, XN, U, r0, n, cand, live, DA, DH, s_xa, s_x
         ii = i0 + tl.arange(0, BI)
         mi = ii < n
         u = tl.load(U + r0 + ii, mask=mi, other=0.0)
-        k = _cost_tile(COST, mat0, npad, XA, XH, XN, r0, cand, ii, live, mi, DA, DH, s_xa, s_xh, inv_dim,
+        k = _cost_tile(COST, mat0, npad, XA, XH, XN, r0, cand, ii, live, mi, DA, DH, inv_dim,
                        SIM, STORED, FACTORED, BC, BI, BLOCK_D)
         acc += tl.sum(tl.maximum(u[None, :] - k, 0.0), axis=1)  # padding: u = 0 = K, a zero term
     return acc
 
 
 @triton.jit
-def _refresh_kernel(COST, MAT_OFF, NPAD, XA, XH, XN, U, UB, ROW_OFF, TILE_CLASS, TILE_START,
-                    DA, DH, s_xa, s_xh, inv_dim, slack_per_chunk,
+def _class_row(CLASS, c):
+    """(r0, n, mat0, npad, out0, budget) of class c from the per-class table; int32 but for
+    the matrix offset and row stride, which index the (possibly > 2**31) cost buffer."""
+    row = CLASS + c * _CLASS_COLS
+    return (tl.load(row + ROW0).to(tl.int32), tl.load(row + ROWS).to(tl.int32), tl.load(row + MAT0),
+            tl.load(row + NPAD), tl.load(row + OUT0).to(tl.int32), tl.load(row + BUDGET).to(tl.int32))
+
+
+@triton.jit
+def _refresh_kernel(COST, XA, XH, XN, U, UB, CLASS, TILE_CLASS, TILE_START, DA, DH, inv_dim, slack_per_chunk,
                     SIM: tl.constexpr, STORED: tl.constexpr, FACTORED: tl.constexpr,
                     BC: tl.constexpr, BI: tl.constexpr, BLOCK_D: tl.constexpr):
     tile = tl.program_id(0)
     c = tl.load(TILE_CLASS + tile)
-    r0 = tl.load(ROW_OFF + c)
-    n = tl.load(ROW_OFF + c + 1) - r0
+    r0, n, mat0, npad, _, _ = _class_row(CLASS, c)
     cand = tl.load(TILE_START + tile) + tl.arange(0, BC)
     ub = tl.load(UB + r0 + cand, mask=cand < n, other=float("-inf"))
     live = (cand < n) & (ub != float("-inf"))  # -inf marks chosen rows
-    g = _gains(COST, tl.load(MAT_OFF + c), tl.load(NPAD + c).to(tl.int64), XA, XH, XN, U, r0, n, cand, live,
-               DA, DH, s_xa, s_xh, inv_dim, SIM, STORED, FACTORED, BC, BI, BLOCK_D)
+    g = _gains(COST, mat0, npad, XA, XH, XN, U, r0, n, cand, live,
+               DA, DH, inv_dim, SIM, STORED, FACTORED, BC, BI, BLOCK_D)
     # Another kernel may sum the same terms in another order: a relative slack of a few
     # rounding errors per chunk keeps the stored value an upper bound of _greedy_kernel's.
     chunks = (n + BI - 1) // BI
     tl.store(UB + r0 + cand, g * (1.0 + slack_per_chunk * (chunks + 16)), mask=live)
 
 
-@triton.jit
-def _greedy_kernel(COST, MAT_OFF, NPAD, XA, XH, XN, U, UB, CAND, ROW_OFF, OUT_OFF, BUDGET,
-                   OUT_ROWS, OUT_GAINS, ASSIGN, T0, T1,
-                   DA, DH, s_xa, s_xh, inv_dim,
+# T0/T1 change between launches (0..1, then 1..k): not specialised, so one compile serves both
+@triton.jit(do_not_specialize=["T0", "T1"])
+def _greedy_kernel(COST, XA, XH, XN, U, UB, CAND, CLASS, OUT_ROWS, OUT_GAINS, ASSIGN, T0, T1, DA, DH, inv_dim,
                    SIM: tl.constexpr, STORED: tl.constexpr, FACTORED: tl.constexpr, OPT: tl.constexpr,
                    BC: tl.constexpr, BI: tl.constexpr, BS: tl.constexpr, BLOCK_D: tl.constexpr):
     c = tl.program_id(0)
-    r0 = tl.load(ROW_OFF + c)
-    n = tl.load(ROW_OFF + c + 1) - r0
-    o0 = tl.load(OUT_OFF + c)
-    k = tl.load(BUDGET + c)
-    mat0 = tl.load(MAT_OFF + c)
-    npad = tl.load(NPAD + c).to(tl.int64)
+    r0, n, mat0, npad, o0, k = _class_row(CLASS, c)
     lanes = tl.arange(0, BC)
     big = 2147483647
     for t in range(T0, tl.minimum(T1, k)):
@@ -114,7 +121,7 @@ def _greedy_kernel(COST, MAT_OFF, NPAD, XA, XH, XN, U, UB, CAND, ROW_OFF, OUT_OF
                 cand = c0 + lanes
                 ub = tl.load(UB + r0 + cand, mask=cand < n, other=float("-inf"))
                 live = (cand < n) & (ub != float("-inf"))
-                g = _gains(COST, mat0, npad, XA, XH, XN, U, r0, n, cand, live, DA, DH, s_xa, s_xh, inv_dim,
+                g = _gains(COST, mat0, npad, XA, XH, XN, U, r0, n, cand, live, DA, DH, inv_dim,
                            SIM, STORED, FACTORED, BC, BI, BLOCK_D)
                 gm = tl.where(live, g, -1.0)
                 tm = tl.max(gm, axis=0)
@@ -134,7 +141,7 @@ def _greedy_kernel(COST, MAT_OFF, NPAD, XA, XH, XN, U, UB, CAND, ROW_OFF, OUT_OF
                 e0 = tl.where(cm > top, ci, e0)
                 top = tl.maximum(cm, top)
             first = lanes == 0
-            g = _gains(COST, mat0, npad, XA, XH, XN, U, r0, n, e0 + lanes * 0, first, DA, DH, s_xa, s_xh, inv_dim,
+            g = _gains(COST, mat0, npad, XA, XH, XN, U, r0, n, e0 + lanes * 0, first, DA, DH, inv_dim,
                        SIM, STORED, FACTORED, BC, BI, BLOCK_D)
             g0 = tl.sum(tl.where(first, g, 0.0), axis=0)
             best_g = g0
@@ -157,7 +164,7 @@ def _greedy_kernel(COST, MAT_OFF, NPAD, XA, XH, XN, U, UB, CAND, ROW_OFF, OUT_OF
                 ub = tl.load(UB + r0 + cand, mask=ms, other=float("-inf"))
                 live = ms & ((ub > best_g) | ((ub == best_g) & (cand < best_e)))
                 if tl.sum(live.to(tl.int32), axis=0) > 0:
-                    g = _gains(COST, mat0, npad, XA, XH, XN, U, r0, n, cand, live, DA, DH, s_xa, s_xh, inv_dim,
+                    g = _gains(COST, mat0, npad, XA, XH, XN, U, r0, n, cand, live, DA, DH, inv_dim,
                                SIM, STORED, FACTORED, BC, BI, BLOCK_D)
                     tl.store(UB + r0 + cand, g, mask=live)
                     gm = tl.where(live, g, -1.0)
@@ -178,7 +185,7 @@ def _greedy_kernel(COST, MAT_OFF, NPAD, XA, XH, XN, U, UB, CAND, ROW_OFF, OUT_OF
             ii = i0 + tl.arange(0, BI)
             mi = ii < n
             kt = _cost_tile(COST, mat0, npad, XA, XH, XN, r0, best_e + lanes * 0, ii, first, mi,
-                            DA, DH, s_xa, s_xh, inv_dim, SIM, STORED, FACTORED, BC, BI, BLOCK_D)
+                            DA, DH, inv_dim, SIM, STORED, FACTORED, BC, BI, BLOCK_D)
             krow = tl.sum(tl.where(first[:, None], kt, 0.0), axis=0)
             u = tl.load(U + r0 + ii, mask=mi, other=0.0)
             closer = (krow < u) | (t == 0)
@@ -186,27 +193,28 @@ def _greedy_kernel(COST, MAT_OFF, NPAD, XA, XH, XN, U, UB, CAND, ROW_OFF, OUT_OF
             tl.store(U + r0 + ii, tl.minimum(u, krow), mask=mi)
 
 
-def _blocks(device: torch.device, stored: bool):
-    """(BC, BI, BS, BLOCK_D). On the GPU, costs computed on the fly hold two dot
-    accumulators per tile: narrower row chunks keep them in registers (no spills on sm_90).
-    Small blocks keep the interpreter quick."""
+def _greedy_block_sizes(device: torch.device, stored: bool):
+    """(BC, BI, BS, BLOCK_D): candidates per gain evaluation, cost rows per chunk, bounds
+    per scan, dot chunk. On the GPU, costs computed on the fly hold two dot accumulators per
+    tile, hence narrower row chunks. Small blocks keep the interpreter quick."""
     if device.type != "cuda":
         return 16, 32, 64, 16
     return (16, 256, 1024, 32) if stored else (16, 64, 1024, 32)
 
 
-def _matrix_budget(device: torch.device) -> int:
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free * 0.6)
-    from coreaug_fast import selection
-
-    return selection.MAX_MATRIX_BYTES
+def _matrix_budget(device: torch.device, max_matrix_bytes: int) -> int:
+    """Bytes the stored cost matrices may take: ``max_matrix_bytes``, or on a GPU less when
+    60% of what is free (to the driver, plus PyTorch's cached free blocks) is smaller."""
+    if device.type != "cuda":
+        return max_matrix_bytes
+    free, _ = torch.cuda.mem_get_info(device)
+    cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    return min(max_matrix_bytes, int((free + cached) * 0.6))
 
 
 def facility_location(x, h, offsets: torch.Tensor, budgets: torch.Tensor, total: int, *,
-                      similarity: str = "distance", optimizer: str = "lazy", epsilon: float = 0.01,
-                      seed: int = 0, stored=None):
+                      similarity: str = "distance", optimizer: str = "lazy",
+                      max_matrix_bytes: int = 2 << 30, stored=None):
     """Greedy facility location for every class, on the device of ``x``.
 
     Args:
@@ -215,8 +223,9 @@ def facility_location(x, h, offsets: torch.Tensor, budgets: torch.Tensor, total:
         offsets: (m + 1,) int64 CPU tensor of class starts; budgets: (m,) int64 CPU picks
             per class (<= class size), summing to ``total``.
         similarity: "distance", "sqdistance" or "exp"; optimizer: "naive" or "lazy".
-        stored: force stored matrices (True) or on-the-fly costs (False); default: stored
-            when they fit in 60% of free GPU memory.
+        max_matrix_bytes: the most the stored per-class cost matrices may take; above it
+            (or above 60% of the GPU's free memory, if smaller) costs are recomputed on the fly.
+        stored: force stored matrices (True) or on-the-fly costs (False); default: by size.
 
     Returns:
         ``(rows, gains, assignment)`` as torch.ops.coreaug.facility_location: rows (total,)
@@ -232,53 +241,59 @@ def facility_location(x, h, offsets: torch.Tensor, budgets: torch.Tensor, total:
     n_total = xa.shape[0]
     counts = offsets[1:] - offsets[:-1]
     m = counts.numel()
-    rows = torch.empty(total, dtype=torch.long, device=device)
-    gains = torch.empty(total, dtype=torch.float32, device=device)
-    assign = torch.full((n_total,), -1, dtype=torch.long, device=device)
-    if total == 0:
-        return rows, gains, assign
-    if stored is None:
-        stored = int((counts * padded_rows(counts)).sum()) * 4 <= _matrix_budget(device)
-    costs, mat_off, npad, cmax = class_cost_matrices(emb, offsets, sim, store=stored)
-    factored = xh is not None
-    dim = xa.shape[1] * (xh.shape[1] if factored else 1)
-    xn = _sq_norms(xa, xh)
-    row_off = offsets.to(device=device, dtype=torch.int32)
-    class_of_row = torch.repeat_interleave(torch.arange(m, device=device), counts.to(device))
-    level = torch.zeros(m, device=device) if sim == EXP else cmax
-    u = level[class_of_row].contiguous()
-    ub = torch.zeros(n_total, dtype=torch.float32, device=device)
-    cand = torch.empty(n_total, dtype=torch.int32, device=device)
-    out_off = torch.zeros(m, dtype=torch.int32)
-    torch.cumsum(budgets[:-1], 0, out=out_off[1:])
-    bc, bi, bs, bd = _blocks(device, stored)
-    common = dict(DA=xa.shape[1], DH=xh.shape[1] if factored else 0, s_xa=xa.stride(0),
-                  s_xh=xh.stride(0) if factored else 0, inv_dim=1.0 / max(dim, 1),
-                  SIM=sim, STORED=stored, FACTORED=factored, BC=bc, BI=bi, BLOCK_D=bd)
-    ptrs = (costs if stored else xa, mat_off, npad, xa, xh if factored else xa, xn, u, ub)
-    greedy_args = (*ptrs, cand, row_off, out_off.to(device), budgets.to(device=device, dtype=torch.int32),
-                   rows, gains, assign)
-    k_max = int(budgets.max())
+    with launch_guard(device):
+        rows = torch.empty(total, dtype=torch.long, device=device)
+        gains = torch.empty(total, dtype=torch.float32, device=device)
+        assign = torch.full((n_total,), -1, dtype=torch.long, device=device)
+        if total == 0:
+            return rows, gains, assign
+        npad, mat_off = matrix_layout(counts)  # on the host, as class_cost_matrices lays them out
+        if stored is None:
+            stored = int(mat_off[-1]) * 4 <= _matrix_budget(device, max_matrix_bytes)
+        costs, _, _, cmax = class_cost_matrices(emb, offsets, sim, store=stored)
+        factored = xh is not None
+        dim = xa.shape[1] * (xh.shape[1] if factored else 1)
+        xn = _sq_norms(xa, xh)
+        class_of_row = torch.repeat_interleave(torch.arange(m, device=device), counts.to(device),
+                                               output_size=int(counts.sum()))
+        level = torch.zeros(m, device=device) if sim == EXP else cmax
+        u = level[class_of_row].contiguous()
+        ub = torch.zeros(n_total, dtype=torch.float32, device=device)
+        cand = torch.empty(n_total, dtype=torch.int32, device=device)
+        out_off = torch.zeros(m, dtype=torch.long)
+        torch.cumsum(budgets[:-1], 0, out=out_off[1:])
+        # one row per class, columns ROW0..BUDGET (built on the host, one copy)
+        table = torch.stack([offsets[:-1], counts, mat_off[:-1], npad, out_off, budgets.long()], 1)
+        table = table.contiguous().to(device)
+        bc, bi, bs, bd = _greedy_block_sizes(device, stored)
+        common = dict(DA=xa.shape[1], DH=xh.shape[1] if factored else 0, inv_dim=1.0 / max(dim, 1),
+                      SIM=sim, STORED=stored, FACTORED=factored, BC=bc, BI=bi, BLOCK_D=bd)
+        data = (costs if stored else xa, xa, xh if factored else xa, xn, u, ub)
+        k_max = int(budgets.max())
 
-    if optimizer == "lazy":
-        # candidate tiles of 16 rows, for every class with picks
-        tiles = torch.where(budgets > 0, (counts + bc - 1) // bc, 0)
-        tiles_class = torch.repeat_interleave(torch.arange(m, dtype=torch.int32), tiles)
-        first_tile = torch.cumsum(tiles, 0) - tiles
-        tiles_start = ((torch.arange(int(tiles.sum())) - first_tile.repeat_interleave(tiles)) * bc).int()
-        tiles_class, tiles_start = tiles_class.to(device), tiles_start.to(device)
+        def greedy_steps(t0, t1, opt):
+            _greedy_kernel[(m,)](*data, cand, table, rows, gains, assign, t0, t1, OPT=opt, BS=bs, **common)
 
-        def refresh():
-            _refresh_kernel[(tiles_class.numel(),)](*ptrs, row_off, tiles_class, tiles_start,
-                                                    slack_per_chunk=4 * _FLOAT32_EPS * math.log2(2 * bi), **common)
+        if optimizer == "lazy":
+            # candidate tiles of 16 rows, for every class with picks
+            tiles = torch.where(budgets > 0, (counts + bc - 1) // bc, 0)
+            tiles_class = torch.repeat_interleave(torch.arange(m, dtype=torch.int32), tiles)
+            first_tile = torch.cumsum(tiles, 0) - tiles
+            tiles_start = ((torch.arange(int(tiles.sum())) - first_tile.repeat_interleave(tiles)) * bc).int()
+            tiles_class, tiles_start = tiles_class.to(device), tiles_start.to(device)
 
-        # Before the first pick and after it every bound is stale: refresh them all across
-        # the whole GPU, then let one program per class run the remaining steps.
-        refresh()
-        _greedy_kernel[(m,)](*greedy_args, 0, 1, OPT=LAZY, BS=bs, **common)
-        if k_max > 1:
+            def refresh():
+                _refresh_kernel[(tiles_class.numel(),)](*data, table, tiles_class, tiles_start,
+                                                        slack_per_chunk=4 * _FLOAT32_EPS * math.log2(2 * bi),
+                                                        **common)
+
+            # Before the first pick and after it every bound is stale: refresh them all across
+            # the whole GPU, then let one program per class run the remaining steps.
             refresh()
-            _greedy_kernel[(m,)](*greedy_args, 1, k_max, OPT=LAZY, BS=bs, **common)
-    else:
-        _greedy_kernel[(m,)](*greedy_args, 0, k_max, OPT=NAIVE, BS=bs, **common)
+            greedy_steps(0, 1, LAZY)
+            if k_max > 1:
+                refresh()
+                greedy_steps(1, k_max, LAZY)
+        else:
+            greedy_steps(0, k_max, NAIVE)
     return rows, gains, assign

@@ -414,3 +414,94 @@ def test_public_names():
     assert coreaug_fast.OPS[0] == "Identity" and coreaug_fast.OPS[-1] == "Invert" and len(coreaug_fast.OPS) == 15
     for name in ("OPS", "apply_augment", "crop_flip", "Augmenter"):
         assert name in coreaug_fast.__all__
+
+
+# ---- integers, scalars and arguments as users pass them (issue 13) ---------------------------
+
+def test_padding_that_would_wrap_in_cpp_is_rejected():
+    images = _ok()[0]
+    offsets, flips = torch.zeros(4, 2, dtype=torch.long), torch.zeros(4, dtype=torch.bool)
+    for padding in (2 ** 32, 2 ** 63, 2 ** 31):
+        with pytest.raises(ValueError, match=r"padding must be an int >= 0 \(at most"):
+            crop_flip(images, offsets, flips, padding=padding)
+        with pytest.raises(ValueError, match="padding must be an int >= 0"):
+            Augmenter(padding=padding)
+
+
+def test_numpy_integers_are_accepted_where_ints_are():
+    np = pytest.importorskip("numpy")
+    images = _images(4, 3, 8, 8, torch.Generator().manual_seed(0), "cpu")
+    offsets = torch.tensor([[0, 8], [3, 1], [8, 8], [4, 4]])
+    flips = torch.tensor([True, False, True, False])
+    assert torch.equal(crop_flip(images, offsets, flips, padding=np.int64(4)),
+                       crop_flip(images, offsets, flips, padding=4))
+    a = Augmenter(num_ops=np.int64(2), magnitude=np.int32(9), copies=np.int64(2), padding=np.int64(4))
+    assert (a.num_ops, a.magnitude, a.copies, a.padding) == (2, 9, 2, 4)
+    assert all(type(v) is int for v in (a.num_ops, a.magnitude, a.copies, a.padding))
+    x, o, m = _shifting()
+    assert torch.equal(apply_augment(x, o, m, fill=np.int64(7)), apply_augment(x, o, m, fill=7))
+    assert not torch.equal(apply_augment(x, o, m, fill=7), apply_augment(x, o, m, fill=0))
+
+
+def _shifting():
+    """Images and geometric ops that bring in fill pixels."""
+    x = _images(4, 3, 8, 8, torch.Generator().manual_seed(0), "cpu")
+    return x, torch.tensor([[1], [2], [5], [3]], dtype=torch.int32), torch.tensor([[0.3], [0.3], [30.0], [3.0]])
+
+
+def test_fill_none_is_torchvisions_zero():
+    x, o, m = _shifting()
+    assert torch.equal(apply_augment(x, o, m, fill=None), apply_augment(x, o, m, fill=0))
+    images = _images(3, 3, 8, 8, torch.Generator().manual_seed(0), "cpu")
+    gen = lambda: torch.Generator().manual_seed(2)  # noqa: E731
+    assert torch.equal(Augmenter(fill=None)(images, generator=gen()), Augmenter(fill=0)(images, generator=gen()))
+
+
+@pytest.mark.parametrize("call", ["apply_augment", "crop_flip", "Augmenter"])
+@pytest.mark.parametrize("index", [[0, 1, 2, 3], "ndarray"])
+def test_index_that_is_not_a_tensor_is_a_value_error(call, index):
+    if index == "ndarray":
+        index = pytest.importorskip("numpy").arange(4)
+    x, o, m = _ok()
+    with pytest.raises(ValueError, match="index must be a torch.Tensor"):
+        if call == "apply_augment":
+            apply_augment(x, o, m, index=index)
+        elif call == "crop_flip":
+            crop_flip(x, torch.zeros(4, 2, dtype=torch.long), torch.zeros(4, dtype=torch.bool), index=index)
+        else:
+            Augmenter()(x, index=index)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"copies": 2 ** 62}, r"copies must be in \[1, 65536\], got 4611686018427387904"),
+    ({"num_ops": 2 ** 40}, r"num_ops must be in \[0, 16\]"),
+    ({"magnitude": 2.5}, "magnitude must be an integer"),
+    ({"mean": 0.5}, "mean and std must be given together"),
+    ({"std": [0.2, 0.2, 0.2]}, "mean and std must be given together"),
+    ({"mean": [125.3, 123.0, 113.9], "std": [63.0, 62.1, 66.7]}, r"units of x / 255"),
+    ({"mean": "abc", "std": 0.2}, "mean must be a finite float"),
+])
+def test_augmenter_arguments_get_clear_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Augmenter(**kwargs)
+
+
+def test_augmenter_takes_mean_and_std_as_tensors_or_arrays():
+    np = pytest.importorskip("numpy")
+    images = _images(4, 3, 8, 8, torch.Generator().manual_seed(0), "cpu")
+    ref = Augmenter(mean=[0.49, 0.48, 0.45], std=[0.25, 0.24, 0.26])(images, generator=torch.Generator().manual_seed(1))
+    for mean, std in ((torch.tensor([0.49, 0.48, 0.45]), torch.tensor([0.25, 0.24, 0.26])),
+                      (np.array([0.49, 0.48, 0.45]), np.array([0.25, 0.24, 0.26]))):
+        aug = Augmenter(mean=mean, std=std)
+        assert torch.equal(aug(images, generator=torch.Generator().manual_seed(1)), ref)
+
+
+@pytest.mark.parametrize("generator,match", [
+    (0, "generator must be a torch.Generator or None, got int"),
+    ("cuda", "generator must be a torch.Generator or None, got str"),
+])
+def test_augmenter_rejects_what_is_not_a_generator(generator, match):
+    with pytest.raises(ValueError, match=match):
+        Augmenter()(_ok()[0], generator=generator)
+    with pytest.raises(ValueError, match=match):
+        Augmenter().sample(torch.arange(3), 8, 8, generator=generator)

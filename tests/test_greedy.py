@@ -65,7 +65,7 @@ def test_triton_factored_matches_materialised():
 @pytest.mark.parametrize("optimizer", ["lazy", "naive"])
 def test_costs_on_the_fly_match_stored_matrices(factored, optimizer):
     x, labels = _data(50, 20, 2, seed=4)
-    plan = coreaug_fast.selection._Plan(labels, 0.2, None)
+    plan = coreaug_fast.engine.ClassGroups(labels, 0.2, None)
     xs = x[plan.perm].contiguous()
     a, h = (xs[:, :4].contiguous(), xs[:, 4:].contiguous()) if factored else (xs, None)
     args = (a, h, plan.offsets, plan.budgets, plan.total)
@@ -117,19 +117,26 @@ from triton.compiler import ASTSource
 from coreaug_fast.kernels import distances, greedy
 f, i, l = "*fp32", "*i32", "*i64"
 target = GPUTarget("cuda", 90, 32)
-def compile(fn, sig, **const):
+NUM_WARPS = distances.CLASS_COST_WARPS
+def compile(fn, sig, num_warps=4, **const):
     sig.update({k: "constexpr" for k in const})
-    triton.compile(ASTSource(fn=fn, signature=sig, constexprs=const), target=target)
-compile(greedy._greedy_kernel, dict(COST=f, MAT_OFF=l, NPAD=i, XA=f, XH=f, XN=f, U=f, UB=f, CAND=i, ROW_OFF=i,
-        OUT_OFF=i, BUDGET=i, OUT_ROWS=l, OUT_GAINS=f, ASSIGN=l, T0="i32", T1="i32", DA="i32", DH="i32",
-        s_xa="i32", s_xh="i32", inv_dim="fp32"),
+    triton.compile(ASTSource(fn=fn, signature=sig, constexprs=const), target=target,
+                   options={"num_warps": num_warps})
+compile(greedy._greedy_kernel, dict(COST=f, XA=f, XH=f, XN=f, U=f, UB=f, CAND=i, CLASS=l, OUT_ROWS=l,
+        OUT_GAINS=f, ASSIGN=l, T0="i32", T1="i32", DA="i32", DH="i32", inv_dim="fp32"),
         SIM=0, STORED=True, FACTORED=True, OPT=1, BC=16, BI=256, BS=1024, BLOCK_D=32)
-compile(greedy._refresh_kernel, dict(COST=f, MAT_OFF=l, NPAD=i, XA=f, XH=f, XN=f, U=f, UB=f, ROW_OFF=i,
-        TILE_CLASS=i, TILE_START=i, DA="i32", DH="i32", s_xa="i32", s_xh="i32", inv_dim="fp32",
-        slack_per_chunk="fp32"), SIM=2, STORED=False, FACTORED=False, BC=16, BI=64, BLOCK_D=32)
+compile(greedy._greedy_kernel, dict(COST=f, XA=f, XH=f, XN=f, U=f, UB=f, CAND=i, CLASS=l, OUT_ROWS=l,
+        OUT_GAINS=f, ASSIGN=l, T0="i32", T1="i32", DA="i32", DH="i32", inv_dim="fp32"),
+        SIM=2, STORED=False, FACTORED=True, OPT=0, BC=16, BI=64, BS=1024, BLOCK_D=32)
+compile(greedy._refresh_kernel, dict(COST=f, XA=f, XH=f, XN=f, U=f, UB=f, CLASS=l, TILE_CLASS=i, TILE_START=i,
+        DA="i32", DH="i32", inv_dim="fp32", slack_per_chunk="fp32"),
+        SIM=2, STORED=False, FACTORED=False, BC=16, BI=64, BLOCK_D=32)
 compile(distances._class_cost_kernel, dict(XA=f, XH=f, XN=f, COST=f, CMAX=f, TILE_CLASS=i, TILE_I=i, TILE_J=i,
-        ROW_OFF=i, MAT_OFF=l, NPAD=i, DA="i32", DH="i32", s_xa="i32", s_xh="i32", inv_dim="fp32"),
-        SIM=0, FACTORED=True, STORE=True, WANT_MAX=True, BLOCK=64, BLOCK_D=32)
+        ROW_OFF=i, MAT_OFF=l, NPAD=i, DA="i32", DH="i32", inv_dim="fp32"),
+        SIM=0, FACTORED=True, STORE=True, WANT_MAX=True, BLOCK=64, BLOCK_D=32, num_warps=NUM_WARPS)
+compile(distances._sq_distance_kernel, dict(XA=f, XH=f, YA=f, YH=f, XN=f, YN=f, OUT=f, M="i32", N="i32",
+        DA="i32", DH="i32", s_xa="i32", s_xh="i32", s_ya="i32", s_yh="i32", s_om="i32"),
+        FACTORED=False, ZERO_DIAGONAL=True, BLOCK_M=64, BLOCK_N=64, BLOCK_D=32)
 print("compiled")
 """
 

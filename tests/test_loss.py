@@ -394,3 +394,25 @@ def test_torch_compile(backend):
         torch.testing.assert_close(out, ref)
         torch.testing.assert_close(x1.grad, x2.grad)
         torch.testing.assert_close(w1.grad, w2.grad)
+
+
+# ---- issue 13: values that change in the cast, NumPy scalars -------------------------------
+
+def test_float64_weights_that_overflow_float32_are_rejected(device):
+    logits, targets, _ = _inputs(4, 3, device)
+    weights = torch.tensor([1.0, 1e300, 1.0, 1.0], dtype=torch.float64, device=device)
+    with pytest.raises(ValueError, match=r"weights must be finite and >= 0, got inf \(the torch.float64 weights"):
+        wce(logits, targets, weights)
+    # float64 logits compute in float64: the same weights are fine there
+    assert torch.isfinite(wce(logits.double(), targets, weights, reduction="none")).all()
+
+
+def test_numpy_label_smoothing_is_accepted(device):
+    np = pytest.importorskip("numpy")
+    logits, targets, weights = _inputs(6, 5, device)
+    assert torch.equal(wce(logits, targets, weights, label_smoothing=np.float32(0.25)),
+                       wce(logits, targets, weights, label_smoothing=0.25))
+    with pytest.raises(ValueError, match=r"label_smoothing must be a number in \[0, 1\]"):
+        wce(logits, targets, weights, label_smoothing=np.float64(1.5))
+    with pytest.raises(ValueError, match=r"label_smoothing must be a number in \[0, 1\]"):
+        wce(logits, targets, weights, label_smoothing="0.1")

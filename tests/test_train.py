@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import coreaug_fast.coreset_augmentation as ca
+from coreaug_fast.selection import picks_for_fraction
 from coreaug_fast.train import TrainConfig, Trainer, epoch_rows, main, train
 from coreaug_fast.train import _api, ddp
 from coreaug_fast.train.data import load_dataset
@@ -34,7 +35,7 @@ def tiny(tmp_path, **kw) -> TrainConfig:
 
 
 def per_class_budget(labels, fraction):
-    return sum(math.ceil(fraction * int(c)) for c in torch.bincount(labels) if c > 0)
+    return sum(picks_for_fraction(fraction, int(c)) for c in torch.bincount(labels) if c > 0)
 
 
 @pytest.fixture

@@ -107,8 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--subset-only", action="store_true",
                    help="train on the weighted subset and its copies alone (paper Sec. 5.2)")
     g.add_argument("--subset-weights", choices=SUBSET_WEIGHTS, default=d.subset_weights,
-                   help="copies of selected j weigh w_j / r with w_j = gamma_j (paper Alg. 1), "
-                        "gamma_j / mean(gamma) (the authors' released code) or 1 (uniform)")
+                   help="copies of selected j weigh w_j / r with w_j = 1 (uniform, the default: best in a "
+                        "10-seed paired comparison), gamma_j (paper Alg. 1) or gamma_j / mean(gamma) "
+                        "(the authors' released code with --enable_coreset_augment_weights)")
     g.add_argument("--embedding", choices=("last-layer", "last-layer-features"), default=d.embedding,
                    help="gradient w.r.t. the logits, or w.r.t. the last layer's weights (kept factored)")
     g = p.add_argument_group("optimisation")

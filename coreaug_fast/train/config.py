@@ -5,21 +5,16 @@ import dataclasses
 import math
 from typing import Optional
 
+from .._rows import WEIGHTS as SUBSET_WEIGHTS
+from ..coreset_augmentation import AUGMENT_IMPLS
+
 METHODS = ("none", "full", "random", "max-loss", "coreset")
 SUBSET_METHODS = ("random", "max-loss", "coreset")
 DATASETS = ("digits", "mnist5k", "cifar10", "svhn", "cifar10-lt", "synthetic")
 MODELS = ("resnet20", "resnet32", "wrn-28-10", "cnn", "mlp")
 DEFAULT_MODEL = {"digits": "mlp", "mnist5k": "cnn", "synthetic": "cnn", "cifar10": "resnet20",
                  "cifar10-lt": "resnet32", "svhn": "resnet32"}
-# How the selector's weights w_j become the copies' loss weights rho_j (before / r):
-# gamma: w_j as returned (gamma_j for the coreset; paper Alg. 1); normalized: w_j / mean(w)
-# over the subset (the authors' released code); uniform: 1 for every selected example.
-SUBSET_WEIGHTS = ("gamma", "normalized", "uniform")
 DEFAULT_EPOCHS = {"digits": 30, "mnist5k": 15, "synthetic": 2}  # the paper's 200 elsewhere
-# fused: the library's Augmenter / crop_flip on the device; torchvision: torchvision v2
-# transforms per image in a DataLoader with workers (coreaug_fast.torchvision_augment), the
-# pipeline users run today, as a baseline.
-AUGMENT_IMPLS = ("fused", "torchvision")
 MAX_SEED = 2**32 - 1
 MAX_LR = 10.0
 
@@ -53,7 +48,7 @@ class TrainConfig:
     aug_mode: str = "append"
     augment_impl: str = "fused"
     subset_only: bool = False
-    subset_weights: str = "gamma"
+    subset_weights: str = "uniform"
     embedding: str = "last-layer"
     epochs: Optional[int] = None
     batch_size: int = 128
@@ -135,7 +130,7 @@ def run_name(cfg: TrainConfig) -> str:
     """``<method>[-<fraction>][-subset-only][-w<subset-weights>][-torchvision]-s<seed>``"""
     sub = cfg.method in SUBSET_METHODS
     return (cfg.method + (f"-{cfg.fraction:g}" if sub else "") + ("-subset-only" if cfg.subset_only else "")
-            + (f"-w{cfg.subset_weights}" if sub and cfg.subset_weights != "gamma" else "")
+            + (f"-w{cfg.subset_weights}" if sub and cfg.subset_weights != "uniform" else "")
             + ("-torchvision" if getattr(cfg, "augment_impl", "fused") == "torchvision" else "") + f"-s{cfg.seed}")
 
 

@@ -151,7 +151,8 @@ class Trainer:
         if self.ddp:
             loss = ddp.batch_loss(logits, y, w, self.cfg.loss_normalize, self.ddp)
         else:
-            loss = _api.weighted_cross_entropy(logits, y, w, reduction="mean", normalize=self.cfg.loss_normalize)
+            loss = _api.weighted_cross_entropy(logits, y, w, reduction="mean", normalize=self.cfg.loss_normalize,
+                                             check=False)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

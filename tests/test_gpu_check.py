@@ -1,0 +1,78 @@
+"""The CPU-side plumbing of `make gpu-check` (bench/gpu_check.py): with no GPU it exits 0
+and writes its report; the report marks each target PASS/FAIL from the figures; the test
+plugin picks the CUDA tests, GPU-only ones first."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+import gpu_check  # noqa: E402
+import gpu_check_plugin  # noqa: E402
+
+
+def test_without_a_gpu_it_says_so_writes_the_report_and_exits_0(tmp_path):
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+    run = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--out", str(tmp_path)],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "no CUDA GPU" in run.stdout
+    result = json.loads((tmp_path / "no-gpu.json").read_text())
+    assert result["gpu"] is None and result["benchmarks"] == {}
+    assert "not measured" in (tmp_path / "no-gpu.md").read_text()
+
+
+def test_bad_phase_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        gpu_check.main(["--phases", "build,nonsense"])
+    assert exit_.value.code == 2
+    assert "nonsense" in capsys.readouterr().err
+
+
+def test_report_marks_each_target_from_the_figures(tmp_path):
+    result = {
+        "started": "now", "gpu": {"name": "NVIDIA H200", "capability": "9.0", "torch": "2.11", "cuda": "13.0"},
+        "wall_s": 512.0, "build": {"ok": True, "seconds": 150.0, "why": None},
+        "build_info": {"extension": True, "cuda_kernels": True},
+        "tests": {"passed": 40, "failed": ["tests/test_x.py::test_y[cuda]"], "skipped": 2, "deselected": 300},
+        "benchmarks": {
+            "selector": {"selector_cifar10_ms": 12.5, "selector_n10k_d1024_ms": 75.0},
+            "augment": {"augment_vs_kornia": 14.0, "augment_vs_floor": 2.5},
+            "loss": {"loss_vs_unfused": 1.6},
+            "train": {"train_full_epoch_s": 30.0, "train_coreset10_epoch_s": 8.0,
+                      "train_coreset30_epoch_s": "failed: RuntimeError: boom"},
+        },
+    }
+    verdicts = {text: ok for text, _, ok in gpu_check.evaluate(result)}
+    assert list(verdicts.values()) == [True, False, True, False, True, True]  # 30 / 8 = 3.75x
+    js, md = gpu_check.write_report(result, tmp_path)
+    assert js.name == "NVIDIA-H200.json" and json.loads(js.read_text())["wall_s"] == 512.0
+    text = md.read_text()
+    assert text.count("| PASS |") == 4 and text.count("| FAIL |") == 2
+    assert "FAILED tests/test_x.py::test_y[cuda]" in text and "failed: RuntimeError: boom" in text
+    empty = {text: ok for text, _, ok in gpu_check.evaluate({"benchmarks": {}})}
+    assert set(empty.values()) == {None}
+
+
+def _item(name, *, reason=None, params=None):
+    marks = [SimpleNamespace(kwargs={"reason": reason})] if reason else []
+    spec = SimpleNamespace(params=params, id="-".join(map(str, params.values()))) if params else None
+    item = SimpleNamespace(name=name, iter_markers=lambda kind: iter(marks if kind == "skipif" else []))
+    if spec is not None:
+        item.callspec = spec
+    return item
+
+
+def test_plugin_runs_gpu_only_tests_first_then_cuda_cases():
+    items = [_item("cpu_only"), _item("dev_cpu", params={"device": "cpu"}),
+             _item("dev_cuda", params={"device": "cuda", "n": 3}), _item("gpu_only", reason="needs a CUDA device"),
+             _item("other_skip", reason="needs numpy")]
+    first, second, rest = gpu_check_plugin.classify(items)
+    assert [i.name for i in first] == ["gpu_only"]
+    assert [i.name for i in second] == ["dev_cuda"]
+    assert [i.name for i in rest] == ["cpu_only", "dev_cpu", "other_skip"]
