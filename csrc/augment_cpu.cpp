@@ -12,7 +12,10 @@
 
 #include <algorithm>
 #include <cstring>
+#include <map>
+#include <mutex>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include "augment.h"
@@ -53,6 +56,7 @@ struct Problem {
   void* out;
   const void* norm;  // (C, 256) table of the output type, for float outputs
   float mean[3], std[3];
+  int32_t grid_order;  // GridOrder of torch's CPU bmm at this image size
 };
 
 // Buffers of one worker thread.
@@ -357,7 +361,8 @@ template <typename T, bool kAvx2>
 CA_INLINE void run_row(const Problem& p, Work& w, int64_t m) {
   const int64_t C = p.C, H = p.H, W = p.W, HW = H * W;
   const int n = compile_row(p.ops + m * p.L, p.mags + m * p.L, static_cast<int>(p.L),
-                            p.crop ? p.crop + 3 * m : nullptr, p.padding, C, H, W, w.steps);
+                            p.crop ? p.crop + 3 * m : nullptr, p.padding, C, H, W, w.steps,
+                            p.grid_order);
   for (int s = 0; s < n; ++s) {
     if (w.steps[s].kind == kLut && w.steps[s].lut == kLutFixed) {
       for (int v = 0; v < 256; ++v) {
@@ -461,6 +466,51 @@ at::Tensor norm_table(int64_t C, const std::optional<at::ArrayRef<double>>& mean
     for (int v = 0; v < 256; ++v) t[c * 256 + v] = static_cast<T>(normalized_value(v, mu, sd));
   }
   return table;
+}
+
+// The GridOrder of torch's float32 bmm on this CPU for an H x W grid, as torchvision calls
+// it (rows (x, y, 1) times a transposed 2x3 matrix). The BLAS kernel, and with it the
+// rounding order, depends on the CPU and perhaps the size, so each size is asked once: a
+// grid with a generic matrix (rotation, translation and shear together) tells the orders
+// apart. If none matches exactly, the closest is used.
+int32_t torch_grid_order(int64_t H, int64_t W) {
+  static std::mutex mu;
+  static std::map<std::pair<int64_t, int64_t>, int32_t> known;
+  std::lock_guard<std::mutex> lock(mu);
+  const auto key = std::make_pair(H, W);
+  if (auto it = known.find(key); it != known.end()) return it->second;
+  float r[6];
+  inverse_affine(-0.5 * static_cast<double>(W), -0.5 * static_cast<double>(H), -33.3, 3.0, -2.0, 17.0, -9.0, H,
+                 W, r);
+  auto base = at::empty({1, H * W, 3}, at::TensorOptions().dtype(at::kFloat));
+  float* b = base.data_ptr<float>();
+  for (int64_t i = 0; i < H; ++i) {
+    for (int64_t j = 0; j < W; ++j) {
+      float* row = b + 3 * (i * W + j);
+      row[0] = grid_coord(static_cast<int>(j), static_cast<int>(W));
+      row[1] = grid_coord(static_cast<int>(i), static_cast<int>(H));
+      row[2] = 1.f;
+    }
+  }
+  const auto theta = at::from_blob(r, {1, 2, 3}, at::TensorOptions().dtype(at::kFloat)).clone().transpose(1, 2);
+  const auto grid = at::bmm(base, theta).contiguous();
+  const float* g = grid.data_ptr<float>();
+  int32_t best = kGridFma;
+  int64_t best_misses = -1;
+  for (int32_t order : {kGridFma, kGridSumLeft, kGridSumRight}) {
+    int64_t misses = 0;
+    for (int64_t k = 0; k < H * W; ++k) {
+      const float x = b[3 * k], y = b[3 * k + 1];
+      misses += grid_dot(order, x, y, r[0], r[1], r[2]) != g[2 * k];
+      misses += grid_dot(order, x, y, r[3], r[4], r[5]) != g[2 * k + 1];
+    }
+    if (best_misses < 0 || misses < best_misses) {
+      best = order;
+      best_misses = misses;
+    }
+  }
+  known.emplace(key, best);
+  return best;
 }
 
 }  // namespace
@@ -568,6 +618,7 @@ at::Tensor augment_cpu(const at::Tensor& images, const at::Tensor& ops, const at
   p.index = index ? idx.data_ptr<int64_t>() : nullptr;
   p.crop = crop ? cr.data_ptr<int64_t>() : nullptr;
   p.padding = padding;
+  p.grid_order = torch_grid_order(H, W);
   for (int64_t c = 0; c < C; ++c) p.fill[c] = static_cast<uint8_t>(fill[fill.size() == 1 ? 0 : c]);
   p.out = out.data_ptr();
   for (int64_t c = 0; c < C; ++c) {

@@ -49,7 +49,7 @@ struct Step {
   int32_t kind;
   int32_t lut;   // LutSource for kLut
   int32_t op;    // the OpId it came from
-  int32_t i0;    // kCrop: row shift; posterize: bit mask
+  int32_t i0;    // kCrop: row shift; posterize: bit mask; kGeom: GridOrder
   int32_t i1;    // kCrop: column shift
   int32_t i2;    // kCrop: horizontal flip
   float r[6];    // kGeom: torchvision's affine matrix divided by (W/2, H/2)
@@ -132,15 +132,34 @@ CA_HD void inverse_affine(double cx, double cy, double angle, double tx, double 
   r[5] = div_rn(static_cast<float>(m[5]), hh);
 }
 
+// How the grid's dot product x*a + y*b + 1*c is rounded. torchvision forms it with a float32
+// bmm, whose order is the BLAS kernel's: fma(y, b, x*a) + c on AVX-512 MKL and cuBLAS,
+// (x*a + y*b) + c with AVX2 MKL (seen on an AMD EPYC). Points that land on a half-pixel
+// tie (rotations by 90 degrees of non-square images) round differently between orders, so
+// the CPU op asks torch once per image size which one it uses (augment_cpu.cpp).
+enum GridOrder : int32_t { kGridFma = 0, kGridSumLeft = 1, kGridSumRight = 2 };
+
+CA_HD float grid_dot(int32_t order, float x, float y, float a, float b, float c) {
+  if (order == kGridSumLeft) return add_rn(add_rn(mul_rn(x, a), mul_rn(y, b)), c);
+  if (order == kGridSumRight) return add_rn(mul_rn(x, a), add_rn(mul_rn(y, b), c));
+  return add_rn(fma_rn(y, b, mul_rn(x, a)), c);
+}
+
+// The grid's x (or y) of pixel column j (row i): torchvision's linspace, exact here.
+CA_HD float grid_coord(int j, int W) {
+  return sub_rn(static_cast<float>(j), static_cast<float>(0.5 * (W - 1)));
+}
+
 // Where a kGeom step's output pixel (ci, cj) samples its input, before the canvas test.
-// Repeats torchvision's float32 grid: x = j - (W-1)/2, gx = fma(y, r1, x*r0) + r2 (the
-// bmm), ix = ((gx + 1) * W - 1) / 2 (grid_sample, align_corners=False), nearest = rint.
+// Repeats torchvision's float32 grid: x = j - (W-1)/2, gx = x*r0 + y*r1 + r2 rounded in the
+// step's GridOrder (i0), ix = ((gx + 1) * W - 1) / 2 (grid_sample, align_corners=False),
+// nearest = rint.
 CA_HD void geom_source(const Step& s, int H, int W, int ci, int cj, float& rx, float& ry) {
   const float Wf = static_cast<float>(W), Hf = static_cast<float>(H);
-  const float x = sub_rn(static_cast<float>(cj), static_cast<float>(0.5 * (W - 1)));
-  const float y = sub_rn(static_cast<float>(ci), static_cast<float>(0.5 * (H - 1)));
-  const float gx = add_rn(fma_rn(y, s.r[1], mul_rn(x, s.r[0])), s.r[2]);
-  const float gy = add_rn(fma_rn(y, s.r[4], mul_rn(x, s.r[3])), s.r[5]);
+  const float x = grid_coord(cj, W);
+  const float y = grid_coord(ci, H);
+  const float gx = grid_dot(s.i0, x, y, s.r[0], s.r[1], s.r[2]);
+  const float gy = grid_dot(s.i0, x, y, s.r[3], s.r[4], s.r[5]);
   rx = rint_rn(mul_rn(sub_rn(mul_rn(add_rn(gx, 1.f), Wf), 1.f), 0.5f));
   ry = rint_rn(mul_rn(sub_rn(mul_rn(add_rn(gy, 1.f), Hf), 1.f), 0.5f));
 }
@@ -177,7 +196,8 @@ CA_HD bool map_coord(const Step& s, int H, int W, int& ci, int& cj) {
 // 360, Color on one channel, Posterize keeping 8 bits, Sharpness on an image with a side <= 2)
 // are dropped, as torchvision returns the image unchanged for them.
 CA_HD int compile_row(const int32_t* ops, const float* mags, int L, const int64_t* crop,
-                      int64_t padding, int64_t C, int64_t H, int64_t W, Step* steps) {
+                      int64_t padding, int64_t C, int64_t H, int64_t W, Step* steps,
+                      int32_t grid_order = kGridFma) {
   int n = 0;
   if (crop != nullptr) {
     Step& s = steps[n++];
@@ -206,6 +226,7 @@ CA_HD int compile_row(const int32_t* ops, const float* mags, int L, const int64_
         // shear angle = degrees(atan(m)), centre (0, 0): torchvision's (-W/2, -H/2) offset
         const double deg = dmul(atan(m), 180.0 / kPi);
         s.kind = kGeom;
+        s.i0 = grid_order;
         inverse_affine(-(static_cast<double>(W) * 0.5), -(static_cast<double>(H) * 0.5), 0.0, 0.0,
                        0.0, op == kShearX ? deg : 0.0, op == kShearX ? 0.0 : deg, H, W, s.r);
         break;
@@ -214,6 +235,7 @@ CA_HD int compile_row(const int32_t* ops, const float* mags, int L, const int64_
       case kTranslateY: {
         const double t = trunc(m);  // int(magnitude)
         s.kind = kGeom;
+        s.i0 = grid_order;
         inverse_affine(0.0, 0.0, 0.0, op == kTranslateX ? t : 0.0, op == kTranslateX ? 0.0 : t,
                        0.0, 0.0, H, W, s.r);
         break;
@@ -222,6 +244,7 @@ CA_HD int compile_row(const int32_t* ops, const float* mags, int L, const int64_
         const double a = py_mod360(m);
         if (a == 0.0) continue;
         s.kind = kGeom;
+        s.i0 = grid_order;
         inverse_affine(0.0, 0.0, -a, 0.0, 0.0, 0.0, 0.0, H, W, s.r);
         break;
       }

@@ -10,6 +10,7 @@ from coreaug_fast.kernels import greedy
 from coreaug_fast.reference import facility_location_reference
 
 from conftest import TRITON_DEVICE
+from objectives import facility_objective
 
 SIMS = ["distance", "sqdistance", "exp"]
 
@@ -32,6 +33,26 @@ def _assert_same_selection(a, b, gain_rtol=1e-4):
     torch.testing.assert_close(a.gains.cpu().double(), b.gains.cpu().double(), rtol=gain_rtol, atol=1e-6 * scale)
 
 
+def _assert_same_up_to_a_near_tie(a, b, x, labels, similarity, rel=1e-5):
+    """``a`` and ``b`` (two float32 backends) make the same picks, or the same up to a step
+    where their two picks' exact marginal gains (float64, given the common prefix) agree to
+    ``rel``: a near-tie that float32 rounding (the GEMM's summation order, which depends on
+    the CPU's BLAS kernel) may break either way. The steps after it are not compared."""
+    ia, ib = a.indices.cpu(), b.indices.cpu()
+    diverge = (ia != ib).nonzero()
+    if diverge.numel() == 0:
+        _assert_same_selection(a, b)
+        return
+    p = int(diverge[0])
+    assert torch.equal(a.offsets.cpu(), b.offsets.cpu())
+    assert int(a.labels[p]) == int(b.labels[p])
+    base = facility_objective(x, labels, ia[:p], similarity)
+    gain_a = facility_objective(x, labels, ia[: p + 1], similarity) - base
+    gain_b = facility_objective(x, labels, torch.cat([ia[:p], ib[p:p + 1]]), similarity) - base
+    assert abs(gain_a - gain_b) <= rel * max(abs(gain_a), abs(gain_b)), (p, int(ia[p]), int(ib[p]), gain_a, gain_b)
+    torch.testing.assert_close(a.gains[:p].cpu().double(), b.gains[:p].cpu().double(), rtol=1e-4, atol=0.0)
+
+
 @pytest.mark.parametrize("similarity", SIMS)
 def test_triton_lazy_is_naive_bit_for_bit_and_matches_torch(similarity):
     x, labels = _data(100, 4, 3, seed=1)
@@ -39,8 +60,8 @@ def test_triton_lazy_is_naive_bit_for_bit_and_matches_torch(similarity):
     naive = _select(x, labels, 0.2, similarity=similarity, optimizer="naive")
     assert torch.equal(lazy.indices, naive.indices) and torch.equal(lazy.gains, naive.gains)
     assert torch.equal(lazy.assignment, naive.assignment)
-    _assert_same_selection(lazy, coreaug_fast.select_coreset(x.cpu(), labels.cpu(), 0.2, similarity=similarity,
-                                                             backend="torch"))
+    cpu = coreaug_fast.select_coreset(x.cpu(), labels.cpu(), 0.2, similarity=similarity, backend="torch")
+    _assert_same_up_to_a_near_tie(lazy, cpu, x, labels, similarity)
 
 
 def test_triton_matches_float64_reference_wide_rows():
