@@ -285,17 +285,21 @@ def randaugment_magnitudes(magnitude: int = 9, num_magnitude_bins: int = 31, hei
     torchvision's RandAugment table (``torch.linspace`` in float32, as it computes it), with
     Solarize's fraction of 255 turned into a threshold in pixels. float32 (15,)."""
     b, m = num_magnitude_bins, magnitude
-    lin = lambda hi: float(torch.linspace(0.0, hi, b)[m])  # noqa: E731
+    # Kept in tensors (no float() of an element): the table is built inside the training step
+    # the first time a size is seen, where reading values back would be a host round trip.
+    lin = lambda hi: torch.linspace(0.0, hi, b)[m]  # noqa: E731
     table = {
         "ShearX": lin(0.3), "ShearY": lin(0.3),
         "TranslateX": lin(150.0 / 331.0 * width), "TranslateY": lin(150.0 / 331.0 * height),
         "Rotate": lin(30.0), "Brightness": lin(0.9), "Color": lin(0.9), "Contrast": lin(0.9),
         "Sharpness": lin(0.9),
-        "Posterize": float((8 - (torch.arange(b) / ((b - 1) / 4))).round().int()[m]),
-        # torchvision: threshold = 255.0 * float(fraction), compared as float32
-        "Solarize": 255.0 * float(torch.linspace(1.0, 0.0, b)[m]),
+        "Posterize": (8 - (torch.arange(b) / ((b - 1) / 4))).round().int()[m].float(),
+        # torchvision: threshold = 255.0 * float(fraction), compared as float32; the float32
+        # product rounds 255 (8 bits) x a float32 (24 bits) once, as the double product does
+        "Solarize": 255.0 * torch.linspace(1.0, 0.0, b)[m],
     }
-    return torch.tensor([table.get(name, 0.0) for name in OPS], dtype=torch.float32)
+    zero = torch.zeros((), dtype=torch.float32)
+    return torch.stack([table.get(name, zero) for name in OPS])
 
 
 class Augmenter:

@@ -262,6 +262,11 @@ def test_ddp_batch_loss_gives_the_global_batch_gradient(ranks, how):
         torch.testing.assert_close(res["grad"], full.grad[res["rows"]], rtol=1e-5, atol=1e-7)
 
 
+# ------------------------------------------------------------------ failures end every rank
+
+FAILURES = ["checks", "selection", "greedi-counts"]
+
+
 def _inject(where):
     """Make this rank's next selection raise RuntimeError at ``where``; returns the undo."""
     from coreaug_fast import distributed, engine

@@ -51,14 +51,14 @@ def recorder(monkeypatch):
         return real_loss(logits, targets, weights, **kw)
 
     real_crop = ca.crop_flip
-    def crop(images, offsets, flips, *, padding=4, index=None):
+    def crop(images, offsets, flips, *, padding=4, index=None, check=True):
         rec["weak"].append(index.cpu().clone())
-        return real_crop(images, offsets, flips, padding=padding, index=index)
+        return real_crop(images, offsets, flips, padding=padding, index=index, check=check)
 
     class Augmenter(ca.Augmenter):
-        def __call__(self, images, index=None, *, generator=None):
+        def __call__(self, images, index=None, *, generator=None, check=True):
             rec["strong"].append(index.cpu().clone())
-            return super().__call__(images, index=index, generator=generator)
+            return super().__call__(images, index=index, generator=generator, check=check)
 
     def wrap(fn):
         def f(*a, **kw):
@@ -107,7 +107,7 @@ def test_each_method_trains_one_epoch_and_logs_the_paper_fields(tmp_path, method
 def test_loss_receives_selector_gamma_over_r_with_matching_targets(tmp_path, recorder):
     """Every original row reaches the loss with weight 1 and every selected j's r copies
     with gamma_j / r (the selector's raw weights), each paired with j's label."""
-    cfg = tiny(tmp_path, method="coreset", fraction=0.2, copies=3)
+    cfg = tiny(tmp_path, method="coreset", fraction=0.2, copies=3, subset_weights="gamma")
     train(cfg)
     (coreset,) = recorder["selected"]
     gamma = coreset.weights
@@ -141,7 +141,7 @@ def test_baseline_copies_carry_one_over_r(tmp_path, recorder):
 
 
 def test_subset_only_trains_on_nothing_but_the_augmented_subset(tmp_path, recorder):
-    cfg = tiny(tmp_path, method="coreset", fraction=0.2, copies=2, subset_only=True)
+    cfg = tiny(tmp_path, method="coreset", fraction=0.2, copies=2, subset_only=True, subset_weights="gamma")
     s = train(cfg)
     (coreset,) = recorder["selected"]
     subset = sorted(coreset.indices.tolist())
