@@ -90,6 +90,20 @@ def _importable(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
+def _peer_ms(out: dict, field: str, module: str, measure) -> "float | None":
+    """``out[field]`` = ``measure()`` (ms), or why there is no figure: the peer's package is
+    not importable, or it failed (reported; the other figures stand). Returns the figure."""
+    if not _importable(module):
+        out[field] = f"skipped ({module} not importable)"
+        return None
+    try:
+        out[field] = measure()
+        return out[field]
+    except Exception as exc:
+        out[field] = f"failed: {type(exc).__name__}: {exc}"[:200]
+        return None
+
+
 # ---- benchmark phases ------------------------------------------------------------------------
 
 def bench_selector(deadline: float) -> dict:
@@ -192,22 +206,20 @@ def bench_augment(deadline: float) -> dict:
             out[f"{key}_speedup_vs_torchvision"] = out[f"{key}_torchvision_batched_ms"] / ours
         except Exception as exc:  # reported, the other figures stand
             out[f"{key}_torchvision_batched_ms"] = f"failed: {type(exc).__name__}: {exc}"[:200]
-        if not _importable("kornia"):
-            out[f"{key}_kornia_ms"] = "skipped (kornia not importable)"
-        elif deadline - time.time() < 10:
+        if deadline - time.time() < 10:
             out[f"{key}_kornia_ms"] = "skipped (time budget)"
         else:
-            try:
+            def kornia_ms():
                 import kornia.augmentation as K
                 from kornia.augmentation.auto import RandAugment
 
                 ka = torch.nn.Sequential(K.RandomCrop((side, side), padding=pad), K.RandomHorizontalFlip(),
                                          RandAugment(n=2, m=9),
                                          K.Normalize(torch.tensor(mean), torch.tensor(std))).cuda()
-                out[f"{key}_kornia_ms"] = _cuda_ms(lambda: ka(images.float() / 255), budget_s=5)
+                return _cuda_ms(lambda: ka(images.float() / 255), budget_s=5)
+
+            if _peer_ms(out, f"{key}_kornia_ms", "kornia", kornia_ms) is not None:
                 out[f"{key}_speedup_vs_kornia"] = out[f"{key}_kornia_ms"] / ours
-            except Exception as exc:
-                out[f"{key}_kornia_ms"] = f"failed: {type(exc).__name__}: {exc}"[:200]
         if deadline - time.time() < 5:
             break
     speedups = [v for k, v in out.items() if k.endswith("speedup_vs_kornia")]
@@ -243,17 +255,13 @@ def bench_loss(deadline: float) -> dict:
         out[f"{key}_fused_ms"] = _cuda_ms(fused, budget_s=2)
         out[f"{key}_unfused_ms"] = _cuda_ms(unfused, budget_s=2)
         out[f"{key}_speedup"] = out[f"{key}_unfused_ms"] / out[f"{key}_fused_ms"]
-        if not _importable("liger_kernel"):
-            out[f"{key}_liger_ms"] = "skipped (liger_kernel not importable)"
-        else:
-            try:
-                from liger_kernel.transformers import LigerCrossEntropyLoss
+        def liger_ms():
+            from liger_kernel.transformers import LigerCrossEntropyLoss
 
-                liger = LigerCrossEntropyLoss(reduction="none")
-                out[f"{key}_liger_ms"] = _cuda_ms(lambda: (liger(logits, targets) * weights).sum().backward(),
-                                                  budget_s=2)
-            except Exception as exc:
-                out[f"{key}_liger_ms"] = f"failed: {type(exc).__name__}: {exc}"[:200]
+            liger = LigerCrossEntropyLoss(reduction="none")
+            return _cuda_ms(lambda: (liger(logits, targets) * weights).sum().backward(), budget_s=2)
+
+        _peer_ms(out, f"{key}_liger_ms", "liger_kernel", liger_ms)
         if deadline - time.time() < 3:
             break
     speedups = [v for k, v in out.items() if k.endswith("_speedup")]

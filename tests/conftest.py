@@ -23,3 +23,12 @@ requires_gpu = pytest.mark.skipif(not HAS_GPU, reason="needs a CUDA device")
 @pytest.fixture(params=DEVICES)
 def device(request):
     return request.param
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module's tests (small tensors: thread start-up dominates)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

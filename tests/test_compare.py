@@ -13,12 +13,7 @@ from coreaug_fast.train.report import (comparison_rows, markdown_table, paired_s
                                        t_quantile_975)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_t_quantiles_match_scipy():

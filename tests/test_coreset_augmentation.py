@@ -19,12 +19,7 @@ from host_syncs import count_host_syncs
 N, C, S = 60, 3, 8  # 60 images of 3x8x8, 5 classes x 12
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def data(n=N, classes=5, seed=0):
