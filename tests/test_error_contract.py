@@ -10,6 +10,7 @@ with ``python tests/test_error_contract.py`` (it replaces the text between the t
 """
 from __future__ import annotations
 
+import builtins
 import os
 import re
 import subprocess
@@ -31,6 +32,8 @@ TRAIN = "coreaug-train"
 ANALYSIS = "python -m coreaug_fast.analysis"
 EXIT2 = "exit 2"  # the error column of CLI rows: one line on stderr, exit status 2
 NO_EXT = "(extension missing)"  # the argument column of rows run without the compiled extension
+CHECK_OFF = "check=False (CPU)"  # the section of calls whose value checks are skipped
+NONE, RETURNS = "none", "(returns a result)"  # error and message of a call that does not raise
 
 
 class Row(NamedTuple):
@@ -343,6 +346,18 @@ ROWS = [
             "apply_augment needs the compiled extension coreaug_fast._C, which did not load"),
            (NO_EXT, "crop_flip(IMG, OFF, FLIP)", "crop_flip needs the compiled extension coreaug_fast._C, which did not load"),
            (NO_EXT, "Augmenter()(IMG)", "Augmenter needs the compiled extension coreaug_fast._C, which did not load")),
+    *_rows(CHECK_OFF, "RuntimeError",
+           ("targets", "weighted_cross_entropy(LOGITS, T + 1, check=False)", "targets[2] = 3 is outside [0, 3)"),
+           ("index", "apply_augment(IMG, OPS, MAG, index=torch.tensor([0, 2]), check=False)",
+            "index[1] = 2 is outside [0, 2)"),
+           ("ops", "apply_augment(IMG, OPS + 15, MAG, check=False)", "ops holds 15, not an op id in [0, 15)"),
+           ("index", "crop_flip(IMG, OFF, FLIP, index=torch.tensor([0, 2]), check=False)",
+            "index[1] = 2 is outside [0, 2)"),
+           ("index", "Augmenter()(IMG, index=torch.tensor([2]), check=False)", "index[0] = 2 is outside [0, 2)")),
+    *_rows(CHECK_OFF, NONE,
+           ("weights", "weighted_cross_entropy(LOGITS, T, -W, check=False)", RETURNS),
+           ("magnitudes", "apply_augment(IMG, OPS + 6, MAG - 5, check=False)", RETURNS),
+           ("offsets", "crop_flip(IMG, OFF + 5, FLIP, check=False)", RETURNS)),
     *_rows(TRAIN, EXIT2,
            ("--lr", f"{TRAIN} --lr nan", f"{TRAIN}: error: --lr must be finite, got nan"),
            ("--lr", f"{TRAIN} --lr 1e308", f"{TRAIN}: error: --lr must be in (0.0, 10.0], got 1e+308"),
@@ -478,7 +493,10 @@ def test_contract_row(row: Row, tmp_path, monkeypatch, capsys):
     if row.argument == NO_EXT:
         monkeypatch.setattr(_ext, "_C", None)
         monkeypatch.setattr(_ext, "_IMPORT_ERROR", ImportError("simulated"))
-    expected = getattr(coreaug_fast, row.error) if row.error != "ValueError" else ValueError
+    if row.error == NONE:
+        eval(row.call, namespace())  # noqa: S307 - the calls are this file's own literals
+        return
+    expected = getattr(coreaug_fast, row.error, None) or getattr(builtins, row.error)
     with pytest.raises(expected) as info:
         eval(row.call, namespace())  # noqa: S307 - the calls are this file's own literals
     assert type(info.value) is expected, f"{type(info.value).__name__}: {info.value}"
@@ -498,6 +516,24 @@ def test_cli_entry_point_exit_status(program, argv, message, tmp_path):
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith(message), proc.stderr
     assert proc.stdout == ""
     assert list(tmp_path.iterdir()) == []  # refused before writing anything
+
+
+#: Inputs the checks accept (NumPy scalars wherever a Python number is; documented None).
+ACCEPTED = [
+    "select_coreset(X, Y, budget=np.int64(2))",
+    "select_coreset(X, Y, np.float32(0.5))",
+    "select_coreset(X, Y, budget=2**70)",
+    "weighted_cross_entropy(LOGITS, T, label_smoothing=np.float32(0.1))",
+    "crop_flip(IMG, OFF, FLIP, padding=np.int64(4))",
+    "apply_augment(IMG, OPS, MAG, fill=None)",
+    "Augmenter(num_ops=np.int64(3), copies=np.int32(2), padding=np.int64(2))",
+    "Augmenter(mean=torch.tensor([0.5, 0.5, 0.5]), std=np.array([0.2, 0.2, 0.2]))",
+]
+
+
+@pytest.mark.parametrize("call", ACCEPTED)
+def test_accepted(call):
+    eval(call, namespace())  # noqa: S307
 
 
 # ------------------------------------------------------------------ the doc
