@@ -224,7 +224,8 @@ ROWS = [
             "padding must be an int >= 0 (at most 1073741824), got 9223372036854775808"),
            ("out_dtype", "Augmenter(out_dtype=torch.float64)",
             "out_dtype must be one of [torch.float32, torch.float16, torch.bfloat16, torch.uint8], got torch.float64"),
-           ("mean, std", "Augmenter(mean=0.5)", "mean and std must be given together (or neither), got mean=0.5, std=None"),
+           ("mean, std", "Augmenter(mean=0.5)",
+            "mean and std must be given together (or neither), got mean=0.5, std=None"),
            ("mean, std", "Augmenter(mean=0.5, std=0.5, out_dtype=torch.uint8)",
             "mean/std need a floating out_dtype, got uint8"),
            ("mean", "Augmenter(mean=125.0, std=60.0)",
@@ -235,7 +236,8 @@ ROWS = [
     *_rows("Augmenter call, sample, apply", V,
            ("images", "Augmenter()(IMG.float())", "images must be uint8, got torch.float32"),
            ("index", "Augmenter()(IMG, index=[0])", "index must be a torch.Tensor, got list"),
-           ("index", "Augmenter()(IMG, index=torch.tensor([0.0]))", "index must be an integer tensor, got torch.float32"),
+           ("index", "Augmenter()(IMG, index=torch.tensor([0.0]))",
+            "index must be an integer tensor, got torch.float32"),
            ("index", "Augmenter()(IMG, index=torch.tensor([2]))", "index has value 2, outside [0, 2)"),
            ("index", "Augmenter()(IMG, index=torch.tensor([0], device='meta'))",
             "tensors must be on one device, got images on cpu, index on meta"),
@@ -313,7 +315,8 @@ ROWS = [
            ("targets", "jacobian_spectrum(MODEL, IMGF, L2.float())",
             "targets must be an integer tensor, got torch.float32"),
            ("targets", "jacobian_spectrum(MODEL, IMGF, L2[:1])", "images has 2 rows but targets has 1"),
-           ("targets", "jacobian_spectrum(MODEL, IMGF, L2 + 5, output='target')", "targets has value 6, outside [0, 2)"),
+           ("targets", "jacobian_spectrum(MODEL, IMGF, L2 + 5, output='target')",
+            "targets has value 6, outside [0, 2)"),
            ("augment", "jacobian_spectrum(MODEL, IMGF, L2, augment=3)", "augment must be callable, got int"),
            ("augment", "jacobian_spectrum(MODEL, IMGF, L2, augment=lambda x: x[:1], num_bins=2)",
             "augment turned 2 images into (1, 3, 8, 8); it must keep one output per input"),
@@ -344,7 +347,8 @@ ROWS = [
             "select_coreset needs the compiled extension coreaug_fast._C, which did not load"),
            (NO_EXT, "apply_augment(IMG, OPS, MAG)",
             "apply_augment needs the compiled extension coreaug_fast._C, which did not load"),
-           (NO_EXT, "crop_flip(IMG, OFF, FLIP)", "crop_flip needs the compiled extension coreaug_fast._C, which did not load"),
+           (NO_EXT, "crop_flip(IMG, OFF, FLIP)",
+            "crop_flip needs the compiled extension coreaug_fast._C, which did not load"),
            (NO_EXT, "Augmenter()(IMG)", "Augmenter needs the compiled extension coreaug_fast._C, which did not load")),
     *_rows(CHECK_OFF, "RuntimeError",
            ("targets", "weighted_cross_entropy(LOGITS, T + 1, check=False)", "targets[2] = 3 is outside [0, 3)"),
@@ -389,7 +393,8 @@ ROWS = [
             f"{TRAIN}: error: argument --methods: unknown foo (choose from none, full, random, max-loss, coreset)")),
     *_rows(ANALYSIS, EXIT2,
            ("--data", f"{ANALYSIS} --data missing.pt", f"{ANALYSIS}: error: --data missing.pt: no such file"),
-           ("--data", f"{ANALYSIS} --data garbage.pt", f"{ANALYSIS}: error: --data garbage.pt: not a readable .pt file ("),
+           ("--data", f"{ANALYSIS} --data garbage.pt",
+            f"{ANALYSIS}: error: --data garbage.pt: not a readable .pt file ("),
            ("--data", f"{ANALYSIS} --data truncated.npz",
             f"{ANALYSIS}: error: --data truncated.npz: not a readable .npz file (File is not a zip file)"),
            ("--data", f"{ANALYSIS} --data no_targets.pt",
@@ -540,6 +545,15 @@ ACCEPTED = [
     "Augmenter(num_ops=np.int64(3), copies=np.int32(2), padding=np.int64(2))",
     "Augmenter(mean=torch.tensor([0.5, 0.5, 0.5]), std=np.array([0.2, 0.2, 0.2]))",
 ]
+
+
+def test_bad_matrix_bytes_variable_warns(monkeypatch):
+    """A bad COREAUG_MAX_MATRIX_BYTES cannot break the import: it warns and keeps the default."""
+    from coreaug_fast import engine
+
+    monkeypatch.setenv("COREAUG_MAX_MATRIX_BYTES", "abc")
+    with pytest.warns(RuntimeWarning, match=r"^COREAUG_MAX_MATRIX_BYTES=.abc. is not an integer >= 0; using the"):
+        assert engine._matrix_bytes_from_env() == engine._DEFAULT_MATRIX_BYTES
 
 
 @pytest.mark.parametrize("call", ACCEPTED)
