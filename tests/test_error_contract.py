@@ -494,7 +494,8 @@ def test_contract_row(row: Row, tmp_path, monkeypatch, capsys):
         program, argv = _program_and_argv(row.call)
         monkeypatch.chdir(tmp_path)  # relative file names; nothing written into the tree
         _data_files(tmp_path)
-        code = _cli_main(program)(argv)
+        with torch.random.fork_rng():  # --resume builds a Trainer, which seeds torch's generator
+            code = _cli_main(program)(argv)
         err = capsys.readouterr().err
         assert code == 2, (code, err)
         assert err.endswith("\n") and err.count("\n") == 1, f"not one line on stderr: {err!r}"
