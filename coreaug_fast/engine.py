@@ -298,7 +298,7 @@ def check_arguments(embeddings, labels, indices, fraction, budget, similarity, o
     _checks.check_choice("similarity", similarity, SIMILARITIES)
     _checks.check_choice("optimizer", optimizer, OPTIMIZERS)
     _checks.check_choice("backend", backend, BACKENDS)
-    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not 0 < epsilon < 1:
+    if isinstance(epsilon, bool) or not isinstance(epsilon, numbers.Real) or not 0 < epsilon < 1:
         raise ValueError(f"epsilon must be a number in (0, 1), got {epsilon!r}")
     _checks.check_generator("generator", generator)
     return Checked(x, h, device, budget, resolve_backend(backend, device), x_max, h_max)

@@ -80,8 +80,8 @@ def weighted_cross_entropy(logits: torch.Tensor, targets: torch.Tensor,
             ``F.cross_entropy``'s: the target becomes ``(1 − ε)·onehot + ε/C``.
         check: check the values of ``targets`` and ``weights`` (one host synchronisation
             on CUDA). ``False`` skips that read, for a training step with no host sync:
-            then a target outside [0, C) makes its row's loss and gradient NaN (the kernels
-            never read out of bounds) and bad weights propagate as they would in the
+            then, on CUDA, a target outside [0, C) makes its row's loss and gradient NaN
+            (the kernels never read out of bounds); the CPU op still raises RuntimeError and bad weights propagate as they would in the
             unfused expression. Shapes, dtypes and devices are always checked (no sync).
 
     Returns:

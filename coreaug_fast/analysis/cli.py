@@ -190,24 +190,28 @@ def main(argv=None) -> int:
     except ValueError as e:
         print(f"python -m coreaug_fast.analysis: error: {e}", file=sys.stderr)
         return 2
-    device = torch.device(args.device)
-    augment = load_object(args.augment) if args.augment else default_augment
+    try:  # a bad --model/--augment/--device or spectrum argument: one line, not a traceback
+        device = torch.device(args.device)
+        augment = load_object(args.augment) if args.augment else default_augment
 
-    accuracy = None
-    if args.model:
-        model = load_object(args.model)
-        model = model if isinstance(model, torch.nn.Module) else model()
-        if args.weights:
-            model.load_state_dict(torch.load(args.weights, weights_only=True, map_location="cpu"))
-        model = model.to(device)
-    else:
-        model = make_model(args.arch, tuple(images.shape[1:]), int(targets.max()) + 1, args.hidden).to(device)
-        accuracy = train(model, images.to(device), targets.to(device), args.epochs, args.seed, progress=progress)
+        accuracy = None
+        if args.model:
+            model = load_object(args.model)
+            model = model if isinstance(model, torch.nn.Module) else model()
+            if args.weights:
+                model.load_state_dict(torch.load(args.weights, weights_only=True, map_location="cpu"))
+            model = model.to(device)
+        else:
+            model = make_model(args.arch, tuple(images.shape[1:]), int(targets.max()) + 1, args.hidden).to(device)
+            accuracy = train(model, images.to(device), targets.to(device), args.epochs, args.seed, progress=progress)
 
-    res = jacobian_spectrum(model, images.to(device), targets.to(device), augment, args.max_examples,
-                            output=args.output, classes=args.classes or None, seed=args.seed,
-                            num_bins=args.bins, chunk_size=args.chunk_size, method=args.method,
-                            progress=progress)
+        res = jacobian_spectrum(model, images.to(device), targets.to(device), augment, args.max_examples,
+                                output=args.output, classes=args.classes or None, seed=args.seed,
+                                num_bins=args.bins, chunk_size=args.chunk_size, method=args.method,
+                                progress=progress)
+    except (ValueError, ImportError, AttributeError, RuntimeError) as e:
+        print(f"python -m coreaug_fast.analysis: error: {e}", file=sys.stderr)
+        return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report = {

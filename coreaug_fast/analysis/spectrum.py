@@ -28,6 +28,8 @@ vectors 0.6 GiB.
 """
 from __future__ import annotations
 
+import numbers
+
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
@@ -109,9 +111,10 @@ class JacobianSpectrum:
 
 
 def _check_int(name: str, value, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+    """An integer (Python or NumPy) >= low, as a Python int."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
         raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return value
+    return int(value)
 
 
 def subsample(targets: torch.Tensor, max_examples: int, seed: int = 0,
