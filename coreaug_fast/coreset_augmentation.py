@@ -467,6 +467,9 @@ def _check_images_labels(images, labels) -> None:
 
 
 def _per_channel(name: str, value, channels: int) -> List[float]:
+    """One float per channel from a number, a sequence, a 1-D array or tensor (as Augmenter)."""
+    if isinstance(value, torch.Tensor) or type(value).__module__ == "numpy":
+        value = torch.as_tensor(value).reshape(-1).tolist() if getattr(value, "ndim", 0) <= 1 else value
     vals = [_checks.check_float(name, v) for v in (value if isinstance(value, (list, tuple)) else [value])]
     if len(vals) == 1:
         vals = vals * channels

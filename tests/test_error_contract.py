@@ -545,6 +545,7 @@ ACCEPTED = [
     "apply_augment(IMG, OPS, MAG, fill=None)",
     "Augmenter(num_ops=np.int64(3), copies=np.int32(2), padding=np.int64(2))",
     "Augmenter(mean=torch.tensor([0.5, 0.5, 0.5]), std=np.array([0.2, 0.2, 0.2]))",
+    "CoresetAugmentation(IMG, L2, mean=np.array([.5, .5, .5]), std=torch.tensor([.2, .2, .2]))",
 ]
 
 
