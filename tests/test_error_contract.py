@@ -454,8 +454,7 @@ MODEL = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 2))
 
 
 DATA_FILES = ("garbage.pt", "truncated.npz", "no_targets.pt", "float_targets.pt", "short_targets.pt", "list.pt")
-#: Command lines that create the run folder (empty) before refusing; see docs/errors.md, Known gaps.
-WRITES_BEFORE_REFUSING = (f"{TRAIN} --device tpu", f"{TRAIN} --resume missing.pt", f"{TRAIN} --resume garbage.pt")
+
 
 
 def _data_files(folder: Path) -> None:
@@ -501,11 +500,7 @@ def test_contract_row(row: Row, tmp_path, monkeypatch, capsys):
         assert err.endswith("\n") and err.count("\n") == 1, f"not one line on stderr: {err!r}"
         assert err.startswith(row.message), err
         written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.name not in DATA_FILES)
-        if row.call in WRITES_BEFORE_REFUSING:  # a known gap (docs/errors.md): pinned so that a fix shows here
-            assert written == ["runs", "runs/digits-coreset-0.1-s0"], (
-                f"{row.call} now writes {written}: update WRITES_BEFORE_REFUSING and docs/errors.md, Known gaps")
-        else:
-            assert written == [], f"wrote {written} before refusing"
+        assert written == [], f"wrote {written} before refusing"
         return
     if row.argument == NO_EXT:
         monkeypatch.setattr(_ext, "_C", None)

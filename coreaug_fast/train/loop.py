@@ -224,22 +224,27 @@ class Trainer:
         os.replace(tmp, path)
 
     def load(self, path: Path) -> None:
-        """Read a checkpoint with ``weights_only=True``: tensors and plain Python values only,
-        so a file from elsewhere cannot run code; anything else is refused."""
-        if not Path(path).is_file():
-            raise UsageError(f"--resume: no checkpoint at {path}")
-        try:
-            state = torch.load(path, map_location=self.device, weights_only=True)
-        except pickle.UnpicklingError as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UsageError(f"--resume: refusing {path}: it holds objects other than tensors and plain Python "
-                             f"values, so it is not a coreaug-train checkpoint ({first})") from None
-        except (RuntimeError, EOFError, OSError) as e:
-            raise UsageError(f"--resume: {path} is not a readable checkpoint ({type(e).__name__}: "
-                             f"{str(e).strip().splitlines()[0] if str(e).strip() else ''})") from None
-        if not isinstance(state, dict) or not {"config", "epoch", "model", "selection"} <= set(state):
-            raise UsageError(f"--resume: {path} is not a coreaug-train checkpoint")
-        self.load_state_dict(state)
+        """Resume from the checkpoint at ``path`` (see :func:`read_checkpoint`)."""
+        self.load_state_dict(read_checkpoint(path, self.device))
+
+
+def read_checkpoint(path: Path, device: torch.device) -> dict:
+    """Read a checkpoint with ``weights_only=True``: tensors and plain Python values only,
+    so a file from elsewhere cannot run code; anything else is refused (UsageError)."""
+    if not Path(path).is_file():
+        raise UsageError(f"--resume: no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UsageError(f"--resume: refusing {path}: it holds objects other than tensors and plain Python "
+                         f"values, so it is not a coreaug-train checkpoint ({first})") from None
+    except (RuntimeError, EOFError, OSError) as e:
+        raise UsageError(f"--resume: {path} is not a readable checkpoint ({type(e).__name__}: "
+                         f"{str(e).strip().splitlines()[0] if str(e).strip() else ''})") from None
+    if not isinstance(state, dict) or not {"config", "epoch", "model", "selection"} <= set(state):
+        raise UsageError(f"--resume: {path} is not a coreaug-train checkpoint")
+    return state
 
 
 def default_out(cfg: TrainConfig) -> str:
@@ -265,11 +270,14 @@ def train(cfg: TrainConfig, dataset: Optional[Dataset] = None, *, epoch_lines: b
 def _train(cfg: TrainConfig, dataset, ctx, epoch_lines: bool) -> dict:
     main = ctx is None or ctx.rank == 0  # the rank that writes checkpoints, logs and lines
     out = Path(cfg.out or default_out(cfg))
-    out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "checkpoint.pt"
+    # A bad --device or --resume is refused before anything is written or loaded.
+    device = ctx.device if ctx is not None else resolve_device(cfg.device)
+    state = read_checkpoint(ckpt if cfg.resume == "auto" else Path(cfg.resume), device) if cfg.resume else None
+    out.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(cfg, dataset)
-    if cfg.resume:
-        trainer.load(ckpt if cfg.resume == "auto" else Path(cfg.resume))
+    if state is not None:
+        trainer.load_state_dict(state)
     log = RunLog(out, trainer.records) if main else None
     stop = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, trainer.epoch + cfg.stop_after)
     started, before = time.perf_counter(), trainer.elapsed_s
