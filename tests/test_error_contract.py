@@ -406,7 +406,12 @@ ROWS = [
             "per example"),
            ("--data", f"{ANALYSIS} --data list.pt",
             f"{ANALYSIS}: error: --data list.pt: expected a dict with 'images' and 'targets' or an (images, targets) "
-            "pair, got list")),
+            "pair, got list"),
+           ("--arch", f"{ANALYSIS} --arch foo",
+            f"{ANALYSIS}: error: argument --arch: invalid choice: 'foo' (choose from 'mlp', 'cnn')"),
+           ("--epochs", f"{ANALYSIS} --epochs -1", f"{ANALYSIS}: error: argument --epochs: expected an integer >= 0"),
+           ("--model", f"{ANALYSIS} --model nocolon", f"{ANALYSIS}: error: "),
+           ("--device", f"{ANALYSIS} --device tpu", f"{ANALYSIS}: error: ")),
 ]
 
 

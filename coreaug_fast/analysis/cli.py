@@ -154,9 +154,27 @@ def train(model, images, targets, epochs: int, seed: int, batch_size: int = 64, 
     return float((pred == targets).float().mean())
 
 
+class _Parser(argparse.ArgumentParser):
+    """A bad argument ends in one line on stderr (exit 2), not a usage block."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _count(text: str) -> int:
+    """An integer >= 0 (for --epochs)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m coreaug_fast.analysis", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _Parser(prog="python -m coreaug_fast.analysis", description=__doc__,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", help=".pt or .npz with images and targets (default: sklearn digits)")
     p.add_argument("--model", help="MODULE:ATTR, an nn.Module or a callable returning one, used as is "
                                    "(default: train --arch on the data)")
@@ -164,7 +182,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--augment", help="MODULE:ATTR, a callable images -> images (default: rotate/translate/jitter)")
     p.add_argument("--arch", choices=["mlp", "cnn"], default="mlp")
     p.add_argument("--hidden", type=int, default=128, help="hidden width of --arch mlp")
-    p.add_argument("--epochs", type=int, default=15, help="pretraining epochs of the default model")
+    p.add_argument("--epochs", type=_count, default=15, help="pretraining epochs of the default model")
     p.add_argument("--classes", type=int, nargs="*", default=[0, 1, 2],
                    help="classes to draw from (default: 0 1 2, as the paper; give none for all)")
     p.add_argument("--max-examples", type=int, default=900)
@@ -181,7 +199,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as e:  # usage errors (one line, from _Parser) and --help: a status to return
+        return e.code
     started = time.time()
     torch.manual_seed(args.seed)
     progress = not args.quiet
