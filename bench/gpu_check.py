@@ -14,7 +14,7 @@ on an H100/H200):
    run (see each ``bench_*`` function), each in its own process.
 
 It writes ``<OUT>/<gpu-name>.json`` (every figure) and ``<OUT>/<gpu-name>.md`` (a short
-report: every figure and pass/fail against the targets of issue 14). Without a GPU it says
+report: every figure and pass/fail against the GPU targets). Without a GPU it says
 so, writes the same two files from an empty result (so the report code keeps working in
 CI), and exits 0.
 
@@ -41,7 +41,7 @@ PHASES = ("build", "tests") + BENCH_PHASES
 BUDGET_S = {"build": 210, "tests": 130, "selector": 75, "augment": 45, "loss": 25, "train": 90}
 TOTAL_S = 580
 
-# Targets of issue 14 (reported, never asserted): name -> (description, check on the result)
+# The GPU targets (reported, never asserted): name -> (description, check on the result)
 TARGETS = {
     "selector_cifar10_ms": ("selection at CIFAR-10 scale (10×5000, d=10, 10%) ≤ 20 ms", lambda v: v <= 20.0),
     "selector_n10k_d1024_ms": ("selection at n=10k, d=1024, k=1000 ≤ 50 ms", lambda v: v <= 50.0),

@@ -416,7 +416,7 @@ def test_public_names():
         assert name in coreaug_fast.__all__
 
 
-# ---- integers, scalars and arguments as users pass them (issue 13) ---------------------------
+# ---- integers, scalars and arguments as users pass them ---------------------------------
 
 def test_padding_that_would_wrap_in_cpp_is_rejected():
     images = _ok()[0]

@@ -396,7 +396,7 @@ def test_torch_compile(backend):
         torch.testing.assert_close(w1.grad, w2.grad)
 
 
-# ---- issue 13: values that change in the cast, NumPy scalars -------------------------------
+# ---- values that change in the cast, NumPy scalars ----------------------------------------
 
 def test_float64_weights_that_overflow_float32_are_rejected(device):
     logits, targets, _ = _inputs(4, 3, device)

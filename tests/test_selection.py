@@ -453,7 +453,7 @@ def test_every_selector_uses_the_exact_rule():
     assert coreaug_fast.select_random(two, 0.28).offsets.tolist() == [0, 14, 21]
 
 
-# ---------------------------------------------------------------- silent wrong results (issue 13)
+# ---------------------------------------------------------------- silent wrong results ----------
 
 @pytest.mark.parametrize("x", [
     torch.randn(40, 3, generator=torch.Generator().manual_seed(0)) * 1e20,            # squares overflow
@@ -497,7 +497,7 @@ def test_ties_go_to_the_lowest_row_among_equal_computed_gains():
         assert out.gains.double().tolist() == ref.gains.tolist()
 
 
-# ---------------------------------------------------------------- unclear messages (issue 13)
+# ---------------------------------------------------------------- unclear messages ----------
 
 def test_numpy_and_huge_integer_budgets():
     x, labels = _data(30, 2, 2, seed=79)
