@@ -29,11 +29,18 @@ from typing import Optional, Sequence, Union
 import torch
 
 from . import _checks, engine
-from .engine import (BACKENDS, MAX_MATRIX_BYTES, OPTIMIZERS, PROGRESS_WORK, SIMILARITIES, ClassGroups, Coreset,
-                     picks_for_fraction)
+from .engine import BACKENDS, OPTIMIZERS, SIMILARITIES, ClassGroups, Coreset, picks_for_fraction
 
 __all__ = ["BACKENDS", "MAX_MATRIX_BYTES", "OPTIMIZERS", "PROGRESS_WORK", "SIMILARITIES", "Coreset",
            "picks_for_fraction", "select_coreset", "select_max_loss", "select_random"]
+
+
+def __getattr__(name: str):
+    # The engine reads these at every call; a copy bound here would go stale and an assignment
+    # to it would silently change nothing. Set them on coreaug_fast.engine.
+    if name in ("MAX_MATRIX_BYTES", "PROGRESS_WORK"):
+        return getattr(engine, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def select_coreset(embeddings, labels: torch.Tensor, fraction: Optional[float] = None, *,

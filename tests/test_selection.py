@@ -529,3 +529,15 @@ def test_bad_max_matrix_bytes_environment_does_not_break_import():
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == str(2 << 30)
     assert "COREAUG_MAX_MATRIX_BYTES='abc' is not an integer >= 0" in run.stderr
+
+
+def test_selection_reads_the_engines_live_tunables(monkeypatch):
+    """selection.MAX_MATRIX_BYTES / PROGRESS_WORK are the engine's values at call time, not a
+    copy taken at import that a caller could change to no effect."""
+    from coreaug_fast import engine, selection
+
+    monkeypatch.setattr(engine, "MAX_MATRIX_BYTES", 12345)
+    monkeypatch.setattr(engine, "PROGRESS_WORK", 6.0)
+    assert selection.MAX_MATRIX_BYTES == 12345 and selection.PROGRESS_WORK == 6.0
+    with pytest.raises(AttributeError, match="no attribute 'NOT_THERE'"):
+        selection.NOT_THERE
