@@ -52,7 +52,7 @@ MAX_PADDING = 2 ** 30
 MAX_COPIES = 2 ** 16
 
 
-def _to_device(t: Optional[torch.Tensor], device: torch.device) -> Optional[torch.Tensor]:
+def to_device_async(t: Optional[torch.Tensor], device: torch.device) -> Optional[torch.Tensor]:
     """``t`` on ``device`` without a host synchronisation: a host tensor goes to a GPU
     through pinned memory, asynchronously (a pageable copy would wait for the device)."""
     if t is None or t.device == device:
@@ -402,7 +402,7 @@ class Augmenter:
         key = (height, width, str(device))
         if key not in self._tables:
             table = randaugment_magnitudes(self.magnitude, self.num_magnitude_bins, height, width)
-            self._tables[key] = _to_device(table, device)
+            self._tables[key] = to_device_async(table, device)
         mags = self._tables[key][ops]
         signed = (ops >= _OP_ID["ShearX"]) & (ops <= _OP_ID["Sharpness"])
         mags = torch.where(negate & signed, -mags, mags)
@@ -466,7 +466,7 @@ class Augmenter:
             _check_index(index, images.shape[0], None, check)
         m = index.shape[0]
         drawn = self._draw(self.copies * m, images.shape[2], images.shape[3], generator)
-        ops, mags, offsets, flips = (_to_device(t, device) for t in drawn)
+        ops, mags, offsets, flips = (to_device_async(t, device) for t in drawn)
         params = AugmentParams(source=index.long().repeat(self.copies),
                                copy=torch.arange(self.copies, device=device).repeat_interleave(m),
                                ops=ops, magnitudes=mags, offsets=offsets, flips=flips)

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from . import _checks
 from ._rows import WEIGHTS, EpochRows, epoch_rows, rank_seed, scale_weights, shard, stream_seeds, weak_first
 from ._timing import Clock, PhaseTimer
-from .augment import Augmenter, crop_flip
+from .augment import Augmenter, crop_flip, to_device_async
 from .distributed import all_gather_into
 from .embeddings import gradient_embeddings
 from .selection import Coreset, select_coreset, select_max_loss, select_random
@@ -334,7 +334,7 @@ class CoresetAugmentation:
         try:
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.amp):
                 for part in images.split(chunk):
-                    logits.append(net(self.transform_eval(self._to(part, device)).to(dtype)).float())
+                    logits.append(net(self.transform_eval(to_device_async(part, device)).to(dtype)).float())
         finally:
             net.train(was_training)
             if hook is not None:
@@ -356,14 +356,6 @@ class CoresetAugmentation:
                                 torch.tensor(self._std, dtype=torch.float32, device=device).view(view))
         return self._cache[key]
 
-    def _to(self, t: torch.Tensor, device: torch.device) -> torch.Tensor:
-        """Host -> device without blocking the host (pinned staging when copying to CUDA)."""
-        if t.device == device:
-            return t
-        if device.type == "cuda" and t.device.type == "cpu":
-            return t.pin_memory().to(device, non_blocking=True)
-        return t.to(device)
-
     def _weak(self, images, index, generator, device) -> torch.Tensor:
         """Random crop (zero padding) and optional flip of ``images[index]`` (all of
         ``images`` when ``index`` is None), normalised."""
@@ -371,8 +363,8 @@ class CoresetAugmentation:
         p = self.padding
         offsets = torch.randint(2 * p + 1, (m, 2), generator=generator, dtype=torch.int32)
         flips = (torch.rand(m, generator=generator) < 0.5) & self.flip
-        out = crop_flip(images, self._to(offsets, device), self._to(flips, device), padding=p, index=index,
-                        check=False)  # drawn here, in range: no host sync
+        out = crop_flip(images, to_device_async(offsets, device), to_device_async(flips, device), padding=p,
+                        index=index, check=False)  # drawn here, in range: no host sync
         _, mean, std = self._on(device)
         return ((out.float() / 255.0 - mean) / std).to(self.out_dtype)
 
@@ -435,9 +427,9 @@ class EpochBatches:
         index_cpu, _, weight = self.rows
         staged = getattr(aug, "_force_staging", False) or aug.images.device != dev
         # One transfer per epoch for what every batch slices: no per-batch copies or checks.
-        index_dev = None if staged else aug._to(index_cpu, aug.images.device)
-        y = aug._on(dev)[0][aug._to(index_cpu, dev)]
-        w = aug._to(weight, dev)
+        index_dev = None if staged else to_device_async(index_cpu, aug.images.device)
+        y = aug._on(dev)[0][to_device_async(index_cpu, dev)]
+        w = to_device_async(weight, dev)
         xs = aug._torchvision_batches(self.rows, bs, dev) if aug.augment_impl == "torchvision" else None
         timer = PhaseTimer(dev)
         for b, n_weak in enumerate(self._weak):
