@@ -8,9 +8,9 @@ centring shrinks the norms whose difference the expansion cancels).
 
 Two launchers: :func:`pairwise_sq_distances` (one x against one y) and
 :func:`class_cost_matrices` (every class's own n_c × n_c cost matrix, all classes in one
-launch, for the coreset selector). Both use :func:`sq_dist_tile`; the class matrices go
-through :func:`class_cost_tile`, which the greedy kernels (kernels/greedy.py) also call to
-compute costs on the fly.
+launch, for the coreset selector). Both use :func:`sq_dist_tile` (tl.dot tiles). The greedy
+kernels (kernels/greedy.py) compute costs on the fly with :func:`exact_cost`, the same
+costs from element-by-element multiply-adds, which a single row gets bit for bit.
 """
 from __future__ import annotations
 
@@ -99,6 +99,56 @@ def class_cost_tile(XA, XH, XN, r0, ri, rj, mi, mj, DA, DH, inv_dim,
     d2 = sq_dist_tile(xa, xh, xn, xa, xh, xn, ri, rj, mi, mj, DA, DH, DA, DH, DA, DH,
                       FACTORED, BI, BJ, BLOCK_D, DUP_FLOOR=True)
     d2 = tl.where(ri[:, None] == rj[None, :], 0.0, d2)
+    return cost_from_sq(d2, inv_dim, SIM)
+
+
+@triton.jit
+def _fma_dot(XT, NT, r0, rx, ry, mx, my, D):
+    """x_rx · x_ry from the transposed rows XT (D, NT), shaped as rx and ry broadcast: per
+    entry, four chains of fused multiply-adds (columns k ≡ 0, 1, 2, 3 mod 4, in order), then
+    (c0 + c1) + (c2 + c3). Four chains, not one, so that a lone row (one entry per thread)
+    is not held up by the latency of one dependent chain."""
+    acc0 = tl.zeros_like(rx + ry).to(tl.float32)
+    acc1 = acc0
+    acc2 = acc0
+    acc3 = acc0
+    ox = r0 + rx
+    oy = r0 + ry
+    col = XT  # a scalar pointer steps the columns (no D · NT index to overflow int32, and
+    for k in range(0, D, 4):  # no per-entry pointers carried through the loop)
+        # columns past D load zeros: fma(0, 0, c) = c
+        acc0 = tl.fma(tl.load(col + ox, mask=mx, other=0.0), tl.load(col + oy, mask=my, other=0.0), acc0)
+        col += NT
+        m = k + 1 < D
+        acc1 = tl.fma(tl.load(col + ox, mask=mx & m, other=0.0), tl.load(col + oy, mask=my & m, other=0.0), acc1)
+        col += NT
+        m = k + 2 < D
+        acc2 = tl.fma(tl.load(col + ox, mask=mx & m, other=0.0), tl.load(col + oy, mask=my & m, other=0.0), acc2)
+        col += NT
+        m = k + 3 < D
+        acc3 = tl.fma(tl.load(col + ox, mask=mx & m, other=0.0), tl.load(col + oy, mask=my & m, other=0.0), acc3)
+        col += NT
+    return (acc0 + acc1) + (acc2 + acc3)
+
+
+@triton.jit
+def exact_cost(XTA, XTH, XN, NT, r0, rx, ry, mx, my, DA, DH, inv_dim,
+               SIM: tl.constexpr, FACTORED: tl.constexpr):
+    """Costs between local rows rx and ry of the class whose rows start at global row r0,
+    as class_cost_tile defines them (rounding-noise distances 0, diagonal exactly 0), shaped
+    as rx and ry broadcast: (BC, 1) and (1, BI) give a tile, a scalar and (BI,) one row.
+
+    The embeddings come transposed, XTA (DA, NT) and XTH (DH, NT), so a column of a tile is
+    one coalesced load. Every operation is element by element (no tl.dot, no reduction),
+    so an entry has the same bits in a tile, in a row, and in a tile of other rows: the
+    greedy evaluates one row alone where a tile would waste 15 lanes, and still gets the
+    gains the naive sweep computes. tl.dot's summation order follows the tile's layout."""
+    dot = _fma_dot(XTA, NT, r0, rx, ry, mx, my, DA)
+    if FACTORED:
+        dot = dot * _fma_dot(XTH, NT, r0, rx, ry, mx, my, DH)
+    scale = tl.load(XN + r0 + rx, mask=mx, other=0.0) + tl.load(XN + r0 + ry, mask=my, other=0.0)
+    d2 = scale - 2.0 * dot
+    d2 = tl.where((d2 > scale * DUP_TOL) & (rx != ry), d2, 0.0)
     return cost_from_sq(d2, inv_dim, SIM)
 
 

@@ -2,10 +2,10 @@
 
 Costs K (smaller = more similar), start levels b and gains are defined as in
 :mod:`coreaug_fast.selection`: with u_i = min(b, min_{j∈S} K_ij) the gain of e is
-Σ_i max(0, u_i − K_ie). Every gain is computed by one routine (:func:`_gains`: fixed
-chunks, fixed reduction), so a computed gain only shrinks as u shrinks and a stale gain
-is a true upper bound; the exact lazy greedy therefore returns the naive greedy's
-sequence, ties to the lowest row.
+Σ_i max(0, u_i − K_ie). Every gain has one summation order whatever rows it is computed
+with (element-wise terms, then a fixed pairwise tree: :func:`_gains`, :func:`_row_gain`), so
+a computed gain only shrinks as u shrinks and a stale gain is a true upper bound; the
+exact lazy greedy therefore returns the naive greedy's sequence, ties to the lowest row.
 
 Kernels (the launcher :func:`facility_location` runs them with no host synchronisation
 between greedy steps):
@@ -14,14 +14,16 @@ between greedy steps):
   (one program per 16 candidates; uses the whole GPU). Run before the first pick and
   again after it, when every bound is stale at once.
 * ``_greedy_kernel``: one persistent program per class runs its greedy steps. Per step:
-  the row e0 with the largest bound is re-evaluated; every row whose bound could still
-  beat (or tie lower) the best fresh gain is compacted into a list and re-evaluated
-  16 at a time, pruning against the running best; the winner is recorded and u and the
-  assignment are updated. Naive mode re-evaluates every unchosen row instead.
+  the row e0 with the largest bound is re-evaluated alone; every row whose bound could
+  still beat (or tie lower) its fresh gain is compacted into a list and re-evaluated
+  16 at a time, pruning against the running best; the winner is recorded, and u and the
+  assignment are updated from the winner's cost row alone. Naive mode re-evaluates every
+  unchosen row instead.
 
 Costs come from the stored per-class matrices of :func:`class_cost_matrices`, or, when
 they would not fit in memory, are recomputed on the fly from the embeddings
-(:func:`class_cost_tile`), n² · D work per full pass instead of n² memory.
+(:func:`exact_cost`), n² · D work per full pass instead of n² memory. A stored matrix
+(tl.dot tiles) and costs on the fly may differ in the last bit; each mode is exact in itself.
 """
 from __future__ import annotations
 
@@ -31,10 +33,14 @@ import torch
 import triton
 import triton.language as tl
 
-from .distances import (EXP, _factors, _sq_norms, class_cost_matrices, class_cost_tile, launch_guard,
-                        matrix_layout)
+from .distances import EXP, _factors, _sq_norms, class_cost_matrices, exact_cost, launch_guard, matrix_layout
 
 NAIVE, LAZY = 0, 1
+# Warps of the per-class greedy program. With one program per class, CIFAR-10 keeps 10 SMs
+# busy; more warps per program hide more latency but make each block-wide reduction and
+# barrier dearer. Not measured on a GPU yet: `make gpu-check` times 4, 8 and 16 (ptxas, sm_90:
+# no spills at 4 or 16 warps on any variant; 8 warps spills 8 bytes on the factored one).
+GREEDY_WARPS = 4
 _FLOAT32_EPS = 2.0 ** -24
 # columns of the per-class table (int64 (m, _CLASS_COLS)) that the kernels read
 ROW0, ROWS, MAT0, NPAD, OUT0, BUDGET = (tl.constexpr(i) for i in range(6))
@@ -42,37 +48,73 @@ _CLASS_COLS = tl.constexpr(6)
 
 
 @triton.jit
-def _cost_tile(COST, mat0, npad, XA, XH, XN, r0, ra, rb, ma, mb, DA, DH, inv_dim,
-               SIM: tl.constexpr, STORED: tl.constexpr, FACTORED: tl.constexpr,
-               BA: tl.constexpr, BB: tl.constexpr, BLOCK_D: tl.constexpr):
-    """K[ra, rb] of one class (local rows), (BA, BB); masked entries are 0."""
-    mask = ma[:, None] & mb[None, :]
+def _cost(COST, mat0, npad, XTA, XTH, XN, NT, r0, rx, ry, mx, my, DA, DH, inv_dim,
+          SIM: tl.constexpr, STORED: tl.constexpr, FACTORED: tl.constexpr):
+    """K[rx, ry] of one class (local rows), shaped as rx and ry broadcast (a (BC, BI) tile
+    from (BC, 1) and (1, BI), or one (BI,) row from a scalar and (BI,)); masked entries
+    are 0. An entry's bits do not depend on the shape it is computed in."""
+    mask = mx & my
     if STORED:
         # matrices start and rows are padded at multiples of 16 floats: vector loads
         mat0 = tl.multiple_of(mat0, 16)
         npad = tl.multiple_of(npad, 16)
-        k = tl.load(COST + mat0 + ra[:, None].to(tl.int64) * npad + rb[None, :], mask=mask, other=0.0)
+        k = tl.load(COST + mat0 + rx.to(tl.int64) * npad + ry, mask=mask, other=0.0)
     else:
-        k = class_cost_tile(XA, XH, XN, r0, ra, rb, ma, mb, DA, DH, inv_dim, SIM, FACTORED, BA, BB, BLOCK_D)
+        k = exact_cost(XTA, XTH, XN, NT, r0, rx, ry, mx, my, DA, DH, inv_dim, SIM, FACTORED)
         k = tl.where(mask, k, 0.0)
     return k
 
 
 @triton.jit
-def _gains(COST, mat0, npad, XA, XH, XN, U, r0, n, cand, live, DA, DH, inv_dim,
+def _pair_sum(x, ROWS: tl.constexpr, W: tl.constexpr):
+    """Sum of x over its last axis (W entries, a power of two) by adjacent pairs, level by
+    level: (ROWS, W) -> (ROWS,), or with ROWS 0, (W,) -> scalar. Each addition has exactly
+    two operands, so a row sums to the same bits alone or as a lane of a tile (tl.sum's
+    order follows the layout of the tensor over threads)."""
+    for level in tl.static_range(1, 16):
+        if (W >> level) >= 1:
+            if ROWS == 0:
+                a, b = tl.split(tl.reshape(x, (W >> level, 2)))
+            else:
+                a, b = tl.split(tl.reshape(x, (ROWS, W >> level, 2)))
+            x = a + b
+    if ROWS == 0:
+        return tl.sum(x, axis=0)  # of one entry
+    else:
+        return tl.reshape(x, (ROWS,))
+
+
+@triton.jit
+def _gains(COST, mat0, npad, XTA, XTH, XN, NT, U, r0, n, cand, live, DA, DH, inv_dim,
            SIM: tl.constexpr, STORED: tl.constexpr, FACTORED: tl.constexpr,
-           BC: tl.constexpr, BI: tl.constexpr, BLOCK_D: tl.constexpr):
+           BC: tl.constexpr, BI: tl.constexpr):
     """Σ_i max(0, u_i − K_ie) for the BC candidates ``cand`` (local rows) where ``live``;
-    chunk sums added in row order. Values for dead lanes are meaningless."""
-    acc = tl.zeros((BC,), dtype=tl.float32)
+    values for dead lanes are meaningless. The terms are added column-wise over the row
+    chunks in order, then :func:`_pair_sum`: element-wise work and a fixed tree, so
+    :func:`_row_gain` gets the same bits for one row."""
+    acc = tl.zeros((BC, BI), dtype=tl.float32)
     for i0 in range(0, n, BI):
         ii = i0 + tl.arange(0, BI)
         mi = ii < n
         u = tl.load(U + r0 + ii, mask=mi, other=0.0)
-        k = _cost_tile(COST, mat0, npad, XA, XH, XN, r0, cand, ii, live, mi, DA, DH, inv_dim,
-                       SIM, STORED, FACTORED, BC, BI, BLOCK_D)
-        acc += tl.sum(tl.maximum(u[None, :] - k, 0.0), axis=1)  # padding: u = 0 = K, a zero term
-    return acc
+        k = _cost(COST, mat0, npad, XTA, XTH, XN, NT, r0, cand[:, None], ii[None, :], live[:, None], mi[None, :],
+                  DA, DH, inv_dim, SIM, STORED, FACTORED)
+        acc += tl.maximum(u[None, :] - k, 0.0)  # padding: u = 0 = K, a zero term
+    return _pair_sum(acc, BC, BI)
+
+
+@triton.jit
+def _row_gain(COST, mat0, npad, XTA, XTH, XN, NT, U, r0, n, e, DA, DH, inv_dim,
+              SIM: tl.constexpr, STORED: tl.constexpr, FACTORED: tl.constexpr, BI: tl.constexpr):
+    """The gain of the one row e, the bits :func:`_gains` gives it, at 1/BC of the work."""
+    acc = tl.zeros((BI,), dtype=tl.float32)
+    for i0 in range(0, n, BI):
+        ii = i0 + tl.arange(0, BI)
+        mi = ii < n
+        u = tl.load(U + r0 + ii, mask=mi, other=0.0)
+        k = _cost(COST, mat0, npad, XTA, XTH, XN, NT, r0, e, ii, e >= 0, mi, DA, DH, inv_dim, SIM, STORED, FACTORED)
+        acc += tl.maximum(u - k, 0.0)
+    return _pair_sum(acc, 0, BI)
 
 
 @triton.jit
@@ -85,28 +127,29 @@ def _class_row(CLASS, c):
 
 
 @triton.jit
-def _refresh_kernel(COST, XA, XH, XN, U, UB, CLASS, TILE_CLASS, TILE_START, DA, DH, inv_dim, slack_per_chunk,
-                    SIM: tl.constexpr, STORED: tl.constexpr, FACTORED: tl.constexpr,
-                    BC: tl.constexpr, BI: tl.constexpr, BLOCK_D: tl.constexpr):
+def _refresh_kernel(COST, XTA, XTH, XN, NT, U, UB, CLASS, TILE_CLASS, TILE_START, DA, DH, inv_dim,
+                    slack_per_chunk, SIM: tl.constexpr, STORED: tl.constexpr, FACTORED: tl.constexpr,
+                    BC: tl.constexpr, BI: tl.constexpr):
     tile = tl.program_id(0)
     c = tl.load(TILE_CLASS + tile)
     r0, n, mat0, npad, _, _ = _class_row(CLASS, c)
     cand = tl.load(TILE_START + tile) + tl.arange(0, BC)
     ub = tl.load(UB + r0 + cand, mask=cand < n, other=float("-inf"))
     live = (cand < n) & (ub != float("-inf"))  # -inf marks chosen rows
-    g = _gains(COST, mat0, npad, XA, XH, XN, U, r0, n, cand, live,
-               DA, DH, inv_dim, SIM, STORED, FACTORED, BC, BI, BLOCK_D)
-    # Another kernel may sum the same terms in another order: a relative slack of a few
-    # rounding errors per chunk keeps the stored value an upper bound of _greedy_kernel's.
+    g = _gains(COST, mat0, npad, XTA, XTH, XN, NT, U, r0, n, cand, live, DA, DH, inv_dim,
+               SIM, STORED, FACTORED, BC, BI)
+    # The greedy kernel sums the same terms in the same order, but may be compiled with
+    # another layout: a relative slack of a few rounding errors per chunk keeps the stored
+    # value an upper bound of its gains whatever the compiler does.
     chunks = (n + BI - 1) // BI
     tl.store(UB + r0 + cand, g * (1.0 + slack_per_chunk * (chunks + 16)), mask=live)
 
 
 # T0/T1 change between launches (0..1, then 1..k): not specialised, so one compile serves both
 @triton.jit(do_not_specialize=["T0", "T1"])
-def _greedy_kernel(COST, XA, XH, XN, U, UB, CAND, CLASS, OUT_ROWS, OUT_GAINS, ASSIGN, T0, T1, DA, DH, inv_dim,
-                   SIM: tl.constexpr, STORED: tl.constexpr, FACTORED: tl.constexpr, OPT: tl.constexpr,
-                   BC: tl.constexpr, BI: tl.constexpr, BS: tl.constexpr, BLOCK_D: tl.constexpr):
+def _greedy_kernel(COST, XTA, XTH, XN, NT, U, UB, CAND, CLASS, OUT_ROWS, OUT_GAINS, ASSIGN, T0, T1,
+                   DA, DH, inv_dim, SIM: tl.constexpr, STORED: tl.constexpr, FACTORED: tl.constexpr,
+                   OPT: tl.constexpr, BC: tl.constexpr, BI: tl.constexpr, BS: tl.constexpr):
     c = tl.program_id(0)
     r0, n, mat0, npad, o0, k = _class_row(CLASS, c)
     lanes = tl.arange(0, BC)
@@ -121,8 +164,8 @@ def _greedy_kernel(COST, XA, XH, XN, U, UB, CAND, CLASS, OUT_ROWS, OUT_GAINS, AS
                 cand = c0 + lanes
                 ub = tl.load(UB + r0 + cand, mask=cand < n, other=float("-inf"))
                 live = (cand < n) & (ub != float("-inf"))
-                g = _gains(COST, mat0, npad, XA, XH, XN, U, r0, n, cand, live, DA, DH, inv_dim,
-                           SIM, STORED, FACTORED, BC, BI, BLOCK_D)
+                g = _gains(COST, mat0, npad, XTA, XTH, XN, NT, U, r0, n, cand, live, DA, DH, inv_dim,
+                           SIM, STORED, FACTORED, BC, BI)
                 gm = tl.where(live, g, -1.0)
                 tm = tl.max(gm, axis=0)
                 ti = tl.min(tl.where(gm == tm, cand, big), axis=0)
@@ -140,10 +183,9 @@ def _greedy_kernel(COST, XA, XH, XN, U, UB, CAND, CLASS, OUT_ROWS, OUT_GAINS, AS
                 ci = tl.min(tl.where(v == cm, jj, big), axis=0)
                 e0 = tl.where(cm > top, ci, e0)
                 top = tl.maximum(cm, top)
-            first = lanes == 0
-            g = _gains(COST, mat0, npad, XA, XH, XN, U, r0, n, e0 + lanes * 0, first, DA, DH, inv_dim,
-                       SIM, STORED, FACTORED, BC, BI, BLOCK_D)
-            g0 = tl.sum(tl.where(first, g, 0.0), axis=0)
+            # e0 alone: usually the only row evaluated in a step
+            g0 = _row_gain(COST, mat0, npad, XTA, XTH, XN, NT, U, r0, n, e0, DA, DH, inv_dim,
+                           SIM, STORED, FACTORED, BI)
             best_g = g0
             best_e = e0
             # every row whose bound could beat e0 (or tie it from a lower row)
@@ -164,8 +206,8 @@ def _greedy_kernel(COST, XA, XH, XN, U, UB, CAND, CLASS, OUT_ROWS, OUT_GAINS, AS
                 ub = tl.load(UB + r0 + cand, mask=ms, other=float("-inf"))
                 live = ms & ((ub > best_g) | ((ub == best_g) & (cand < best_e)))
                 if tl.sum(live.to(tl.int32), axis=0) > 0:
-                    g = _gains(COST, mat0, npad, XA, XH, XN, U, r0, n, cand, live, DA, DH, inv_dim,
-                               SIM, STORED, FACTORED, BC, BI, BLOCK_D)
+                    g = _gains(COST, mat0, npad, XTA, XTH, XN, NT, U, r0, n, cand, live, DA, DH, inv_dim,
+                               SIM, STORED, FACTORED, BC, BI)
                     tl.store(UB + r0 + cand, g, mask=live)
                     gm = tl.where(live, g, -1.0)
                     tm = tl.max(gm, axis=0)
@@ -180,13 +222,11 @@ def _greedy_kernel(COST, XA, XH, XN, U, UB, CAND, CLASS, OUT_ROWS, OUT_GAINS, AS
         tl.debug_barrier()
         tl.store(UB + r0 + best_e, float("-inf"))
         # u_i = min(u_i, K_{e,i}); rows strictly closer to e (all rows at the first pick) move to it
-        first = lanes == 0
         for i0 in range(0, n, BI):
             ii = i0 + tl.arange(0, BI)
             mi = ii < n
-            kt = _cost_tile(COST, mat0, npad, XA, XH, XN, r0, best_e + lanes * 0, ii, first, mi,
-                            DA, DH, inv_dim, SIM, STORED, FACTORED, BC, BI, BLOCK_D)
-            krow = tl.sum(tl.where(first[:, None], kt, 0.0), axis=0)
+            krow = _cost(COST, mat0, npad, XTA, XTH, XN, NT, r0, best_e, ii, best_e >= 0, mi,
+                         DA, DH, inv_dim, SIM, STORED, FACTORED)
             u = tl.load(U + r0 + ii, mask=mi, other=0.0)
             closer = (krow < u) | (t == 0)
             tl.store(ASSIGN + r0 + ii, (o0 + t).to(tl.int64), mask=mi & closer)
@@ -194,12 +234,12 @@ def _greedy_kernel(COST, XA, XH, XN, U, UB, CAND, CLASS, OUT_ROWS, OUT_GAINS, AS
 
 
 def _greedy_block_sizes(device: torch.device, stored: bool):
-    """(BC, BI, BS, BLOCK_D): candidates per gain evaluation, cost rows per chunk, bounds
-    per scan, dot chunk. On the GPU, costs computed on the fly hold two dot accumulators per
-    tile, hence narrower row chunks. Small blocks keep the interpreter quick."""
+    """(BC, BI, BS): candidates per gain evaluation, cost rows per chunk, bounds per scan.
+    On the GPU, costs computed on the fly hold two dot accumulators per tile, hence
+    narrower row chunks. Small blocks keep the interpreter quick."""
     if device.type != "cuda":
-        return 16, 32, 64, 16
-    return (16, 256, 1024, 32) if stored else (16, 64, 1024, 32)
+        return 16, 32, 64
+    return (16, 256, 1024) if stored else (16, 64, 1024)
 
 
 def _matrix_budget(device: torch.device, max_matrix_bytes: int) -> int:
@@ -265,14 +305,20 @@ def facility_location(x, h, offsets: torch.Tensor, budgets: torch.Tensor, total:
         # one row per class, columns ROW0..BUDGET (built on the host, one copy)
         table = torch.stack([offsets[:-1], counts, mat_off[:-1], npad, out_off, budgets.long()], 1)
         table = table.contiguous().to(device)
-        bc, bi, bs, bd = _greedy_block_sizes(device, stored)
+        bc, bi, bs = _greedy_block_sizes(device, stored)
         common = dict(DA=xa.shape[1], DH=xh.shape[1] if factored else 0, inv_dim=1.0 / max(dim, 1),
-                      SIM=sim, STORED=stored, FACTORED=factored, BC=bc, BI=bi, BLOCK_D=bd)
-        data = (costs if stored else xa, xa, xh if factored else xa, xn, u, ub)
+                      SIM=sim, STORED=stored, FACTORED=factored, BC=bc, BI=bi)
+        if stored:
+            data = (costs, xn, xn, xn, n_total, u, ub)  # the embeddings are not read again
+        else:
+            # transposed, so that a column of a cost tile is one coalesced load
+            xta = xa.t().contiguous()
+            data = (xn, xta, xh.t().contiguous() if factored else xta, xn, n_total, u, ub)
         k_max = int(budgets.max())
 
         def greedy_steps(t0, t1, opt):
-            _greedy_kernel[(m,)](*data, cand, table, rows, gains, assign, t0, t1, OPT=opt, BS=bs, **common)
+            _greedy_kernel[(m,)](*data, cand, table, rows, gains, assign, t0, t1, OPT=opt, BS=bs,
+                                 num_warps=GREEDY_WARPS, **common)
 
         if optimizer == "lazy":
             # candidate tiles of 16 rows, for every class with picks

@@ -4,9 +4,11 @@ import os
 
 import pytest
 import torch
+import triton
+import triton.language as tl
 
 import coreaug_fast
-from coreaug_fast.kernels import greedy
+from coreaug_fast.kernels import distances, greedy
 from coreaug_fast.reference import facility_location_reference
 
 from conftest import TRITON_DEVICE
@@ -99,6 +101,84 @@ def test_costs_on_the_fly_match_stored_matrices(factored, optimizer):
     assert torch.equal(lazy_fly[1], naive_fly[1])  # exactness holds for costs computed on the fly
 
 
+@triton.jit
+def _tile_and_row_gains(COST, XTA, XTH, XN, NT, U, CAND, TILE_OUT, ROW_OUT, LAYOUT, n, DA, DH, inv_dim,
+                        SIM: tl.constexpr, STORED: tl.constexpr, FACTORED: tl.constexpr,
+                        BC: tl.constexpr, BI: tl.constexpr):
+    # the matrix's start and row stride, loaded as the greedy kernel loads them (not constants)
+    MAT0 = tl.load(LAYOUT)
+    NPAD = tl.load(LAYOUT + 1)
+    lanes = tl.arange(0, BC)
+    cand = tl.load(CAND + lanes)
+    g = greedy._gains(COST, MAT0, NPAD, XTA, XTH, XN, NT, U, 0, n, cand, cand >= 0, DA, DH, inv_dim,
+                      SIM, STORED, FACTORED, BC, BI)
+    tl.store(TILE_OUT + lanes, g)
+    for j in range(BC):
+        e = tl.load(CAND + j)
+        tl.store(ROW_OUT + j, greedy._row_gain(COST, MAT0, NPAD, XTA, XTH, XN, NT, U, 0, n, e, DA, DH, inv_dim,
+                                               SIM, STORED, FACTORED, BI))
+
+
+@pytest.mark.parametrize("stored", [True, False])
+@pytest.mark.parametrize("factored", [False, True])
+@pytest.mark.parametrize("similarity", SIMS)
+def test_one_row_gain_has_the_bits_of_its_lane_in_a_tile(stored, factored, similarity):
+    """The lazy greedy evaluates its top row alone and the naive sweep evaluates it as a lane
+    of 16: the two must agree bit for bit, on every row chunk (several of them here)."""
+    bc, bi, _ = greedy._greedy_block_sizes(torch.device(TRITON_DEVICE), stored)
+    n = 2 * bi + 5
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(n, 9, generator=g)
+    a, h = (x[:, :3].contiguous(), x[:, 3:].contiguous()) if factored else (x, None)
+    a, h = a.to(TRITON_DEVICE), (h.to(TRITON_DEVICE) if factored else None)
+    sim = SIMS.index(similarity)
+    emb = (a, h) if factored else a
+    offsets = torch.tensor([0, n])
+    costs, mat_off, npad, cmax = distances.class_cost_matrices(emb, offsets, sim)
+    # a mid-greedy state: levels between 0 and the start level
+    level = 0.0 if similarity == "exp" else float(cmax[0])
+    u = (level - torch.rand(n, generator=g) * (abs(level) + 1)).to(TRITON_DEVICE)
+    cand = torch.randperm(n, generator=g)[:bc].int().to(TRITON_DEVICE)
+    xn = distances._sq_norms(a, h)
+    xta = a.t().contiguous()
+    xth = h.t().contiguous() if factored else xta
+    dim = a.shape[1] * (h.shape[1] if factored else 1)
+    tile, row = (torch.empty(bc, device=TRITON_DEVICE) for _ in range(2))
+    layout = torch.stack([mat_off[0], npad[0].long()]).to(TRITON_DEVICE)
+    _tile_and_row_gains[(1,)](costs if stored else xn, xta, xth, xn, n, u, cand, tile, row, layout, n, a.shape[1], h.shape[1] if factored else 0, 1.0 / dim,
+                              SIM=sim, STORED=stored, FACTORED=factored, BC=bc, BI=bi)
+    assert torch.equal(tile, row)
+    # and they are the gains: float64 from the same costs
+    k = costs[:n * int(npad[0])].view(n, -1)[:, :n].double().cpu() if stored else None
+    if k is not None:
+        want = (u.double().cpu()[None, :] - k[cand.long().cpu()]).clamp(min=0).sum(1)
+        torch.testing.assert_close(tile.double().cpu(), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("fly", [False, True])
+def test_classes_larger_than_every_block(fly, monkeypatch):
+    """Classes longer than the row chunk, the candidate tile and the bound scan of the
+    device's block sizes, and rows wider than a dot chunk: the multi-chunk paths, with lazy
+    bit-identical to naive and the picks of the CPU op."""
+    if fly:
+        monkeypatch.setattr(coreaug_fast.engine, "MAX_MATRIX_BYTES", 0)  # costs on the fly
+    device = torch.device(TRITON_DEVICE)
+    _, bi, bs = greedy._greedy_block_sizes(device, not fly)
+    _, block_d = distances._tile_sizes(device)
+    sizes = [bs + bi + 5, bi + 3]
+    g = torch.Generator().manual_seed(8)
+    # on the fly, 5 columns: one pass of the four multiply-add chains and a remainder
+    x = torch.randn(sum(sizes), 5 if fly else 2 * block_d + 3, generator=g)
+    labels = torch.cat([torch.full((s,), c) for c, s in enumerate(sizes)])[torch.randperm(sum(sizes), generator=g)]
+    x, labels = x.to(TRITON_DEVICE), labels.to(TRITON_DEVICE)
+    lazy = _select(x, labels, 0.1)
+    naive = _select(x, labels, 0.1, optimizer="naive")
+    assert torch.equal(lazy.indices, naive.indices) and torch.equal(lazy.gains, naive.gains)
+    assert torch.equal(lazy.assignment, naive.assignment)
+    cpu = coreaug_fast.select_coreset(x.cpu(), labels.cpu(), 0.1, backend="torch")
+    _assert_same_up_to_a_near_tie(lazy, cpu, x, labels, "distance")
+
+
 def test_triton_edge_cases():
     x, _ = _data(14, 3, 1, seed=5)
     x[9] = x[8]  # a duplicate
@@ -143,15 +223,15 @@ def compile(fn, sig, num_warps=4, **const):
     sig.update({k: "constexpr" for k in const})
     triton.compile(ASTSource(fn=fn, signature=sig, constexprs=const), target=target,
                    options={"num_warps": num_warps})
-compile(greedy._greedy_kernel, dict(COST=f, XA=f, XH=f, XN=f, U=f, UB=f, CAND=i, CLASS=l, OUT_ROWS=l,
-        OUT_GAINS=f, ASSIGN=l, T0="i32", T1="i32", DA="i32", DH="i32", inv_dim="fp32"),
-        SIM=0, STORED=True, FACTORED=True, OPT=1, BC=16, BI=256, BS=1024, BLOCK_D=32)
-compile(greedy._greedy_kernel, dict(COST=f, XA=f, XH=f, XN=f, U=f, UB=f, CAND=i, CLASS=l, OUT_ROWS=l,
-        OUT_GAINS=f, ASSIGN=l, T0="i32", T1="i32", DA="i32", DH="i32", inv_dim="fp32"),
-        SIM=2, STORED=False, FACTORED=True, OPT=0, BC=16, BI=64, BS=1024, BLOCK_D=32)
-compile(greedy._refresh_kernel, dict(COST=f, XA=f, XH=f, XN=f, U=f, UB=f, CLASS=l, TILE_CLASS=i, TILE_START=i,
-        DA="i32", DH="i32", inv_dim="fp32", slack_per_chunk="fp32"),
-        SIM=2, STORED=False, FACTORED=False, BC=16, BI=64, BLOCK_D=32)
+GREEDY = dict(COST=f, XTA=f, XTH=f, XN=f, NT="i32", U=f, UB=f, CAND=i, CLASS=l, OUT_ROWS=l, OUT_GAINS=f, ASSIGN=l,
+              T0="i32", T1="i32", DA="i32", DH="i32", inv_dim="fp32")
+compile(greedy._greedy_kernel, dict(GREEDY), SIM=0, STORED=True, FACTORED=True, OPT=1, BC=16, BI=256, BS=1024)
+compile(greedy._greedy_kernel, dict(GREEDY), SIM=2, STORED=False, FACTORED=True, OPT=0, BC=16, BI=64, BS=1024)
+compile(greedy._greedy_kernel, dict(GREEDY), num_warps=16, SIM=0, STORED=False, FACTORED=False, OPT=1,
+        BC=16, BI=64, BS=1024)
+compile(greedy._refresh_kernel, dict(COST=f, XTA=f, XTH=f, XN=f, NT="i32", U=f, UB=f, CLASS=l, TILE_CLASS=i,
+        TILE_START=i, DA="i32", DH="i32", inv_dim="fp32", slack_per_chunk="fp32"),
+        SIM=2, STORED=False, FACTORED=False, BC=16, BI=64)
 compile(distances._class_cost_kernel, dict(XA=f, XH=f, XN=f, COST=f, CMAX=f, TILE_CLASS=i, TILE_I=i, TILE_J=i,
         ROW_OFF=i, MAT_OFF=l, NPAD=i, DA="i32", DH="i32", inv_dim="fp32"),
         SIM=0, FACTORED=True, STORE=True, WANT_MAX=True, BLOCK=64, BLOCK_D=32, num_warps=NUM_WARPS)
