@@ -155,6 +155,7 @@ def bench_selector(deadline: float) -> dict:
                     FacilityLocationSelection(k, metric="euclidean", optimizer="lazy").fit(rows)
 
             out[f"selector_{name}_apricot_ms"] = _wall_ms(apricot_all)
+    _selector_variants(out, deadline, cases)
     for name in cases:
         gpu_ms = out.get(f"selector_{name}_ms")
         for peer in ("cpu_op", "apricot"):
@@ -162,6 +163,50 @@ def bench_selector(deadline: float) -> dict:
             if isinstance(v, float) and isinstance(gpu_ms, float):
                 out[f"selector_{name}_speedup_vs_{peer}"] = v / gpu_ms
     return out
+
+
+def _selector_variants(out: dict, deadline: float, cases: dict) -> None:
+    """Figures for two choices no GPU has measured yet: the warps of the per-class greedy
+    program (CIFAR scale: 10 programs on a GPU of 132 SMs), and costs computed on the fly
+    (what classes whose cost matrices exceed the memory cap get), against stored matrices."""
+    import torch
+
+    import coreaug_fast
+    from coreaug_fast import engine
+    from coreaug_fast.kernels import greedy
+
+    x, labels, kw = cases["cifar10"]
+    xc, lc = x.cuda(), labels.cuda()
+    default = greedy.GREEDY_WARPS
+    try:
+        for warps in (4, 8, 16):
+            if deadline - time.time() < 30:
+                out[f"selector_cifar10_warps{warps}_ms"] = "skipped (time budget)"
+                continue
+            greedy.GREEDY_WARPS = warps
+            out[f"selector_cifar10_warps{warps}_ms"] = _cuda_ms(
+                lambda: coreaug_fast.select_coreset(xc, lc, **kw, backend="triton", progress=False),
+                warmup=1, reps=5, budget_s=3)
+    finally:
+        greedy.GREEDY_WARPS = default
+    # 200 picks, not 1000: a bounded run whatever the on-the-fly speed turns out to be
+    x, labels, _ = cases["n10k_d1024"]
+    xc, lc = x.cuda(), labels.cuda()
+    if deadline - time.time() < 40:
+        out["selector_n10k_d1024_k200_on_the_fly_ms"] = "skipped (time budget)"
+        return
+    select = lambda: coreaug_fast.select_coreset(xc, lc, budget=200, backend="triton", progress=False)  # noqa: E731
+    out["selector_n10k_d1024_k200_stored_ms"] = _cuda_ms(select, warmup=1, reps=3, budget_s=3)
+    stored = select()
+    cap = engine.MAX_MATRIX_BYTES
+    try:
+        engine.MAX_MATRIX_BYTES = 0  # no matrix fits: every cost is computed on the fly
+        out["selector_n10k_d1024_k200_on_the_fly_ms"] = _cuda_ms(select, warmup=1, reps=1)
+        fly = select()
+    finally:
+        engine.MAX_MATRIX_BYTES = cap
+    # stored (tl.dot) and on-the-fly (element-wise) costs may differ in the last bit
+    out["selector_n10k_d1024_k200_on_the_fly_same_picks"] = bool(torch.equal(stored.indices, fly.indices))
 
 
 def _bandwidth_gbs() -> float:
