@@ -356,3 +356,16 @@ def test_cli_bad_data_files_give_one_line_errors(tmp_path, capsys, name, match):
     assert rc == 2
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert match in err and name in err
+
+
+@pytest.mark.parametrize("argv", [["--bins", "0"], ["--max-examples", "0"], ["--chunk-size", "0"],
+                                  ["--hidden", "0"], ["--classes", "99"]])
+def test_cli_refuses_bad_values_before_pretraining(argv, tmp_path, monkeypatch, capsys):
+    def no_training(*args, **kwargs):
+        raise AssertionError("pretrained before refusing the arguments")
+
+    monkeypatch.setattr(cli, "train", no_training)
+    rc = cli.main([*argv, "--quiet", "--no-plots", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and argv[0].lstrip("-") in err, err
+    assert not (tmp_path / "o").exists()

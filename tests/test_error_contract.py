@@ -410,6 +410,13 @@ ROWS = [
            ("--arch", f"{ANALYSIS} --arch foo",
             f"{ANALYSIS}: error: argument --arch: invalid choice: 'foo' (choose from 'mlp', 'cnn')"),
            ("--epochs", f"{ANALYSIS} --epochs -1", f"{ANALYSIS}: error: argument --epochs: expected an integer >= 0"),
+           ("--bins", f"{ANALYSIS} --bins 0", f"{ANALYSIS}: error: argument --bins: expected an integer >= 1, got 0"),
+           ("--max-examples", f"{ANALYSIS} --max-examples 0",
+            f"{ANALYSIS}: error: argument --max-examples: expected an integer >= 1, got 0"),
+           ("--chunk-size", f"{ANALYSIS} --chunk-size x",
+            f"{ANALYSIS}: error: argument --chunk-size: expected an integer >= 1, got 'x'"),
+           ("--hidden", f"{ANALYSIS} --hidden 0", f"{ANALYSIS}: error: argument --hidden: expected an integer >= 1"),
+           ("--classes", f"{ANALYSIS} --classes 99", f"{ANALYSIS}: error: classes [99]: no example has target [99]"),
            ("--model", f"{ANALYSIS} --model nocolon", f"{ANALYSIS}: error: "),
            ("--device", f"{ANALYSIS} --device tpu", f"{ANALYSIS}: error: ")),
 ]

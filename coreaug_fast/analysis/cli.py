@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .spectrum import jacobian_spectrum
+from .spectrum import jacobian_spectrum, subsample
 
 
 def default_augment(images: torch.Tensor) -> torch.Tensor:
@@ -161,15 +161,18 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _count(text: str) -> int:
-    """An integer >= 0 (for --epochs)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
+def _at_least(minimum: int):
+    """An argparse type: an integer >= ``minimum``, refused at parse time (before any
+    pretraining) in one line."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+    return parse
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -181,15 +184,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="state_dict (.pt) loaded into --model")
     p.add_argument("--augment", help="MODULE:ATTR, a callable images -> images (default: rotate/translate/jitter)")
     p.add_argument("--arch", choices=["mlp", "cnn"], default="mlp")
-    p.add_argument("--hidden", type=int, default=128, help="hidden width of --arch mlp")
-    p.add_argument("--epochs", type=_count, default=15, help="pretraining epochs of the default model")
+    p.add_argument("--hidden", type=_at_least(1), default=128, help="hidden width of --arch mlp")
+    p.add_argument("--epochs", type=_at_least(0), default=15, help="pretraining epochs of the default model")
     p.add_argument("--classes", type=int, nargs="*", default=[0, 1, 2],
                    help="classes to draw from (default: 0 1 2, as the paper; give none for all)")
-    p.add_argument("--max-examples", type=int, default=900)
-    p.add_argument("--bins", type=int, default=30)
+    p.add_argument("--max-examples", type=_at_least(1), default=900)
+    p.add_argument("--bins", type=_at_least(1), default=30)
     p.add_argument("--output", choices=["logits", "target"], default="logits")
     p.add_argument("--method", choices=["auto", "gram", "svd"], default="auto")
-    p.add_argument("--chunk-size", type=int, default=32)
+    p.add_argument("--chunk-size", type=_at_least(1), default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", default="runs/analysis", help="output folder")
@@ -214,6 +217,8 @@ def main(argv=None) -> int:
     try:  # a bad --model/--augment/--device or spectrum argument: one line, not a traceback
         device = torch.device(args.device)
         augment = load_object(args.augment) if args.augment else default_augment
+        if args.classes:  # a class the data lacks: refused now, not after pretraining
+            subsample(targets, 1, classes=args.classes)
 
         accuracy = None
         if args.model:
