@@ -317,6 +317,37 @@ def centred(x: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     return x - torch.repeat_interleave(means, counts, dim=0)
 
 
+def unit_scales(t: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """Per class, the power of two 2^-e that brings the largest |entry| of its rows of ``t``
+    (n, D) into [0.5, 1), 1 for an all-zero class: (m,) float32 on the device of ``t``.
+    Multiplying by a power of two is exact, so distances and gains scale exactly; without it,
+    float32 squared norms of rows of size 1e-20 underflow to 0 and every row looks like a
+    duplicate of every other."""
+    counts = (offsets[1:] - offsets[:-1]).to(t.device)
+    row_max = torch.maximum(t.amax(1), -t.amin(1))
+    _, exponent = torch.frexp(torch.segment_reduce(row_max, "max", lengths=counts))
+    return torch.ldexp(torch.ones(counts.numel(), device=t.device), (-exponent).clamp(-126, 126))
+
+
+def normalised(xs: torch.Tensor, hs: Optional[torch.Tensor], groups: "ClassGroups", similarity: str):
+    """``(xs, hs, gain_unit)``: the rows of each class scaled by :func:`unit_scales` (x and
+    h each by its own), and the (m,) float64 factor that turns the gains computed on them back
+    into gains of the given rows. "exp" costs are not scale invariant: its rows stay as they
+    are (gain_unit None)."""
+    if similarity == "exp" or xs.shape[0] == 0 or xs.shape[1] == 0 or (hs is not None and hs.shape[1] == 0):
+        return xs, hs, None
+    counts = groups.counts.to(xs.device)
+    n = xs.shape[0]
+    sx = unit_scales(xs, groups.offsets)
+    xs = xs * torch.repeat_interleave(sx, counts, output_size=n)[:, None]
+    unit = sx.double()
+    if hs is not None:
+        sh = unit_scales(hs, groups.offsets)
+        hs = hs * torch.repeat_interleave(sh, counts, output_size=n)[:, None]
+        unit = unit * sh.double()
+    return xs, hs, (1.0 / unit if similarity == "distance" else 1.0 / unit ** 2)
+
+
 def run_backend(backend, x, h, offsets, budgets, total, sim, opt, epsilon, seed):
     """One call of a backend on rows grouped by class. Returns (rows, gains, assignment)
     with rows into x and positions into this call's output."""
@@ -397,6 +428,7 @@ def select_local(x: torch.Tensor, h: Optional[torch.Tensor], groups: ClassGroups
     hs = None if h is None else h[perm].float().contiguous()
     if hs is None:
         xs = centred(xs, groups.offsets)
+    xs, hs, gain_unit = normalised(xs, hs, groups, similarity)
     seed = _stochastic_seed(optimizer, generator)
     width = xs.shape[1] + (0 if hs is None else hs.shape[1])
     bar = _progress_bar(groups, width, backend, progress)
@@ -417,7 +449,11 @@ def select_local(x: torch.Tensor, h: Optional[torch.Tensor], groups: ClassGroups
             bar.update(hi - lo)
     if bar is not None:
         bar.close()
-    return _assemble(groups, torch.cat(rows_l), torch.cat(gains_l), torch.cat(assign_l), device, indices)
+    gains = torch.cat(gains_l)
+    if gain_unit is not None:
+        per_pick = torch.repeat_interleave(gain_unit, groups.budgets.to(device), output_size=groups.total)
+        gains = (gains.double() * per_pick).float()
+    return _assemble(groups, torch.cat(rows_l), gains, torch.cat(assign_l), device, indices)
 
 
 def _assemble(groups: ClassGroups, rows_sorted, gains, assign_sorted, device, indices) -> Coreset:

@@ -541,3 +541,29 @@ def test_selection_reads_the_engines_live_tunables(monkeypatch):
     assert selection.MAX_MATRIX_BYTES == 12345 and selection.PROGRESS_WORK == 6.0
     with pytest.raises(AttributeError, match="no attribute 'NOT_THERE'"):
         selection.NOT_THERE
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("similarity, scale", [("distance", 1e-30), ("distance", 1e15), ("sqdistance", 1e-15)])
+@pytest.mark.parametrize("factored", [False, True])
+def test_tiny_or_huge_embeddings_select_as_unit_ones(backend, similarity, scale, factored):
+    """Rows of size 1e-30 have float32 squared norms of 0: unscaled, every row would be a
+    duplicate of every other (picks in row order, gains 0). Each class is brought to unit size
+    by a power of two, so the picks are those of the unit rows and the gains scale exactly."""
+    from conftest import TRITON_DEVICE
+
+    device = TRITON_DEVICE if backend == "triton" else "cpu"
+    g = torch.Generator().manual_seed(11)
+    x, labels = torch.randn(90, 5, generator=g), torch.randint(0, 3, (90,), generator=g)
+    feats = torch.randn(90, 3, generator=g)
+
+    def rows(s):
+        return (coreaug_fast.FactoredEmbeddings((x * s).to(device), feats.to(device)) if factored
+                else (x * s).to(device))
+
+    unit = coreaug_fast.select_coreset(rows(1.0), labels.to(device), 0.1, similarity=similarity, backend=backend)
+    small = coreaug_fast.select_coreset(rows(scale), labels.to(device), 0.1, similarity=similarity, backend=backend)
+    assert torch.equal(small.indices, unit.indices) and torch.equal(small.weights, unit.weights)
+    power = 1 if similarity == "distance" else 2
+    torch.testing.assert_close(small.gains.double().cpu(), unit.gains.double().cpu() * scale ** power,
+                               rtol=1e-6, atol=0.0)
