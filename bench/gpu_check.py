@@ -106,14 +106,13 @@ def _peer_ms(out: dict, field: str, module: str, measure) -> "float | None":
 
 # ---- benchmark phases ------------------------------------------------------------------------
 
-def bench_selector(deadline: float) -> dict:
+def bench_selector(deadline: float, out: dict) -> None:
     """select_coreset on the GPU (Triton) vs this library's CPU op and apricot's CPU lazy
     greedy (if importable), same data and similarity."""
     import torch
 
     import coreaug_fast
 
-    out: dict = {}
     g = torch.Generator().manual_seed(0)
     cases = {
         "cifar10": (torch.randn(50000, 10, generator=g), torch.arange(50000) % 10, dict(fraction=0.1)),
@@ -155,14 +154,13 @@ def bench_selector(deadline: float) -> dict:
                     FacilityLocationSelection(k, metric="euclidean", optimizer="lazy").fit(rows)
 
             out[f"selector_{name}_apricot_ms"] = _wall_ms(apricot_all)
-    _selector_variants(out, deadline, cases)
     for name in cases:
         gpu_ms = out.get(f"selector_{name}_ms")
         for peer in ("cpu_op", "apricot"):
             v = out.get(f"selector_{name}_{peer}_ms")
             if isinstance(v, float) and isinstance(gpu_ms, float):
                 out[f"selector_{name}_speedup_vs_{peer}"] = v / gpu_ms
-    return out
+    _selector_variants(out, deadline, cases)  # last: its on-the-fly run has the least-known cost
 
 
 def _selector_variants(out: dict, deadline: float, cases: dict) -> None:
@@ -219,7 +217,7 @@ def _bandwidth_gbs() -> float:
     return 2 * src.numel() / (ms * 1e-3) / 1e9
 
 
-def bench_augment(deadline: float) -> dict:
+def bench_augment(deadline: float, out: dict) -> None:
     """Augmenter (RandAugment 2 ops + crop/flip + normalise, per-image parameters drawn on
     the GPU) vs torchvision v2 applied to the whole batch at once (one parameter draw per
     batch), kornia's RandAugment (if importable), and the memory-bandwidth floor (read
@@ -228,7 +226,7 @@ def bench_augment(deadline: float) -> dict:
 
     import coreaug_fast
 
-    out: dict = {"bandwidth_GBps": _bandwidth_gbs()}
+    out["bandwidth_GBps"] = _bandwidth_gbs()
     gen = torch.Generator(device="cuda").manual_seed(0)
     mean, std = [0.49, 0.48, 0.45], [0.25, 0.24, 0.26]
     for side, n in ((32, 4096), (224, 256)):
@@ -273,10 +271,9 @@ def bench_augment(deadline: float) -> dict:
     ratios = [v for k, v in out.items() if k.endswith("_vs_floor") and k.startswith("augment_")]
     if ratios:
         out["augment_vs_floor"] = max(ratios)
-    return out
 
 
-def bench_loss(deadline: float) -> dict:
+def bench_loss(deadline: float, out: dict) -> None:
     """weighted_cross_entropy forward + backward vs the unfused expression, and Liger's
     cross-entropy (if importable) times the weights."""
     import torch
@@ -284,7 +281,6 @@ def bench_loss(deadline: float) -> dict:
 
     import coreaug_fast
 
-    out: dict = {}
     for n, c in ((1024, 100), (8192, 1000)):
         key = f"loss_n{n}_c{c}"
         logits = torch.randn(n, c, device="cuda", requires_grad=True)
@@ -312,10 +308,9 @@ def bench_loss(deadline: float) -> dict:
     speedups = [v for k, v in out.items() if k.endswith("_speedup")]
     if speedups:
         out["loss_vs_unfused"] = min(speedups)
-    return out
 
 
-def bench_train(deadline: float) -> dict:
+def bench_train(deadline: float, out: dict) -> None:
     """One ResNet20 epoch (bfloat16 autocast) on synthetic CIFAR-sized data (50,000 ×
     3×32×32) per method, after one warm-up epoch each: the paper's epoch time (selection +
     augmentation + forward/backward/step, evaluation excluded)."""
@@ -325,7 +320,6 @@ def bench_train(deadline: float) -> dict:
     base = dict(dataset="synthetic", train_size=50000, image_size=32, model="resnet20", device="cuda",
                 amp=True, epochs=2, batch_size=128, copies=4, num_ops=2, select_every=1, quiet=True)
     ds = load_dataset(TrainConfig(**base).resolved()).to("cuda")
-    out: dict = {}
     methods = (("none", "none", 1.0), ("coreset10", "coreset", 0.1), ("coreset30", "coreset", 0.3),
                ("full", "full", 1.0))
     for label, method, fraction in methods:
@@ -349,7 +343,6 @@ def bench_train(deadline: float) -> dict:
         v = out.get(f"train_{label}_epoch_s")
         if isinstance(v, float) and isinstance(full, float):
             out[f"train_{label}_vs_full"] = full / v
-    return out
 
 
 BENCHES = {"selector": bench_selector, "augment": bench_augment, "loss": bench_loss, "train": bench_train}
@@ -447,14 +440,24 @@ def phase_bench(name: str, budget: float, result: dict, out_dir: Path) -> None:
     result["benchmarks"][name] = figures
 
 
+class _SavedFigures(dict):
+    """A phase's figures, written to its result file as each one lands: a phase the driver
+    kills at its time budget still reports every figure it measured."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = Path(path)
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        self.path.write_text(json.dumps(self, indent=1, default=str))
+
+
 def run_phase(name: str, result_path: str, budget: float) -> int:
     """One benchmark phase in this process (the driver's child)."""
-    deadline = time.time() + budget
-    figures: dict = {}
-    try:
-        figures = BENCHES[name](deadline)
-    finally:
-        Path(result_path).write_text(json.dumps(figures, indent=1, default=str))
+    figures = _SavedFigures(result_path)
+    figures.path.write_text("{}")
+    BENCHES[name](time.time() + budget, figures)
     return 0
 
 

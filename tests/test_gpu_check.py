@@ -27,6 +27,23 @@ def test_without_a_gpu_it_says_so_writes_the_report_and_exits_0(tmp_path):
     assert "not measured" in (tmp_path / "no-gpu.md").read_text()
 
 
+def test_a_phase_keeps_the_figures_it_measured_before_it_died(tmp_path, monkeypatch):
+    """The driver kills a phase at its time budget (SIGKILL): each figure must already be in
+    the result file when the next measurement starts."""
+    seen = {}
+
+    def dies(deadline, out):
+        out["first_ms"] = 1.5
+        seen["on_disk"] = json.loads(path.read_text())
+        raise RuntimeError("killed")
+
+    path = tmp_path / "phase.json"
+    monkeypatch.setitem(gpu_check.BENCHES, "selector", dies)
+    with pytest.raises(RuntimeError):
+        gpu_check.run_phase("selector", str(path), 10.0)
+    assert seen["on_disk"] == {"first_ms": 1.5}
+
+
 def test_bad_phase_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exit_:
         gpu_check.main(["--phases", "build,nonsense"])
