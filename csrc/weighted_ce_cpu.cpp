@@ -4,12 +4,13 @@
 //
 // Speed: the unfused `(F.cross_entropy(x, y, reduction="none") * w).sum()` runs ATen's
 // AVX2/AVX-512 kernels, so a scalar loop calling std::exp would lose to it despite doing
-// less memory traffic. Rows of float32, float16 and bfloat16 are therefore processed 16
-// lanes at a time in float32 with GCC vector extensions, a polynomial exp and vectorised
-// 16-bit conversions, and on x86-64 the row functions are built for AVX-512, AVX2 and the
-// baseline, picked at load time (target_clones, by CPU features), so the one binary runs
-// on any x86-64 and uses the widest vectors the machine has. float64 (used by gradcheck)
-// takes a plain scalar path with std::exp.
+// less memory traffic. Rows of float32, float16 and bfloat16 are therefore processed in
+// float32 with GCC vector extensions, a polynomial exp and vectorised 16-bit conversions.
+// On x86-64 the row functions are built three times, 16 lanes for AVX-512, 8 for AVX2+FMA
+// and 4 for the baseline, and picked once by CPU features (machine_isa): the one binary runs
+// on any x86-64 with the widest vectors the machine has. Machines with different vector
+// widths may therefore differ in the last bit. float64 (used by gradcheck) takes a plain
+// scalar path with std::exp.
 #include <ATen/Dispatch.h>
 #include <ATen/Dispatch_v2.h>
 #include <ATen/Parallel.h>
@@ -17,35 +18,48 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <type_traits>
 
 #include "weighted_ce.h"
 
+// Targets named by feature lists and chosen by __builtin_cpu_supports, not
+// target_clones("arch=x86-64-v3"), whose GCC 12 resolver picked the baseline clone on an
+// AVX2 AMD EPYC.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
-#define COREAUG_CLONES \
-  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#define COREAUG_ISA_DISPATCH 1
+#define COREAUG_V4 \
+  __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c,bmi,bmi2,lzcnt,movbe,popcnt")))
+#define COREAUG_V3 __attribute__((target("avx2,fma,f16c,bmi,bmi2,lzcnt,movbe,popcnt")))
 #else
-#define COREAUG_CLONES
+#define COREAUG_V4
+#define COREAUG_V3
 #endif
-// The helpers must be inlined into each clone to be compiled for its instruction set.
+// The helpers must be inlined into each variant to be compiled for its instruction set.
 #define COREAUG_INLINE inline __attribute__((always_inline))
 
-// A 64-byte vector return value changes the calling convention between the clones; that
-// is harmless here, where every helper returning one is inlined and file-local. (Vector
+// A vector return value changes the calling convention between the variants; that is
+// harmless here, where every helper returning one is inlined and file-local. (Vector
 // arguments go by reference, which would otherwise draw the same note.)
 #pragma GCC diagnostic ignored "-Wpsabi"
 
 namespace coreaug {
 namespace {
 
-constexpr int kLanes = 16;
-typedef float f32x16 __attribute__((vector_size(64)));
-typedef uint32_t u32x16 __attribute__((vector_size(64)));
-typedef uint16_t u16x16 __attribute__((vector_size(32)));
+// L lanes of float32, uint32 and uint16: 16 for AVX-512, 8 for AVX2, 4 for the baseline.
+// Each variant uses its machine's native width: GCC 12 lowers 64-byte vectors on an AVX2
+// target element by element (compares and selects included), which ran 2.5x slower than
+// ATen's unfused kernels on an AMD EPYC.
+template <int L>
+struct Vec {
+  typedef float F __attribute__((vector_size(4 * L)));
+  typedef uint32_t U __attribute__((vector_size(4 * L)));
+  typedef uint16_t H __attribute__((vector_size(2 * L)));
+};
 
-// exp(x) for x <= 0 (the only arguments softmax needs), as scalar or 16 lanes:
+// exp(x) for x <= 0 (the only arguments softmax needs), as scalar or L lanes:
 // x = n·ln2 + r with |r| <= ln2/2, e^r by its degree-7 Taylor polynomial (truncation
 // error < 6e-9 relative), 2^n added to the exponent bits. Below -87.3 (where the
 // result would be denormal) it returns 0. NaN inputs give an unspecified finite
@@ -73,157 +87,164 @@ COREAUG_INLINE F exp_nonpositive(const F& x) {
 }
 
 COREAUG_INLINE float exp_s(float x) { return exp_nonpositive<float, uint32_t>(x); }
-COREAUG_INLINE f32x16 exp_v(const f32x16& x) { return exp_nonpositive<f32x16, u32x16>(x); }
 
-// 16-bit floats <-> float32 on 16 lanes with integer vector ops, bit-exact with c10's
-// scalar conversions (round to nearest even), which the compiler would not vectorise.
-COREAUG_INLINE u32x16 load_u16(const void* p) {
-  u16x16 h;
-  std::memcpy(&h, p, sizeof(h));
-  return __builtin_convertvector(h, u32x16);
+template <int L>
+COREAUG_INLINE typename Vec<L>::F exp_v(const typename Vec<L>::F& x) {
+  return exp_nonpositive<typename Vec<L>::F, typename Vec<L>::U>(x);
 }
 
-COREAUG_INLINE void store_u16(void* p, const u32x16& u) {
-  const u16x16 h = __builtin_convertvector(u, u16x16);
+// 16-bit floats <-> float32 on L lanes with integer vector ops, bit-exact with c10's
+// scalar conversions (round to nearest even), which the compiler would not vectorise.
+template <int L>
+COREAUG_INLINE typename Vec<L>::U load_u16(const void* p) {
+  typename Vec<L>::H h;
+  std::memcpy(&h, p, sizeof(h));
+  return __builtin_convertvector(h, typename Vec<L>::U);
+}
+
+template <int L>
+COREAUG_INLINE void store_u16(void* p, const typename Vec<L>::U& u) {
+  const typename Vec<L>::H h = __builtin_convertvector(u, typename Vec<L>::H);
   std::memcpy(p, &h, sizeof(h));
 }
 
-COREAUG_INLINE f32x16 half_to_float(const u32x16& h) {
-  const u32x16 em = h & 0x7fffu;
+template <int L>
+COREAUG_INLINE typename Vec<L>::F half_to_float(const typename Vec<L>::U& h) {
+  using F = typename Vec<L>::F;
+  using U = typename Vec<L>::U;
+  const U em = h & 0x7fffu;
   // exponent and mantissa moved into float position, then rebiased by 2^112 (a multiply,
   // which also normalises half denormals)
-  const f32x16 f = __builtin_bit_cast(f32x16, em << 13) * 0x1p112f;
-  u32x16 bits = __builtin_bit_cast(u32x16, f);
+  const F f = __builtin_bit_cast(F, em << 13) * 0x1p112f;
+  U bits = __builtin_bit_cast(U, f);
   bits = em >= 0x7c00u ? bits | 0x7f800000u : bits;  // inf and NaN keep an all-ones exponent
-  return __builtin_bit_cast(f32x16, bits | ((h & 0x8000u) << 16));
+  return __builtin_bit_cast(F, bits | ((h & 0x8000u) << 16));
 }
 
-COREAUG_INLINE u32x16 float_to_half(const f32x16& v) {
-  const u32x16 all = __builtin_bit_cast(u32x16, v);
-  const u32x16 sign = all & 0x80000000u;
-  const u32x16 a = all ^ sign;
+template <int L>
+COREAUG_INLINE typename Vec<L>::U float_to_half(const typename Vec<L>::F& v) {
+  using F = typename Vec<L>::F;
+  using U = typename Vec<L>::U;
+  const U all = __builtin_bit_cast(U, v);
+  const U sign = all & 0x80000000u;
+  const U a = all ^ sign;
   // |v| >= 65520 rounds to inf; NaN stays (quiet) NaN
-  const u32x16 big = a > 0x7f800000u ? u32x16{} + 0x7e00u : u32x16{} + 0x7c00u;
+  const U big = a > 0x7f800000u ? U{} + 0x7e00u : U{} + 0x7c00u;
   // below 2^-14 the half is denormal: adding 0.5 lets the float adder round to its grid
-  const f32x16 tiny_f = __builtin_bit_cast(f32x16, a) + 0.5f;
-  const u32x16 tiny = __builtin_bit_cast(u32x16, tiny_f) - 0x3f000000u;
+  const F tiny_f = __builtin_bit_cast(F, a) + 0.5f;
+  const U tiny = __builtin_bit_cast(U, tiny_f) - 0x3f000000u;
   // normal: rebias the exponent and round the 13 dropped bits to nearest even
-  const u32x16 normal = (a + 0xc8000fffu + ((a >> 13) & 1u)) >> 13;
-  u32x16 o = a >= 0x47800000u ? big : (a < 0x38800000u ? tiny : normal);
+  const U normal = (a + 0xc8000fffu + ((a >> 13) & 1u)) >> 13;
+  U o = a >= 0x47800000u ? big : (a < 0x38800000u ? tiny : normal);
   return o | (sign >> 16);
 }
 
-COREAUG_INLINE u32x16 float_to_bfloat16(const f32x16& v) {
-  const u32x16 u = __builtin_bit_cast(u32x16, v);
-  const u32x16 rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-  return v != v ? u32x16{} + 0x7fc0u : rounded;
+template <int L>
+COREAUG_INLINE typename Vec<L>::U float_to_bfloat16(const typename Vec<L>::F& v) {
+  using U = typename Vec<L>::U;
+  const U u = __builtin_bit_cast(U, v);
+  const U rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  return v != v ? U{} + 0x7fc0u : rounded;
 }
 
-template <typename scalar_t>
-COREAUG_INLINE f32x16 load16(const scalar_t* p) {
+template <int L, typename scalar_t>
+COREAUG_INLINE typename Vec<L>::F loadv(const scalar_t* p) {
+  using F = typename Vec<L>::F;
   if constexpr (std::is_same_v<scalar_t, float>) {
-    f32x16 v;
+    F v;
     std::memcpy(&v, p, sizeof(v));
     return v;
   } else if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) {
-    return __builtin_bit_cast(f32x16, load_u16(p) << 16);  // the top half of a float32
+    return __builtin_bit_cast(F, load_u16<L>(p) << 16);  // the top half of a float32
   } else {
     static_assert(std::is_same_v<scalar_t, c10::Half>);
-    return half_to_float(load_u16(p));
+    return half_to_float<L>(load_u16<L>(p));
   }
 }
 
-template <typename scalar_t>
-COREAUG_INLINE void store16(scalar_t* p, const f32x16& v) {
+template <int L, typename scalar_t>
+COREAUG_INLINE void storev(scalar_t* p, const typename Vec<L>::F& v) {
   if constexpr (std::is_same_v<scalar_t, float>) {
     std::memcpy(p, &v, sizeof(v));
   } else if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) {
-    store_u16(p, float_to_bfloat16(v));
+    store_u16<L>(p, float_to_bfloat16<L>(v));
   } else {
     static_assert(std::is_same_v<scalar_t, c10::Half>);
-    store_u16(p, float_to_half(v));
+    store_u16<L>(p, float_to_half<L>(v));
   }
 }
 
-// The last `rem` (< 16) elements of a row in the lanes where `real` is set, `fill` in the
-// others, so that row tails run through the same vector code as the body. Where the 16
+// The last `rem` (< L) elements of a row in the lanes where `real` is set, `fill` in the
+// others, so that row tails run through the same vector code as the body. Where the L
 // elements from p lie inside the tensor (every row but the last few) this is a plain load
 // and a select; only there is it assembled through a buffer, whose scalar stores then
 // stall the vector load (no store-to-load forwarding), a cost that small C would feel.
-template <typename scalar_t>
-COREAUG_INLINE f32x16 load_tail(const scalar_t* p, const scalar_t* end, int64_t rem,
-                                const f32x16& real, float fill) {
-  const f32x16 filled = f32x16{} + fill;
-  if (p + kLanes <= end) return real > 0.0f ? load16(p) : filled;
-  float buf[kLanes];
-  for (int k = 0; k < kLanes; ++k) buf[k] = k < rem ? static_cast<float>(p[k]) : fill;
-  f32x16 v;
+template <int L, typename scalar_t>
+COREAUG_INLINE typename Vec<L>::F load_tail(const scalar_t* p, const scalar_t* end, int64_t rem,
+                                            const typename Vec<L>::F& real, float fill) {
+  using F = typename Vec<L>::F;
+  const F filled = F{} + fill;
+  if (p + L <= end) return real > 0.0f ? loadv<L>(p) : filled;
+  float buf[L];
+  for (int k = 0; k < L; ++k) buf[k] = k < rem ? static_cast<float>(p[k]) : fill;
+  F v;
   std::memcpy(&v, buf, sizeof(v));
   return v;
 }
 
-COREAUG_INLINE f32x16 tail_lanes(int64_t rem) {
-  f32x16 real;
-  for (int k = 0; k < kLanes; ++k) real[k] = k < rem ? 1.0f : 0.0f;
+template <int L>
+COREAUG_INLINE typename Vec<L>::F tail_lanes(int64_t rem) {
+  typename Vec<L>::F real;
+  for (int k = 0; k < L; ++k) real[k] = k < rem ? 1.0f : 0.0f;
   return real;
 }
 
-// The first `rem` (< 16) lanes of v to p, converted as store16 does (c10's scalar
+// The first `rem` (< L) lanes of v to p, converted as storev does (c10's scalar
 // float -> half conversion would cost more than the rest of a short row).
-template <typename scalar_t>
-COREAUG_INLINE void store_tail(scalar_t* p, int64_t rem, const f32x16& v) {
+template <int L, typename scalar_t>
+COREAUG_INLINE void store_tail(scalar_t* p, int64_t rem, const typename Vec<L>::F& v) {
+  using H = typename Vec<L>::H;
   if constexpr (std::is_same_v<scalar_t, float>) {
     std::memcpy(p, &v, rem * sizeof(float));
   } else {
-    u16x16 h;
+    H h;
     if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) {
-      h = __builtin_convertvector(float_to_bfloat16(v), u16x16);
+      h = __builtin_convertvector(float_to_bfloat16<L>(v), H);
     } else {
-      h = __builtin_convertvector(float_to_half(v), u16x16);
+      h = __builtin_convertvector(float_to_half<L>(v), H);
     }
     std::memcpy(static_cast<void*>(p), &h, rem * sizeof(uint16_t));
   }
 }
 
-#if defined(__has_builtin)
-#if __has_builtin(__builtin_shufflevector)
-#define COREAUG_HAS_SHUFFLE 1
-#endif
-#endif
-
-// Horizontal max and sum by halving (log2(16) shuffles rather than 15 lane extractions).
-COREAUG_INLINE float hmax(const f32x16& in) {
-  f32x16 v = in;
-#ifdef COREAUG_HAS_SHUFFLE
-  f32x16 u = __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
-  v = u > v ? u : v;
-  u = __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11);
-  v = u > v ? u : v;
-  u = __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
-  v = u > v ? u : v;
-  u = __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
-  v = u > v ? u : v;
-  return v[0];
-#else
-  float m = v[0];
-  for (int k = 1; k < kLanes; ++k) m = v[k] > m ? v[k] : m;
-  return m;
-#endif
+// Horizontal max and sum by halving: lane k meets lane k + L/2, then k + L/4, ... (log2 L
+// steps rather than L − 1 lane extractions).
+template <int L>
+COREAUG_INLINE void halves(const typename Vec<L>::F& v, typename Vec<L / 2>::F& lo, typename Vec<L / 2>::F& hi) {
+  std::memcpy(&lo, &v, sizeof(lo));
+  std::memcpy(&hi, reinterpret_cast<const char*>(&v) + sizeof(lo), sizeof(hi));
 }
 
-COREAUG_INLINE float hsum(const f32x16& in) {
-  f32x16 v = in;
-#ifdef COREAUG_HAS_SHUFFLE
-  v += __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
-  v += __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11);
-  v += __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
-  v += __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
-  return v[0];
-#else
-  float s = 0;
-  for (int k = 0; k < kLanes; ++k) s += v[k];
-  return s;
-#endif
+template <int L>
+COREAUG_INLINE float hmax(const typename Vec<L>::F& v) {
+  if constexpr (L == 2) {
+    return v[1] > v[0] ? v[1] : v[0];
+  } else {
+    typename Vec<L / 2>::F lo, hi;
+    halves<L>(v, lo, hi);
+    return hmax<L / 2>(hi > lo ? hi : lo);
+  }
+}
+
+template <int L>
+COREAUG_INLINE float hsum(const typename Vec<L>::F& v) {
+  if constexpr (L == 2) {
+    return v[0] + v[1];
+  } else {
+    typename Vec<L / 2>::F lo, hi;
+    halves<L>(v, lo, hi);
+    return hsum<L / 2>(lo + hi);
+  }
 }
 
 // The per-row loss from the row's max m, log s = log Σexp(x-m) and z = Σ(x-m) (z <= 0):
@@ -238,40 +259,41 @@ COREAUG_INLINE acc_t row_loss(acc_t m, acc_t log_s, acc_t z, acc_t x_target, int
 }
 
 // Forward over rows [begin, end) for float, half and bfloat16 logits (float32 maths).
-template <typename scalar_t>
-COREAUG_CLONES void forward_rows_vec(const scalar_t* x, const int64_t* t, const float* w,
+template <int L, typename scalar_t>
+COREAUG_INLINE void forward_rows_body(const scalar_t* x, const int64_t* t, const float* w,
                                      float* loss, double* lse, int64_t begin, int64_t end,
                                      int64_t c, float eps) {
-  const int64_t cv = c - c % kLanes, rem = c - cv;
+  const int64_t cv = c - c % L, rem = c - cv;
   const float inf = std::numeric_limits<float>::infinity();
-  const f32x16 real = tail_lanes(rem);
+  using F = typename Vec<L>::F;
+  const F real = tail_lanes<L>(rem);
   const scalar_t* x_end = x + end * c;
   for (int64_t i = begin; i < end; ++i) {
     const scalar_t* row = x + i * c;
-    // One loop per pass, its last step masked when C is not a multiple of 16: a separate
+    // One loop per pass, its last step masked when C is not a multiple of L: a separate
     // tail block after the loop would sit on the row's critical path.
     // NaN compares false, so the max may skip it; z below catches it instead.
-    f32x16 vm = f32x16{} - inf;
-    for (int64_t j = 0; j < c; j += kLanes) {
-      const f32x16 v = j < cv ? load16(row + j) : load_tail(row + j, x_end, rem, real, -inf);
+    F vm = F{} - inf;
+    for (int64_t j = 0; j < c; j += L) {
+      const F v = j < cv ? loadv<L>(row + j) : load_tail<L>(row + j, x_end, rem, real, -inf);
       vm = v > vm ? v : vm;
     }
-    const float m = hmax(vm);
-    f32x16 vs = {}, vz = {};
-    for (int64_t j = 0; j < c; j += kLanes) {
+    const float m = hmax<L>(vm);
+    F vs = {}, vz = {};
+    for (int64_t j = 0; j < c; j += L) {
       if (j < cv) {
-        const f32x16 d = load16(row + j) - m;
-        vs += exp_v(d);
+        const F d = loadv<L>(row + j) - m;
+        vs += exp_v<L>(d);
         vz += d;
       } else {
-        const f32x16 d = load_tail(row + j, x_end, rem, real, -inf) - m;  // padding: exp(-inf) = 0
-        vs += exp_v(d);
-        vz += real > 0.0f ? d : f32x16{};
+        const F d = load_tail<L>(row + j, x_end, rem, real, -inf) - m;  // padding: exp(-inf) = 0
+        vs += exp_v<L>(d);
+        vz += real > 0.0f ? d : F{};
       }
     }
     // s itself carries float32 rounding, so logf loses nothing that log would keep
-    const float log_s = std::log(hsum(vs));
-    const float z = hsum(vz);
+    const float log_s = std::log(hsum<L>(vs));
+    const float z = hsum<L>(vz);
     if (std::isnan(z)) {  // a NaN logit (or m = ±inf): the row's loss is NaN, as in PyTorch
       lse[i] = loss[i] = std::numeric_limits<float>::quiet_NaN();
       continue;
@@ -283,15 +305,16 @@ COREAUG_CLONES void forward_rows_vec(const scalar_t* x, const int64_t* t, const 
 
 // Backward over rows [begin, end): grad = g_i·w_i·(softmax(x_i) − q_i), with q_i the
 // (smoothed) target distribution, q_ij = (1−ε)[j = y_i] + ε/C.
-template <typename scalar_t>
-COREAUG_CLONES void backward_rows_vec(const float* g, int64_t g_stride, const scalar_t* x,
+template <int L, typename scalar_t>
+COREAUG_INLINE void backward_rows_body(const float* g, int64_t g_stride, const scalar_t* x,
                                       const int64_t* t, const float* w, const double* lse,
                                       scalar_t* out, int64_t begin, int64_t end, int64_t c,
                                       float eps) {
-  const int64_t cv = c - c % kLanes, rem = c - cv;
+  const int64_t cv = c - c % L, rem = c - cv;
   const float off = eps / static_cast<float>(c);
   const float on = 1.0f - eps + off;
-  const f32x16 real = tail_lanes(rem);
+  using F = typename Vec<L>::F;
+  const F real = tail_lanes<L>(rem);
   const scalar_t* x_end = x + end * c;
   for (int64_t i = begin; i < end; ++i) {
     const scalar_t* row = x + i * c;
@@ -305,14 +328,60 @@ COREAUG_CLONES void backward_rows_vec(const float* g, int64_t g_stride, const sc
       for (int64_t j = 0; j < c; ++j) o[j] = static_cast<scalar_t>(hi);
       continue;
     }
-    for (int64_t j = 0; j < cv; j += kLanes) {
-      store16(o + j, (exp_v((load16(row + j) - hi) - lo) - off) * scale);
+    for (int64_t j = 0; j < cv; j += L) {
+      storev<L>(o + j, (exp_v<L>((loadv<L>(row + j) - hi) - lo) - off) * scale);
     }
-    if (rem) store_tail(o + cv, rem, (exp_v((load_tail(row + cv, x_end, rem, real, 0.0f) - hi) - lo) - off) * scale);
+    if (rem) {
+      store_tail<L>(o + cv, rem, (exp_v<L>((load_tail<L>(row + cv, x_end, rem, real, 0.0f) - hi) - lo) - off) * scale);
+    }
     const int64_t y = t[i];
     o[y] = static_cast<scalar_t>((exp_s((static_cast<float>(row[y]) - hi) - lo) - on) * scale);
   }
 }
+
+enum class Isa { kBaseline, kAvx2, kAvx512 };
+
+// The widest row functions this CPU runs (and its OS enables), found once; the environment
+// variable COREAUG_CPU_ISA=baseline or avx2 asks for narrower ones (the tests run each).
+Isa machine_isa() {
+#ifdef COREAUG_ISA_DISPATCH
+  static const Isa isa = [] {
+    const char* want = std::getenv("COREAUG_CPU_ISA");
+    if (want && std::strcmp(want, "baseline") == 0) return Isa::kBaseline;
+    __builtin_cpu_init();
+    const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                      __builtin_cpu_supports("f16c") && __builtin_cpu_supports("bmi2") &&
+                      __builtin_cpu_supports("lzcnt") && __builtin_cpu_supports("movbe") &&
+                      __builtin_cpu_supports("popcnt");
+    const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+    if (want && std::strcmp(want, "avx2") == 0 && avx2) return Isa::kAvx2;
+    return avx512 ? Isa::kAvx512 : avx2 ? Isa::kAvx2 : Isa::kBaseline;
+  }();
+  return isa;
+#else
+  return Isa::kBaseline;
+#endif
+}
+
+// NAME<scalar_t>(args...) runs BODY compiled for the machine's widest vectors: BODY is
+// inlined into one function per target, so each copy is compiled for its instruction set.
+#define COREAUG_ISA_VARIANTS(NAME, BODY)                                  \
+  template <typename scalar_t, typename... A>                             \
+  COREAUG_V4 void NAME##_avx512(A... a) { BODY<16, scalar_t>(a...); }      \
+  template <typename scalar_t, typename... A>                             \
+  COREAUG_V3 void NAME##_avx2(A... a) { BODY<8, scalar_t>(a...); }         \
+  template <typename scalar_t, typename... A>                             \
+  void NAME(A... a) {                                                     \
+    switch (machine_isa()) {                                              \
+      case Isa::kAvx512: return NAME##_avx512<scalar_t>(a...);             \
+      case Isa::kAvx2: return NAME##_avx2<scalar_t>(a...);                 \
+      default: return BODY<4, scalar_t>(a...);                             \
+    }                                                                     \
+  }
+
+COREAUG_ISA_VARIANTS(forward_rows_vec, forward_rows_body)
+COREAUG_ISA_VARIANTS(backward_rows_vec, backward_rows_body)
 
 // float64 (gradcheck, reference-grade use): plain loops, std::exp.
 void forward_rows_f64(const double* x, const int64_t* t, const double* w, double* loss,

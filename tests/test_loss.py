@@ -256,6 +256,23 @@ def test_deterministic_and_independent_of_thread_count():
         assert torch.equal(out, runs[0][0]) and torch.equal(grad, runs[0][1])
 
 
+@pytest.mark.parametrize("isa", ["baseline", "avx2"])
+def test_every_cpu_vector_width_passes_the_cpu_tests(isa):
+    """The CPU op is built for 16, 8 and 4 lanes and runs the widest the machine has; this
+    run of the file's CPU cases covers a narrower one (COREAUG_CPU_ISA, read once per
+    process, hence a subprocess). A machine without AVX2 runs the baseline twice."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, COREAUG_CPU_ISA=isa)
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k",
+                          "cpu and not gradcheck and not opcheck and not vector_width"],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert " passed" in run.stdout and " failed" not in run.stdout
+
+
 # --- bad input --------------------------------------------------------------------------
 
 _L, _T = torch.zeros(4, 3), torch.zeros(4, dtype=torch.long)
