@@ -1,7 +1,8 @@
 """pytest plugin of `make gpu-check` (bench/gpu_check.py): keeps the tests that exercise
-CUDA, GPU-only ones first, then every test parametrised over devices in its CUDA case;
-deselects the CPU-only rest (CI runs those); stops cleanly at a time budget; records the
-outcome as JSON.
+CUDA, GPU-only ones first, then every test parametrised over devices in its CUDA case, then
+the Triton kernels' tests (marked ``triton``; on a GPU they compile for it, so they come last:
+compiling is what they spend their time on); deselects the CPU-only rest (CI runs those);
+stops cleanly at a time budget; records the outcome as JSON.
 
 Environment: ``GPU_CHECK_RECORD`` (JSON file to write), ``GPU_CHECK_BUDGET_S`` (seconds
 after which no further test starts).
@@ -13,7 +14,7 @@ import os
 import time
 
 _state = {"passed": 0, "failed": [], "skipped": 0, "deselected": 0, "gpu_only": 0, "device_cases": 0,
-          "stopped": False}
+          "triton": 0, "stopped": False}
 _start = time.time()
 
 
@@ -33,20 +34,26 @@ def _cuda_case(item) -> bool:
     return any(str(v).startswith("cuda") for v in spec.params.values()) or "cuda" in spec.id.split("-")
 
 
+def _triton(item) -> bool:
+    return any(True for _ in item.iter_markers("triton"))
+
+
 def classify(items):
-    """(GPU-only tests, CUDA cases of device-parametrised tests, the rest), in input order."""
-    first, second, rest = [], [], []
+    """(GPU-only tests, CUDA cases of device-parametrised tests, Triton tests, the rest), in
+    input order."""
+    first, second, third, rest = [], [], [], []
     for item in items:
-        (first if _gpu_only(item) else second if _cuda_case(item) else rest).append(item)
-    return first, second, rest
+        group = first if _gpu_only(item) else second if _cuda_case(item) else third if _triton(item) else rest
+        group.append(item)
+    return first, second, third, rest
 
 
 def pytest_collection_modifyitems(session, config, items):
-    first, second, rest = classify(items)
-    _state.update(gpu_only=len(first), device_cases=len(second), deselected=len(rest))
+    first, second, third, rest = classify(items)
+    _state.update(gpu_only=len(first), device_cases=len(second), triton=len(third), deselected=len(rest))
     if rest:
         config.hook.pytest_deselected(items=rest)
-    items[:] = first + second
+    items[:] = first + second + third
 
 
 def _write() -> None:

@@ -9,6 +9,8 @@ from kernels_import import distances
 
 from conftest import TRITON_DEVICE
 
+pytestmark = pytest.mark.triton
+
 
 @pytest.mark.parametrize("m,n,d", [(1, 1, 1), (5, 37, 3), (40, 17, 70)])
 def test_plain_matches_float64_cdist(m, n, d):

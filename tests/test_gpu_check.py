@@ -76,20 +76,37 @@ def test_report_marks_each_target_from_the_figures(tmp_path):
     assert set(empty.values()) == {None}
 
 
-def _item(name, *, reason=None, params=None):
-    marks = [SimpleNamespace(kwargs={"reason": reason})] if reason else []
+def _item(name, *, reason=None, params=None, triton=False):
+    marks = {"skipif": [SimpleNamespace(kwargs={"reason": reason})] if reason else [],
+             "triton": [SimpleNamespace(kwargs={})] if triton else []}
     spec = SimpleNamespace(params=params, id="-".join(map(str, params.values()))) if params else None
-    item = SimpleNamespace(name=name, iter_markers=lambda kind: iter(marks if kind == "skipif" else []))
+    item = SimpleNamespace(name=name, iter_markers=lambda kind: iter(marks.get(kind, [])))
     if spec is not None:
         item.callspec = spec
     return item
 
 
-def test_plugin_runs_gpu_only_tests_first_then_cuda_cases():
-    items = [_item("cpu_only"), _item("dev_cpu", params={"device": "cpu"}),
+def test_plugin_runs_gpu_only_tests_first_then_cuda_cases_then_triton():
+    items = [_item("cpu_only"), _item("greedy", triton=True), _item("dev_cpu", params={"device": "cpu"}),
              _item("dev_cuda", params={"device": "cuda", "n": 3}), _item("gpu_only", reason="needs a CUDA device"),
              _item("other_skip", reason="needs numpy")]
-    first, second, rest = gpu_check_plugin.classify(items)
+    first, second, third, rest = gpu_check_plugin.classify(items)
     assert [i.name for i in first] == ["gpu_only"]
     assert [i.name for i in second] == ["dev_cuda"]
+    assert [i.name for i in third] == ["greedy"]
     assert [i.name for i in rest] == ["cpu_only", "dev_cpu", "other_skip"]
+
+
+def test_every_triton_test_module_is_marked_for_the_gpu_run():
+    """A Triton test left unmarked would be deselected on the GPU, the one place it compiles."""
+    import ast
+
+    tests = Path(__file__).resolve().parent
+    for path in sorted(tests.glob("test_*.py")):
+        text = path.read_text()
+        if "TRITON_DEVICE" not in text:
+            continue
+        tree = ast.parse(text)
+        module_mark = any(isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "pytestmark" for t in n.targets)
+                          and "triton" in ast.unparse(n.value) for n in tree.body)
+        assert module_mark or "pytest.mark.triton" in text, f"{path.name} uses TRITON_DEVICE but has no triton mark"

@@ -11,9 +11,10 @@ import coreaug_fast
 from coreaug_fast.kernels import distances, greedy
 from coreaug_fast.reference import facility_location_reference
 
-from conftest import TRITON_DEVICE
+from conftest import HAS_GPU, TRITON_DEVICE
 from objectives import facility_objective
 
+pytestmark = pytest.mark.triton
 SIMS = ["distance", "sqdistance", "exp"]
 
 
@@ -242,6 +243,7 @@ print("compiled")
 """
 
 
+@pytest.mark.skipif(HAS_GPU, reason="the kernels compile for the real device here")
 def test_kernels_compile_for_an_h100():
     """The interpreter does not type-check loop-carried values or lower layouts: compile the
     main kernels for sm_90 ahead of time (ptxas ships with triton; no GPU needed)."""

@@ -543,7 +543,7 @@ def test_selection_reads_the_engines_live_tunables(monkeypatch):
         selection.NOT_THERE
 
 
-@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=pytest.mark.triton)])
 @pytest.mark.parametrize("similarity, scale", [("distance", 1e-30), ("distance", 1e15), ("sqdistance", 1e-15)])
 @pytest.mark.parametrize("factored", [False, True])
 def test_tiny_or_huge_embeddings_select_as_unit_ones(backend, similarity, scale, factored):
