@@ -235,7 +235,7 @@ def _greedy_kernel(COST, XTA, XTH, XN, NT, U, UB, CAND, CLASS, OUT_ROWS, OUT_GAI
 
 def _greedy_block_sizes(device: torch.device, stored: bool):
     """(BC, BI, BS): candidates per gain evaluation, cost rows per chunk, bounds per scan.
-    On the GPU, costs computed on the fly hold two dot accumulators per tile, hence
+    On the GPU, costs computed on the fly hold four multiply-add chains per tile entry, hence
     narrower row chunks. Small blocks keep the interpreter quick."""
     if device.type != "cuda":
         return 16, 32, 64
