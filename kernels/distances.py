@@ -67,10 +67,17 @@ def sq_dist_tile(XA, XH, XN, YA, YH, YN, rx, ry, mask_x, mask_y, DA, DH, s_xa, s
         dot_a = dot_a * dot_h
     xn = tl.load(XN + rx, mask=mask_x, other=0.0)
     yn = tl.load(YN + ry, mask=mask_y, other=0.0)
-    scale = xn[:, None] + yn[None, :]
-    d2 = scale - 2.0 * dot_a
+    return sq_from_dot(dot_a, xn[:, None] + yn[None, :], DUP_FLOOR)
+
+
+@triton.jit
+def sq_from_dot(dot, norms, DUP_FLOOR: tl.constexpr):
+    """‖x‖² + ‖y‖² − 2 x·y from the dot and the sum of the squared norms, clamped at 0; with
+    DUP_FLOOR, values below DUP_TOL · (‖x‖² + ‖y‖²) (rounding noise) are 0 too. The one
+    place the noise floor is applied, for tl.dot tiles and element-wise costs alike."""
+    d2 = norms - 2.0 * dot
     if DUP_FLOOR:
-        return tl.where(d2 > scale * DUP_TOL, d2, 0.0)
+        return tl.where(d2 > norms * DUP_TOL, d2, 0.0)
     return tl.maximum(d2, 0.0)
 
 
@@ -146,9 +153,8 @@ def exact_cost(XTA, XTH, XN, NT, r0, rx, ry, mx, my, DA, DH, inv_dim,
     dot = _fma_dot(XTA, NT, r0, rx, ry, mx, my, DA)
     if FACTORED:
         dot = dot * _fma_dot(XTH, NT, r0, rx, ry, mx, my, DH)
-    scale = tl.load(XN + r0 + rx, mask=mx, other=0.0) + tl.load(XN + r0 + ry, mask=my, other=0.0)
-    d2 = scale - 2.0 * dot
-    d2 = tl.where((d2 > scale * DUP_TOL) & (rx != ry), d2, 0.0)
+    norms = tl.load(XN + r0 + rx, mask=mx, other=0.0) + tl.load(XN + r0 + ry, mask=my, other=0.0)
+    d2 = tl.where(rx != ry, sq_from_dot(dot, norms, True), 0.0)
     return cost_from_sq(d2, inv_dim, SIM)
 
 

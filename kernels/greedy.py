@@ -3,7 +3,7 @@
 Costs K (smaller = more similar), start levels b and gains are defined as in
 :mod:`coreaug_fast.selection`: with u_i = min(b, min_{j∈S} K_ij) the gain of e is
 Σ_i max(0, u_i − K_ie). Every gain has one summation order whatever rows it is computed
-with (element-wise terms, then a fixed pairwise tree: :func:`_gains`, :func:`_row_gain`), so
+with (element-wise terms, then a fixed pairwise tree: :func:`_gains`), so
 a computed gain only shrinks as u shrinks and a stale gain is a true upper bound; the
 exact lazy greedy therefore returns the naive greedy's sequence, ties to the lowest row.
 
@@ -88,33 +88,27 @@ def _pair_sum(x, ROWS: tl.constexpr, W: tl.constexpr):
 def _gains(COST, mat0, npad, XTA, XTH, XN, NT, U, r0, n, cand, live, DA, DH, inv_dim,
            SIM: tl.constexpr, STORED: tl.constexpr, FACTORED: tl.constexpr,
            BC: tl.constexpr, BI: tl.constexpr):
-    """Σ_i max(0, u_i − K_ie) for the BC candidates ``cand`` (local rows) where ``live``;
-    values for dead lanes are meaningless. The terms are added column-wise over the row
-    chunks in order, then :func:`_pair_sum`: element-wise work and a fixed tree, so
-    :func:`_row_gain` gets the same bits for one row."""
-    acc = tl.zeros((BC, BI), dtype=tl.float32)
+    """Σ_i max(0, u_i − K_ie) for the BC candidates ``cand`` (local rows) where ``live``,
+    (BC,); with BC 0, for the one row ``cand`` (a scalar), at 1/16 of a tile's work. Values
+    for dead lanes are meaningless. The terms are added column-wise over the row chunks in
+    order, then :func:`_pair_sum`: element-wise work and a fixed tree, so a row alone gets
+    the bits it gets as a lane of a tile."""
+    if BC == 0:
+        rows = cand
+        rows_live = live
+        acc = tl.zeros((BI,), dtype=tl.float32)
+    else:
+        rows = cand[:, None]
+        rows_live = live[:, None]
+        acc = tl.zeros((BC, BI), dtype=tl.float32)
     for i0 in range(0, n, BI):
         ii = i0 + tl.arange(0, BI)
         mi = ii < n
         u = tl.load(U + r0 + ii, mask=mi, other=0.0)
-        k = _cost(COST, mat0, npad, XTA, XTH, XN, NT, r0, cand[:, None], ii[None, :], live[:, None], mi[None, :],
-                  DA, DH, inv_dim, SIM, STORED, FACTORED)
-        acc += tl.maximum(u[None, :] - k, 0.0)  # padding: u = 0 = K, a zero term
+        k = _cost(COST, mat0, npad, XTA, XTH, XN, NT, r0, rows, ii, rows_live, mi, DA, DH, inv_dim,
+                  SIM, STORED, FACTORED)
+        acc += tl.maximum(u - k, 0.0)  # padding: u = 0 = K, a zero term
     return _pair_sum(acc, BC, BI)
-
-
-@triton.jit
-def _row_gain(COST, mat0, npad, XTA, XTH, XN, NT, U, r0, n, e, DA, DH, inv_dim,
-              SIM: tl.constexpr, STORED: tl.constexpr, FACTORED: tl.constexpr, BI: tl.constexpr):
-    """The gain of the one row e, the bits :func:`_gains` gives it, at 1/BC of the work."""
-    acc = tl.zeros((BI,), dtype=tl.float32)
-    for i0 in range(0, n, BI):
-        ii = i0 + tl.arange(0, BI)
-        mi = ii < n
-        u = tl.load(U + r0 + ii, mask=mi, other=0.0)
-        k = _cost(COST, mat0, npad, XTA, XTH, XN, NT, r0, e, ii, e >= 0, mi, DA, DH, inv_dim, SIM, STORED, FACTORED)
-        acc += tl.maximum(u - k, 0.0)
-    return _pair_sum(acc, 0, BI)
 
 
 @triton.jit
@@ -184,8 +178,8 @@ def _greedy_kernel(COST, XTA, XTH, XN, NT, U, UB, CAND, CLASS, OUT_ROWS, OUT_GAI
                 e0 = tl.where(cm > top, ci, e0)
                 top = tl.maximum(cm, top)
             # e0 alone: usually the only row evaluated in a step
-            g0 = _row_gain(COST, mat0, npad, XTA, XTH, XN, NT, U, r0, n, e0, DA, DH, inv_dim,
-                           SIM, STORED, FACTORED, BI)
+            g0 = _gains(COST, mat0, npad, XTA, XTH, XN, NT, U, r0, n, e0, e0 >= 0, DA, DH, inv_dim,
+                        SIM, STORED, FACTORED, 0, BI)
             best_g = g0
             best_e = e0
             # every row whose bound could beat e0 (or tie it from a lower row)

@@ -116,8 +116,9 @@ def _tile_and_row_gains(COST, XTA, XTH, XN, NT, U, CAND, TILE_OUT, ROW_OUT, LAYO
     tl.store(TILE_OUT + lanes, g)
     for j in range(BC):
         e = tl.load(CAND + j)
-        tl.store(ROW_OUT + j, greedy._row_gain(COST, MAT0, NPAD, XTA, XTH, XN, NT, U, 0, n, e, DA, DH, inv_dim,
-                                               SIM, STORED, FACTORED, BI))
+        g_row = greedy._gains(COST, MAT0, NPAD, XTA, XTH, XN, NT, U, 0, n, e, e >= 0, DA, DH, inv_dim,
+                              SIM, STORED, FACTORED, 0, BI)  # BC 0: the one row e
+        tl.store(ROW_OUT + j, g_row)
 
 
 @pytest.mark.parametrize("stored", [True, False])
@@ -146,12 +147,12 @@ def test_one_row_gain_has_the_bits_of_its_lane_in_a_tile(stored, factored, simil
     dim = a.shape[1] * (h.shape[1] if factored else 1)
     tile, row = (torch.empty(bc, device=TRITON_DEVICE) for _ in range(2))
     layout = torch.stack([mat_off[0], npad[0].long()]).to(TRITON_DEVICE)
-    _tile_and_row_gains[(1,)](costs if stored else xn, xta, xth, xn, n, u, cand, tile, row, layout, n, a.shape[1], h.shape[1] if factored else 0, 1.0 / dim,
+    _tile_and_row_gains[(1,)](costs if stored else xn, xta, xth, xn, n, u, cand, tile, row, layout, n,
+                              a.shape[1], h.shape[1] if factored else 0, 1.0 / dim,
                               SIM=sim, STORED=stored, FACTORED=factored, BC=bc, BI=bi)
     assert torch.equal(tile, row)
-    # and they are the gains: float64 from the same costs
-    k = costs[:n * int(npad[0])].view(n, -1)[:, :n].double().cpu() if stored else None
-    if k is not None:
+    if stored:  # and they are the gains: float64 from the same costs
+        k = costs[:n * int(npad[0])].view(n, -1)[:, :n].double().cpu()
         want = (u.double().cpu()[None, :] - k[cand.long().cpu()]).clamp(min=0).sum(1)
         torch.testing.assert_close(tile.double().cpu(), want, rtol=1e-5, atol=1e-5)
 
