@@ -317,33 +317,32 @@ def centred(x: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     return x - torch.repeat_interleave(means, counts, dim=0)
 
 
-def unit_scales(t: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-    """Per class, the power of two 2^-e that brings the largest |entry| of its rows of ``t``
-    (n, D) into [0.5, 1), 1 for an all-zero class: (m,) float32 on the device of ``t``.
-    Multiplying by a power of two is exact, so distances and gains scale exactly; without it,
-    float32 squared norms of rows of size 1e-20 underflow to 0 and every row looks like a
-    duplicate of every other."""
-    counts = (offsets[1:] - offsets[:-1]).to(t.device)
+def unit_scaled(t: torch.Tensor, counts: torch.Tensor):
+    """``(t, scale)``: the rows of ``t`` (n, D) float32, grouped by class, multiplied in place
+    by their class's power of two 2^-e that brings its largest |entry| into [0.5, 1) (1 for an
+    all-zero class), and those (m,) float32 factors. ``counts``: (m,) rows per class on the
+    device of ``t``. Multiplying by a power of two is exact, so distances and gains scale
+    exactly; without it, float32 squared norms of rows of size 1e-20 underflow to 0 and every
+    row looks like a duplicate of every other."""
     row_max = torch.maximum(t.amax(1), -t.amin(1))
     _, exponent = torch.frexp(torch.segment_reduce(row_max, "max", lengths=counts))
-    return torch.ldexp(torch.ones(counts.numel(), device=t.device), (-exponent).clamp(-126, 126))
+    scale = torch.ldexp(torch.ones(counts.numel(), device=t.device), (-exponent).clamp(-126, 126))
+    t.mul_(torch.repeat_interleave(scale, counts, output_size=t.shape[0])[:, None])
+    return t, scale
 
 
 def normalised(xs: torch.Tensor, hs: Optional[torch.Tensor], groups: "ClassGroups", similarity: str):
-    """``(xs, hs, gain_unit)``: the rows of each class scaled by :func:`unit_scales` (x and
-    h each by its own), and the (m,) float64 factor that turns the gains computed on them back
-    into gains of the given rows. "exp" costs are not scale invariant: its rows stay as they
-    are (gain_unit None)."""
+    """``(xs, hs, gain_unit)``: the rows of each class scaled in place by :func:`unit_scaled`
+    (x and h each by its own), and the (m,) float64 factor that turns the gains computed on
+    them back into gains of the given rows. "exp" costs are not scale invariant: its rows stay
+    as they are (gain_unit None)."""
     if similarity == "exp" or xs.shape[0] == 0 or xs.shape[1] == 0 or (hs is not None and hs.shape[1] == 0):
         return xs, hs, None
     counts = groups.counts.to(xs.device)
-    n = xs.shape[0]
-    sx = unit_scales(xs, groups.offsets)
-    xs = xs * torch.repeat_interleave(sx, counts, output_size=n)[:, None]
+    xs, sx = unit_scaled(xs, counts)
     unit = sx.double()
     if hs is not None:
-        sh = unit_scales(hs, groups.offsets)
-        hs = hs * torch.repeat_interleave(sh, counts, output_size=n)[:, None]
+        hs, sh = unit_scaled(hs, counts)
         unit = unit * sh.double()
     return xs, hs, (1.0 / unit if similarity == "distance" else 1.0 / unit ** 2)
 
@@ -428,7 +427,7 @@ def select_local(x: torch.Tensor, h: Optional[torch.Tensor], groups: ClassGroups
     hs = None if h is None else h[perm].float().contiguous()
     if hs is None:
         xs = centred(xs, groups.offsets)
-    xs, hs, gain_unit = normalised(xs, hs, groups, similarity)
+    xs, hs, gain_unit = normalised(xs, hs, groups, similarity)  # in place: xs and hs are copies here
     seed = _stochastic_seed(optimizer, generator)
     width = xs.shape[1] + (0 if hs is None else hs.shape[1])
     bar = _progress_bar(groups, width, backend, progress)
