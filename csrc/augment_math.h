@@ -226,7 +226,6 @@ CA_HD int compile_row(const int32_t* ops, const float* mags, int L, const int64_
         // shear angle = degrees(atan(m)), centre (0, 0): torchvision's (-W/2, -H/2) offset
         const double deg = dmul(atan(m), 180.0 / kPi);
         s.kind = kGeom;
-        s.i0 = grid_order;
         inverse_affine(-(static_cast<double>(W) * 0.5), -(static_cast<double>(H) * 0.5), 0.0, 0.0,
                        0.0, op == kShearX ? deg : 0.0, op == kShearX ? 0.0 : deg, H, W, s.r);
         break;
@@ -235,7 +234,6 @@ CA_HD int compile_row(const int32_t* ops, const float* mags, int L, const int64_
       case kTranslateY: {
         const double t = trunc(m);  // int(magnitude)
         s.kind = kGeom;
-        s.i0 = grid_order;
         inverse_affine(0.0, 0.0, 0.0, op == kTranslateX ? t : 0.0, op == kTranslateX ? 0.0 : t,
                        0.0, 0.0, H, W, s.r);
         break;
@@ -244,7 +242,6 @@ CA_HD int compile_row(const int32_t* ops, const float* mags, int L, const int64_
         const double a = py_mod360(m);
         if (a == 0.0) continue;
         s.kind = kGeom;
-        s.i0 = grid_order;
         inverse_affine(0.0, 0.0, -a, 0.0, 0.0, 0.0, 0.0, H, W, s.r);
         break;
       }
@@ -281,6 +278,7 @@ CA_HD int compile_row(const int32_t* ops, const float* mags, int L, const int64_
       default:  // Identity, or an id the public function rejects
         continue;
     }
+    if (s.kind == kGeom) s.i0 = grid_order;
     ++n;
   }
   return n;
