@@ -154,6 +154,15 @@ def train(model, images, targets, epochs: int, seed: int, batch_size: int = 64, 
     return float((pred == targets).float().mean())
 
 
+PROG = "python -m coreaug_fast.analysis"
+
+
+def _error(e: Exception) -> int:
+    """A refused input: one line on stderr, exit status 2 (as _Parser's usage errors)."""
+    print(f"{PROG}: error: {e}", file=sys.stderr)
+    return 2
+
+
 class _Parser(argparse.ArgumentParser):
     """A bad argument ends in one line on stderr (exit 2), not a usage block."""
 
@@ -176,7 +185,7 @@ def _at_least(minimum: int):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m coreaug_fast.analysis", description=__doc__,
+    p = _Parser(prog=PROG, description=__doc__,
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", help=".pt or .npz with images and targets (default: sklearn digits)")
     p.add_argument("--model", help="MODULE:ATTR, an nn.Module or a callable returning one, used as is "
@@ -212,8 +221,7 @@ def main(argv=None) -> int:
     try:
         images, targets = load_data(args.data) if args.data else load_digits()
     except ValueError as e:
-        print(f"python -m coreaug_fast.analysis: error: {e}", file=sys.stderr)
-        return 2
+        return _error(e)
     try:  # a bad --model/--augment/--device or spectrum argument: one line, not a traceback
         device = torch.device(args.device)
         augment = load_object(args.augment) if args.augment else default_augment
@@ -236,8 +244,7 @@ def main(argv=None) -> int:
                                 num_bins=args.bins, chunk_size=args.chunk_size, method=args.method,
                                 progress=progress)
     except (ValueError, ImportError, AttributeError, RuntimeError) as e:
-        print(f"python -m coreaug_fast.analysis: error: {e}", file=sys.stderr)
-        return 2
+        return _error(e)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report = {
