@@ -81,8 +81,9 @@ def weighted_cross_entropy(logits: torch.Tensor, targets: torch.Tensor,
         check: check the values of ``targets`` and ``weights`` (one host synchronisation
             on CUDA). ``False`` skips that read, for a training step with no host sync:
             then, on CUDA, a target outside [0, C) makes its row's loss and gradient NaN
-            (the kernels never read out of bounds); the CPU op still raises RuntimeError and bad weights propagate as they would in the
-            unfused expression. Shapes, dtypes and devices are always checked (no sync).
+            (the kernels never read out of bounds); the CPU op still raises RuntimeError.
+            Bad weights propagate as they would in the unfused expression. Shapes, dtypes
+            and devices are always checked (no sync).
 
     Returns:
         float32 (float64 for float64 logits) on the device of ``logits``: shape (N,) for
