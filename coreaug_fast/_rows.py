@@ -88,10 +88,12 @@ def epoch_rows(n: int, method: str, *, subset: Optional[torch.Tensor] = None,
     )
 
 
-def shard(rows: EpochRows, rank: int, world: int) -> EpochRows:
-    """Rank ``rank``'s rows of a shuffled epoch: every ``world``-th from ``rank``, after
-    padding with repeats of weight 0 to a multiple of ``world`` (so every rank runs the same
-    number of steps and the padding changes nothing)."""
+def shard(rows: EpochRows, rank: int, world: int, *, blocks: bool = False) -> EpochRows:
+    """Rank ``rank``'s rows of a shuffled epoch, after padding with repeats of weight 0 to a
+    multiple of ``world`` (so every rank runs the same number of steps and the padding changes
+    nothing): every ``world``-th row from ``rank``, or with ``blocks`` one contiguous block per
+    rank, which keeps a grouped epoch's examples (:func:`shuffle`) whole on one rank (only the
+    examples at the W - 1 block boundaries are read by two ranks)."""
     index, strong, weight = rows
     n = index.numel()
     pad = (-n) % world
@@ -99,7 +101,8 @@ def shard(rows: EpochRows, rank: int, world: int) -> EpochRows:
         take = torch.arange(pad) % max(n, 1)
         index, strong = torch.cat([index, index[take]]), torch.cat([strong, strong[take]])
         weight = torch.cat([weight, torch.zeros(pad, dtype=weight.dtype)])
-    sl = slice(rank, None, world)
+    per = index.numel() // world
+    sl = slice(rank * per, (rank + 1) * per) if blocks else slice(rank, None, world)
     return EpochRows(index[sl], strong[sl], weight[sl])
 
 
@@ -114,3 +117,21 @@ def weak_first(rows: EpochRows, batch_size: int) -> "tuple[EpochRows, List[int]]
     nb = -(-n // batch_size)
     weak = torch.bincount(batch[~rows.strong], minlength=nb)
     return rows, weak.tolist()
+
+
+def shuffle(rows: EpochRows, generator: torch.Generator, num_examples: Optional[int] = None) -> EpochRows:
+    """The epoch's rows in random order.
+
+    ``num_examples=None``: a uniform permutation of the rows. Given the number of examples N:
+    the examples in random order, each example's rows (its original and its copies) kept next
+    to each other, so a batch reads each of its source images once (for data read from disk,
+    where decoding is the cost). One ``randperm`` either way.
+    """
+    if num_examples is None:
+        perm = torch.randperm(rows.index.numel(), generator=generator)
+    else:
+        position = torch.empty(num_examples, dtype=torch.long)
+        position[torch.randperm(num_examples, generator=generator)] = torch.arange(num_examples)
+        perm = torch.argsort(position[rows.index], stable=True)
+    return EpochRows(*(t[perm] for t in rows))
+

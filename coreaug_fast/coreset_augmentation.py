@@ -10,12 +10,14 @@ a loop-level object, so that a training loop of one's own needs five lines:
 
 Data flow per epoch: (every ``select_every`` epochs) clean forward pass in eval mode ->
 last-layer gradient embeddings -> per-class coreset -> the epoch's rows (originals + r
-weighted strong copies of the coreset, :mod:`coreaug_fast._rows`) -> shuffled -> batches
-gathered by index from the uint8 images and augmented on the model's device.
+weighted strong copies of the coreset, :mod:`coreaug_fast._rows`) -> shuffled -> each
+batch's uint8 pixels from the source of rows (:mod:`coreaug_fast.sources`: a tensor in memory,
+or a dataset read in DataLoader workers) -> augmented on the model's device.
 """
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Iterator, List, Optional, Tuple
 
 import torch
@@ -23,9 +25,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import _checks
-from ._rows import WEIGHTS, EpochRows, epoch_rows, rank_seed, scale_weights, shard, stream_seeds, weak_first
+from ._rows import WEIGHTS, EpochRows, epoch_rows, rank_seed, scale_weights, shard, shuffle, stream_seeds, weak_first
 from ._timing import Clock, PhaseTimer
-from .augment import Augmenter, crop_flip, to_device_async
+from .augment import MAX_COPIES, Augmenter, crop_flip, to_device_async
+from .loading import MIN_IMAGE_SIZE, WEAK_MODES
+from .sources import (DatasetSource, TensorSource, batch_starts, check_dataset, check_labels_of, dataset_labels,
+                      read_labels)
 from .distributed import all_gather_into
 from .embeddings import gradient_embeddings
 from .selection import Coreset, select_coreset, select_max_loss, select_random
@@ -78,17 +83,40 @@ class CoresetAugmentation:
     "last-layer-features"`` also uses the penultimate activations, taken by a forward hook
     on ``features`` (the module whose *input* they are, e.g. ``model.fc``).
 
+    **Data** comes as a uint8 tensor in memory or as a map-style dataset read from disk
+    (:mod:`coreaug_fast.sources`). With a dataset, DataLoader workers decode each image and cut
+    its fixed-size rows (``weak="resized-crop"``: a RandomResizedCrop per row; ``"crop-flip"``:
+    the centre view), and the device does flip, policy and normalisation on whole batches.
+    An example's original and copies then share a batch (each image is decoded once per
+    epoch): the epoch shuffles examples, not rows.
+
     Args:
         images: uint8 (N, C, H, W), C = 1 or 3, on the model's device, or in host memory
             for datasets larger than device memory (each batch is gathered on the host into
-            a pinned staging buffer and copied asynchronously).
-        labels: integer (N,) class ids >= 0.
+            a pinned staging buffer and copied asynchronously); or a map-style dataset whose
+            items are ``(image, label)``, images of any size: PIL images (torchvision's
+            ``ImageFolder``), uint8 HWC ndarrays or CHW tensors, converted to ``channels``
+            as ``ImageFolder``'s loader does (``Image.convert("RGB")``: grey repeated, alpha
+            dropped; see :mod:`coreaug_fast.loading`). The dataset is never loaded whole.
+        labels: integer (N,) class ids >= 0. With a dataset: optional; default its
+            ``targets`` (torchvision's folders have them), else one pass over its items.
+        image_size: with a dataset, the side of the square rows (>= 8), for training,
+            selection and :meth:`eval_batches`.
+        weak: ``"crop-flip"`` (default: zero-padded random crop of ``padding`` and flip, the
+            CIFAR convention) or ``"resized-crop"`` (datasets only: RandomResizedCrop with
+            scale (0.08, 1) and ratio (3/4, 4/3), then flip: the ImageNet convention).
+            Evaluation and the selection pass resize the shorter side to ``image_size``
+            (``/ 0.875`` for ``"resized-crop"``, ImageNet's 256 for 224), then centre-crop.
+        channels: with a dataset, 1 or 3 (default 3, as ``ImageFolder`` gives RGB).
+        num_workers, prefetch_factor: with a dataset, its DataLoader's (worker processes
+            that decode; 0 reads in this process). Batches do not depend on ``num_workers``.
         fraction: subset size per class, in (0, 1] (subset methods).
         select_every: R, re-select every R epochs (>= 1).
         copies: r, strong copies per selected example (>= 0; ``full`` needs >= 1).
         num_ops, magnitude: RandAugment ops per copy and magnitude bin (of 31).
         padding, flip: the weak augmentation (zero-padded random crop, horizontal flip),
-            also applied to strong copies.
+            also applied to strong copies. ``padding`` defaults to 4 for ``"crop-flip"`` and
+            must be 0 for ``"resized-crop"`` (the resized crop replaces it).
         mean, std: per-channel normalisation of x/255 (both or neither).
         method: ``"coreset"``, ``"random"``, ``"max-loss"``, ``"none"`` (weak only) or
             ``"full"`` (strong copies of every example): the paper's baselines.
@@ -103,16 +131,20 @@ class CoresetAugmentation:
         out_dtype: dtype of ``x``: float32, float16 or bfloat16.
         seed: seeds the shuffle, augmentation and selection streams (CPU generators, so a
             run gives the same batches on any device).
-        pin_memory: pin the host staging buffers of host-resident images (default None: when
-            the model is on CUDA; False: pageable copies, which make the host wait).
+        pin_memory: pin the host staging buffers of host-resident images or of a dataset's
+            batches (default None: when the model is on CUDA; False: pageable copies, which
+            make the host wait).
         amp: bfloat16 autocast in the selection's forward pass (CUDA).
         augment_impl: ``"fused"`` (this library's ops) or ``"torchvision"`` (the baseline:
             the same rows, augmented by torchvision transforms in DataLoader workers).
         group: a ``torch.distributed`` process group for data-parallel training: each rank
-            gets every W-th row of the shared shuffled epoch, runs the forward pass on its
-            shard and takes part in a sharded selection (same subset on every rank).
+            gets every W-th row of the shared shuffled epoch (with a dataset: one contiguous
+            block of it, so each rank reads only its share), runs the forward pass on its
+            shard (rows r, r + W, ...) and takes part in a sharded selection (the same subset
+            on every rank as in one process).
         track_maxloss: also record in :attr:`stats` the share of the subset that max-loss
             would pick too (one more forward pass for ``random``).
+        progress: progress bar of the selection pass over a dataset (None: on a terminal).
 
     Attributes:
         selection: the current :class:`Coreset` (None before the first selection and for
@@ -120,18 +152,20 @@ class CoresetAugmentation:
         stats: the last epoch's figures: ``epoch``, ``selected``, ``selection_s``,
             ``augment_s`` (complete once the epoch's batches are consumed), ``rows`` (the
             epoch's rows over all ranks), ``subset_size``, ``fraction_never_selected`` and
-            ``maxloss_intersection``.
+            ``maxloss_intersection``; with a dataset also ``load_s`` (time waiting for the
+            workers' batches, part of ``augment_s``).
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, *, fraction: float = 0.1,
+    def __init__(self, images, labels: Optional[torch.Tensor] = None, *, fraction: float = 0.1,
                  select_every: int = 5, copies: int = 4, num_ops: int = 2, magnitude: int = 9,
-                 padding: int = 4, flip: bool = True, mean=None, std=None, method: str = "coreset",
+                 padding: Optional[int] = None, flip: bool = True, mean=None, std=None, method: str = "coreset",
                  subset_only: bool = False, aug_mode: str = "append", weights: str = DEFAULT_WEIGHTS,
                  embedding: Optional[str] = None, features: Optional[nn.Module] = None,
                  similarity: str = "distance", optimizer: str = "lazy",
                  out_dtype: torch.dtype = torch.float32, seed: int = 0, pin_memory: Optional[bool] = None,
-                 amp: bool = False, augment_impl: str = "fused", group=None, track_maxloss: bool = False):
-        _check_images_labels(images, labels)
+                 amp: bool = False, augment_impl: str = "fused", group=None, track_maxloss: bool = False,
+                 image_size: Optional[int] = None, weak: Optional[str] = None, channels: Optional[int] = None,
+                 num_workers: int = 0, prefetch_factor: Optional[int] = None, progress: Optional[bool] = None):
         _checks.check_choice("method", method, METHODS)
         _checks.check_choice("aug_mode", aug_mode, AUG_MODES)
         _checks.check_choice("weights", weights, WEIGHTS)
@@ -139,6 +173,8 @@ class CoresetAugmentation:
         _checks.check_choice("optimizer", optimizer, OPTIMIZERS)
         _checks.check_choice("out_dtype", out_dtype, OUT_DTYPES)
         _checks.check_choice("augment_impl", augment_impl, AUGMENT_IMPLS)
+        weak = "crop-flip" if weak is None else weak
+        _checks.check_choice("weak", weak, WEAK_MODES)
         if features is not None and not isinstance(features, nn.Module):
             raise ValueError(f"features must be an nn.Module (the layer whose input is the penultimate "
                              f"activation, e.g. model.fc), got {type(features).__name__}")
@@ -151,24 +187,33 @@ class CoresetAugmentation:
         self.fraction = _checks.check_fraction("fraction", fraction) if method in SUBSET_METHODS else \
             {"none": 0.0, "full": 1.0}[method]
         self.select_every = _checks.check_int("select_every", select_every, low=1)
-        self.copies = _checks.check_int("copies", copies, low=0)
+        self.copies = _checks.check_int("copies", copies, low=0, high=MAX_COPIES)
         if method == "full" and self.copies == 0:
             raise ValueError('copies must be >= 1 for method="full"')
         if subset_only and method not in SUBSET_METHODS:
             raise ValueError(f"subset_only needs a subset method {SUBSET_METHODS}, got method={method!r}")
         if (mean is None) != (std is None):
             raise ValueError(f"mean and std must be given together, got mean={mean!r}, std={std!r}")
+        if padding is None:
+            padding = 4 if weak == "crop-flip" else 0
         padding = _checks.check_int("padding", padding, low=0)
+        if weak == "resized-crop" and padding:
+            raise ValueError(f'padding must be 0 with weak="resized-crop" (the resized crop replaces the padded '
+                             f'crop), got {padding}')
         self.seed = _checks.check_int("seed", seed, low=0)
-        self.images, self.labels = images, labels.to(images.device).long()
+        self.source = self._make_source(images, labels, image_size=image_size, weak=weak, channels=channels,
+                                        num_workers=num_workers, pin_memory=pin_memory,
+                                        prefetch_factor=prefetch_factor, augment_impl=augment_impl)
+        self.labels = self._make_labels(labels, progress)
         self.method, self.subset_only, self.aug_mode, self.weights = method, bool(subset_only), aug_mode, weights
         self.embedding, self.features = embedding, features
         self.similarity, self.optimizer, self.out_dtype = similarity, optimizer, out_dtype
-        self.padding, self.flip, self.amp = padding, bool(flip), bool(amp)
+        self.padding, self.flip, self.amp, self.weak = padding, bool(flip), bool(amp), weak
         self.pin_memory = None if pin_memory is None else bool(pin_memory)
-        self.augment_impl, self.group, self.track_maxloss = augment_impl, group, bool(track_maxloss)
+        self.augment_impl, self.group, self.track_maxloss = augment_impl, _check_group(group), bool(track_maxloss)
         self.num_ops, self.magnitude = num_ops, magnitude
-        c = images.shape[1]
+        self.progress = progress
+        c = self.source.channels
         self._mean = [0.0] * c if mean is None else _per_channel("mean", mean, c)
         self._std = [1.0] * c if std is None else _per_channel("std", std, c)
         if any(s == 0 for s in self._std):
@@ -184,10 +229,54 @@ class CoresetAugmentation:
         self._subset: Optional[torch.Tensor] = None          # int64 (k,) CPU
         self._subset_weights: Optional[torch.Tensor] = None  # float32 (k,) CPU, after `weights=`
         self._maxloss_intersection: Optional[float] = None
-        self._ever_selected = torch.zeros(images.shape[0], dtype=torch.bool)
+        self._ever_selected = torch.zeros(len(self.source), dtype=torch.bool)
         self._cache: dict = {}  # device -> (labels, mean, std) there
+        self._device: Optional[torch.device] = None  # the model's, at the last epoch()
         self._torchvision = None
         self.stats: dict = {}
+
+    def _make_source(self, images, labels, *, image_size, weak, channels, num_workers, pin_memory, prefetch_factor,
+                     augment_impl):
+        if isinstance(images, torch.Tensor):
+            _check_images_labels(images, labels)
+            for name, value in (("image_size", image_size), ("channels", channels), ("prefetch_factor", prefetch_factor)):
+                if value is not None:
+                    raise ValueError(f"{name} applies to a dataset; a tensor's images are used at their own "
+                                     f"shape {tuple(images.shape[1:])}")
+            if num_workers:
+                raise ValueError("num_workers applies to a dataset; a tensor's batches are gathered by index")
+            if weak != "crop-flip":
+                raise ValueError(f'weak={weak!r} needs a dataset (images of any size, cropped in DataLoader '
+                                 f'workers); for a uint8 tensor use weak="crop-flip"')
+            return TensorSource(images, pin_memory)
+        check_dataset(images)
+        if image_size is None:
+            raise ValueError("image_size is needed with a dataset: the side of the square rows every image is "
+                             f"cropped or resized to, >= {MIN_IMAGE_SIZE} (e.g. 224)")
+        if augment_impl != "fused":
+            raise ValueError(f'augment_impl={augment_impl!r} takes a uint8 tensor; a dataset is augmented by '
+                             f'the fused op ("fused")')
+        channels = 3 if channels is None else channels
+        _checks.check_choice("channels", channels, (1, 3))
+        return DatasetSource(images, image_size=image_size, weak=weak, channels=channels, num_workers=num_workers,
+                             pin_memory=pin_memory, prefetch_factor=prefetch_factor)
+
+    def _make_labels(self, labels, progress) -> torch.Tensor:
+        """int64 (N,) labels: on the images' device for a tensor, on the CPU for a dataset."""
+        source = self.source
+        if isinstance(source, TensorSource):
+            return labels.to(source.device).long()
+        dataset = source.dataset
+        if labels is None:
+            labels = dataset_labels(dataset)
+            if labels is None:
+                labels = read_labels(source, progress)
+        else:
+            _checks.check_tensor("labels", labels, dim=1, integer=True)
+            _checks.check_rows(len(dataset), labels=labels)
+            labels = labels.cpu().long()
+        check_labels_of(dataset, labels)
+        return labels
 
     # -- public ------------------------------------------------------------------------------
     @property
@@ -219,7 +308,8 @@ class CoresetAugmentation:
             raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
         batch_size = _checks.check_int("batch_size", batch_size, low=1)
         net = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-        device = _device_of(net, self.images.device)
+        device = _device_of(net, self.source.device)
+        self._device = device
         e = self._epoch
         rank, world = _rank_world(self.group)
         stats = {"epoch": e, "selected": False, "selection_s": 0.0, "augment_s": 0.0}
@@ -228,14 +318,15 @@ class CoresetAugmentation:
             stats["selected"] = True
         elif self.method == "full":
             self._ever_selected[:] = True
-        rows = epoch_rows(self.images.shape[0], self.method, subset=self._subset,
-                          subset_weights=self._subset_weights, copies=self.copies,
-                          aug_mode=self.aug_mode, subset_only=self.subset_only)
-        perm = torch.randperm(rows.index.numel(), generator=self._gen["shuffle"])
+        n = len(self.source)
+        _check_rows_fit(n, self.copies * (n if self.method == "full" else
+                                          0 if self._subset is None else self._subset.numel()))
+        rows = epoch_rows(n, self.method, subset=self._subset, subset_weights=self._subset_weights,
+                          copies=self.copies, aug_mode=self.aug_mode, subset_only=self.subset_only)
         total = rows.index.numel()
-        rows = EpochRows(*(t[perm] for t in rows))
+        rows = shuffle(rows, self._gen["shuffle"], n if self.source.grouped else None)
         if world > 1:
-            rows = shard(rows, rank, world)
+            rows = shard(rows, rank, world, blocks=self.source.grouped)
             self._gen["augment"].manual_seed(rank_seed(self.seed, rank, e))
         stats.update(rows=total, subset_size=None if self._subset is None else int(self._subset.numel()),
                      fraction_never_selected=(None if self.method == "none"
@@ -251,36 +342,88 @@ class CoresetAugmentation:
         _checks.check_tensor("images_u8", images_u8, dim=4)
         if images_u8.dtype != torch.uint8:
             raise ValueError(f"images_u8 must be uint8, got {images_u8.dtype}")
+        if images_u8.shape[1] != self.source.channels:
+            raise ValueError(f"images_u8 has {images_u8.shape[1]} channels; this object normalises "
+                             f"{self.source.channels} (shape {tuple(images_u8.shape)})")
         _, mean, std = self._on(images_u8.device)
         return ((images_u8.float() / 255.0 - mean) / std).to(self.out_dtype)
+
+    def eval_batches(self, data, batch_size: int = 256, *,
+                     device: "torch.device | str | None" = None) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        """Evaluation batches ``(x, y)``, without augmentation, normalised as in training.
+
+        Args:
+            data: a map-style dataset of ``(image, label)`` items (images of any size: read in
+                this object's DataLoader workers, shorter side resized and centre-cropped as in
+                the selection pass, see ``weak``), or a pair ``(images, labels)`` of a uint8
+                (M, C, H, W) tensor and an integer (M,) tensor.
+            batch_size: rows per batch, >= 1.
+            device: where the batches go; default the model's device at the last :meth:`epoch`
+                (the CPU before the first).
+
+        Yields:
+            ``x`` (B, C, S, S) in ``out_dtype``, ``y`` int64 (B,), on ``device``.
+        """
+        batch_size = _checks.check_int("batch_size", batch_size, low=1)
+        device = torch.device(device) if device is not None else (self._device or torch.device("cpu"))
+        if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
+            images, labels = data
+            _check_images_labels(images, labels)
+            for part, y in zip(images.split(batch_size), labels.split(batch_size)):
+                yield self.transform_eval(to_device_async(part, device)), to_device_async(y, device).long()
+            return
+        check_dataset(data, "data")
+        reader = self.source if isinstance(self.source, DatasetSource) else None
+        if reader is None:
+            size = self.source.square_size
+            if size is None:
+                raise ValueError(f"data: a dataset is evaluated at a square size; this object was built from "
+                                 f"{tuple(self.source.images.shape[-2:])} images: pass (images, labels) tensors")
+            reader = DatasetSource(data, image_size=size, weak="crop-flip", channels=self.source.channels, name="data")
+        for images, y in reader.eval_items(data, None, batch_size, device):
+            yield self.transform_eval(images), y
 
     def state_dict(self) -> dict:
         """Everything that decides the next epoch's batches, in plain types and CPU tensors
         (loadable with ``torch.load(..., weights_only=True)``): epoch counter, the three
-        random streams, the subset and its weights, the current selection, the figures."""
+        random streams, the subset and its weights, the current selection, the figures, and
+        the configuration they belong to (checked by :meth:`load_state_dict`). The tensors are
+        copies: later epochs do not change a state already taken."""
         sel = None if self.selection is None else {
-            f.name: getattr(self.selection, f.name).cpu() for f in dataclasses.fields(self.selection)}
+            f.name: getattr(self.selection, f.name).cpu().clone() for f in dataclasses.fields(self.selection)}
+        copy = lambda t: None if t is None else t.clone()  # noqa: E731
         return {"epoch": self._epoch, "generators": {k: g.get_state() for k, g in self._gen.items()},
-                "subset": self._subset, "weights": self._subset_weights, "coreset": sel,
-                "maxloss_intersection": self._maxloss_intersection, "ever_selected": self._ever_selected,
-                "stats": dict(self.stats)}
+                "subset": copy(self._subset), "weights": copy(self._subset_weights), "coreset": sel,
+                "maxloss_intersection": self._maxloss_intersection, "ever_selected": self._ever_selected.clone(),
+                "stats": dict(self.stats), "config": self._config()}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict`: the next :meth:`epoch` yields the same batches as the
-        saved object's next epoch, bit for bit (given the same model)."""
-        missing = {"epoch", "generators", "subset", "weights", "ever_selected"} - set(state)
-        if missing:
-            raise ValueError(f"state is missing {sorted(missing)}: not a CoresetAugmentation state_dict")
+        saved object's next epoch, bit for bit (given the same model).
+
+        Raises:
+            ValueError: naming the field, when the state is not a state of this object's
+                configuration (another N, seed, method, fraction, ...) or holds values no
+                epoch could have produced (a negative epoch, NaN weights, indices out of range).
+        """
+        _check_state(state, self)
         self._epoch = int(state["epoch"])
         for k, g in self._gen.items():
-            g.set_state(state["generators"][k])
-        self._subset, self._subset_weights = state["subset"], state["weights"]
+            g.set_state(state["generators"][k].clone())
+        self._subset = None if state["subset"] is None else state["subset"].clone()
+        self._subset_weights = None if state["weights"] is None else state["weights"].clone()
         sel = state.get("coreset")
-        dev = self.images.device
-        self.selection = None if sel is None else Coreset(**{k: v.to(dev) for k, v in sel.items()})
+        dev = self.labels.device
+        self.selection = None if sel is None else Coreset(**{k: v.to(dev).clone() for k, v in sel.items()})
         self._maxloss_intersection = state.get("maxloss_intersection")
         self._ever_selected = state["ever_selected"].clone()
         self.stats = dict(state.get("stats", {}))
+
+    def _config(self) -> dict:
+        """What a state belongs to: the settings that decide which rows an epoch has."""
+        return {"n": len(self.source), "method": self.method, "fraction": self.fraction, "seed": self.seed,
+                "copies": self.copies, "select_every": self.select_every, "subset_only": self.subset_only,
+                "aug_mode": self.aug_mode, "weights": self.weights}
 
     # -- selection -----------------------------------------------------------------------
     def _select(self, net: nn.Module, device: torch.device, batch_size: int, rank: int, world: int) -> float:
@@ -294,8 +437,9 @@ class CoresetAugmentation:
             selection_s = clock.lap()
         if need_forward:
             rows = None if world == 1 else torch.arange(rank, n, world, device=device)
-            logits, feats = self._clean_forward(net, device, max(batch_size, FORWARD_CHUNK), rows)
+            chunk = batch_size if isinstance(self.source, DatasetSource) else max(batch_size, FORWARD_CHUNK)
             y = labels if rows is None else labels[rows]
+            logits, feats = self._clean_forward(net, device, chunk, rows, y)
             losses = F.cross_entropy(logits, y, reduction="none")
             all_losses = (lambda: losses) if world == 1 else (lambda: _gather_losses(losses, n, world, self.group))
         if self.method == "max-loss":
@@ -318,32 +462,51 @@ class CoresetAugmentation:
         return selection_s
 
     @torch.no_grad()
-    def _clean_forward(self, net: nn.Module, device, chunk: int, rows: Optional[torch.Tensor]):
+    def _clean_forward(self, net: nn.Module, device, chunk: int, rows: Optional[torch.Tensor], labels: torch.Tensor):
         """Logits (n, classes) float32 and, with ``last-layer-features``, the penultimate
         features (n, d) float32 (else None) of every image (or of ``rows``), without
-        augmentation, model in eval mode (BatchNorm uses running statistics)."""
+        augmentation, model in eval mode (BatchNorm uses running statistics). Filled batch by
+        batch into buffers of their final size: nothing but these two is held."""
         was_training = net.training
         feats: List[torch.Tensor] = []
         hook = None
         if self.embedding == "last-layer-features":
             hook = self.features.register_forward_hook(lambda mod, inp, out: feats.append(inp[0].float()))
-        logits = []
-        images = self.images if rows is None else self.images[rows.to(self.images.device)]
+        total = len(self.source) if rows is None else rows.numel()
+        logits = features = None
+        pos = 0
         dtype = next((p.dtype for p in net.parameters() if p.is_floating_point()), torch.float32)
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, desc=f"selection pass (epoch {self._epoch})", unit="img", leave=False,
+                   disable=True if isinstance(self.source, TensorSource) else
+                   (None if self.progress is None else not self.progress))
         net.eval()
         try:
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.amp):
-                for part in images.split(chunk):
-                    logits.append(net(self.transform_eval(to_device_async(part, device)).to(dtype)).float())
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.amp), bar:
+                for part in self.source.eval_batches(rows, chunk, device):
+                    m = part.shape[0]
+                    out = _check_output(net(self.transform_eval(part).to(dtype)), m, self._epoch)
+                    if logits is None:
+                        logits = torch.empty((total, out.shape[1]), dtype=torch.float32, device=device)
+                    logits[pos:pos + m] = out
+                    if hook is not None:
+                        if len(feats) != 1:
+                            raise ValueError(f"features: the hooked module ran {len(feats)} times in one forward "
+                                             "pass; name the one layer whose input is the penultimate activation "
+                                             "(e.g. features=model.fc)")
+                        h = feats.pop()
+                        if features is None:
+                            features = torch.empty((total,) + tuple(h.shape[1:]), dtype=torch.float32, device=device)
+                        features[pos:pos + m] = h
+                    pos += m
+                    bar.update(m)
         finally:
             net.train(was_training)
             if hook is not None:
                 hook.remove()
-        if hook is not None and len(feats) != len(logits):
-            raise ValueError("features: the hooked module ran "
-                             f"{len(feats)} times for {len(logits)} forward passes; name the one layer whose "
-                             "input is the penultimate activation (e.g. features=model.fc)")
-        return torch.cat(logits), (torch.cat(feats) if hook is not None else None)
+        _check_classes(logits, labels, self._epoch)
+        return logits, features
 
     # -- batches ---------------------------------------------------------------------------
     def _on(self, device: torch.device):
@@ -366,40 +529,33 @@ class CoresetAugmentation:
         out = crop_flip(images, to_device_async(offsets, device), to_device_async(flips, device), padding=p,
                         index=index, check=False)  # drawn here, in range: no host sync
         _, mean, std = self._on(device)
-        return ((out.float() / 255.0 - mean) / std).to(self.out_dtype)
+        # torchvision's ToDtype(float32, scale=True) then Normalize, op for op, as the fused
+        # strong rows compute it: weak and strong rows are both torchvision's to the bit
+        return out.to(torch.float32).mul_(1.0 / 255.0).sub_(mean).div_(std).to(self.out_dtype)
 
-    def _gather(self, index_cpu: torch.Tensor, device: torch.device) -> torch.Tensor:
-        """Rows ``index_cpu`` of host-resident images, gathered on the host into a (pinned)
-        staging buffer and copied to ``device`` asynchronously."""
-        shape = (index_cpu.numel(),) + tuple(self.images.shape[1:])
-        pin = self.pin_memory is not False and device.type == "cuda"
-        buf = torch.empty(shape, dtype=torch.uint8, pin_memory=pin)
-        torch.index_select(self.images, 0, index_cpu, out=buf)
-        return buf.to(device, non_blocking=pin)
-
-    def _batch_x(self, index_dev, index_cpu, n_weak: int, device, staged: bool) -> torch.Tensor:
+    def _augment_batch(self, images: torch.Tensor, index: Optional[torch.Tensor], n_weak: int, device) -> torch.Tensor:
+        """One batch, weak rows first: ``images[index]`` (``images`` itself when ``index`` is
+        None), the first ``n_weak`` rows weakly augmented, the rest strong copies."""
         g = self._gen["augment"]
+        rows = images.shape[0] if index is None else index.numel()
         parts = []
-        if staged:
-            src = self._gather(index_cpu, device)
-            if n_weak:
-                parts.append(self._weak(src[:n_weak], None, g, device))
-            if n_weak < src.shape[0]:
-                parts.append(self._augmenter(src[n_weak:], generator=g, check=False))
-        else:
-            if n_weak:
-                parts.append(self._weak(self.images, index_dev[:n_weak], g, device))
-            if n_weak < index_dev.numel():
-                parts.append(self._augmenter(self.images, index=index_dev[n_weak:], generator=g, check=False))
+        if n_weak:
+            parts.append(self._weak(images[:n_weak] if index is None else images,
+                                    None if index is None else index[:n_weak], g, device))
+        if n_weak < rows:
+            if index is None:
+                parts.append(self._augmenter(images[n_weak:], generator=g, check=False))
+            else:
+                parts.append(self._augmenter(images, index=index[n_weak:], generator=g, check=False))
         return torch.cat(parts) if len(parts) > 1 else parts[0]
 
     def _torchvision_batches(self, rows: EpochRows, batch_size: int, device) -> Iterator[torch.Tensor]:
         if self._torchvision is None:
             from .torchvision_augment import TorchvisionAugment
 
-            self._torchvision = TorchvisionAugment(self.images.cpu(), num_ops=self.num_ops, magnitude=self.magnitude,
-                                                   padding=self.padding, flip=self.flip, mean=self._mean,
-                                                   std=self._std)
+            self._torchvision = TorchvisionAugment(self.source.images.cpu(), num_ops=self.num_ops,
+                                                   magnitude=self.magnitude, padding=self.padding, flip=self.flip,
+                                                   mean=self._mean, std=self._std)
         seed = int(torch.randint(2 ** 62, (1,), generator=self._gen["augment"]))
         return self._torchvision.batches(rows.index, rows.strong, batch_size, seed=seed, device=device)
 
@@ -425,23 +581,36 @@ class EpochBatches:
     def _batches(self) -> Iterator[Batch]:
         aug, dev, bs = self._aug, self.device, self._batch_size
         index_cpu, _, weight = self.rows
-        staged = getattr(aug, "_force_staging", False) or aug.images.device != dev
-        # One transfer per epoch for what every batch slices: no per-batch copies or checks.
-        index_dev = None if staged else to_device_async(index_cpu, aug.images.device)
         y = aug._on(dev)[0][to_device_async(index_cpu, dev)]
         w = to_device_async(weight, dev)
-        xs = aug._torchvision_batches(self.rows, bs, dev) if aug.augment_impl == "torchvision" else None
         timer = PhaseTimer(dev)
+        if aug.augment_impl == "torchvision":
+            xs = aug._torchvision_batches(self.rows, bs, dev)
+            for b in range(len(self._weak)):
+                t = timer.start()
+                x = next(xs)
+                timer.stop("augment", t)
+                yield x, y[b * bs:(b + 1) * bs], w[b * bs:(b + 1) * bs]
+            self._stats["augment_s"] = timer.totals().get("augment", 0.0)
+            return
+        grouped = aug.source.grouped
+        # the workers' crop streams: one draw per epoch, so batches do not depend on the workers
+        seed = int(torch.randint(2 ** 62, (1,), generator=aug._gen["augment"])) if grouped else 0
+        sources = aug.source.train_batches(index_cpu, batch_starts(index_cpu.numel(), bs), dev, seed=seed,
+                                           staged=getattr(aug, "_force_staging", False))
+        load_s = 0.0
         for b, n_weak in enumerate(self._weak):
             sl = slice(b * bs, (b + 1) * bs)
             t = timer.start()
-            if xs is not None:
-                x = next(xs)
-            else:
-                x = aug._batch_x(None if staged else index_dev[sl], index_cpu[sl], n_weak, dev, staged)
+            waited = time.perf_counter()
+            images, index = next(sources)
+            load_s += time.perf_counter() - waited
+            x = aug._augment_batch(images, index, n_weak, dev)
             timer.stop("augment", t)
             yield x, y[sl], w[sl]
         self._stats["augment_s"] = timer.totals().get("augment", 0.0)
+        if grouped:
+            self._stats["load_s"] = load_s
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -456,6 +625,124 @@ def _check_images_labels(images, labels) -> None:
         raise ValueError(f"labels has {labels.shape[0]} rows for {images.shape[0]} images")
     if labels.numel() and int(labels.min()) < 0:
         raise ValueError("labels must be >= 0")
+
+
+def _check_group(group):
+    """None or a ``torch.distributed`` process group (a name such as ``"world"`` is not one)."""
+    if group is None:
+        return None
+    import torch.distributed as dist
+
+    if not (dist.is_available() and isinstance(group, dist.ProcessGroup)):
+        raise ValueError(f"group must be a torch.distributed ProcessGroup (e.g. dist.group.WORLD) or None, "
+                         f"got {type(group).__name__} {group!r}")
+    return group
+
+
+#: Bytes of the epoch's row tables per row (index, flag, weight, and the copies made while
+#: shuffling, sharding and ordering them), for the memory check before they are built.
+ROW_BYTES = 64
+
+
+def _available_bytes() -> Optional[int]:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _check_rows_fit(originals: int, copies: int) -> None:
+    """Refuse an epoch whose row tables alone would not fit in memory (``copies`` too large for
+    the data), with a message, instead of the OOM killer."""
+    rows = originals + copies
+    need = rows * ROW_BYTES
+    avail = _available_bytes()
+    if avail is not None and need > avail:
+        raise ValueError(f"copies: an epoch of {rows:,} rows ({originals:,} originals + {copies:,} strong copies) "
+                         f"needs about {need / 2**30:.1f} GiB for its row tables, more than the "
+                         f"{avail / 2**30:.1f} GiB of memory available; lower copies")
+
+
+def _check_output(out, rows: int, epoch: int) -> torch.Tensor:
+    """The model's output for ``rows`` images in a selection pass: (rows, classes) floats."""
+    if not isinstance(out, torch.Tensor) or not out.is_floating_point() or out.dim() != 2 or out.shape[0] != rows \
+            or out.shape[1] < 1:
+        got = f"shape {tuple(out.shape)} {out.dtype}" if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"model: in the selection pass of epoch {epoch} it returned {got} for {rows} images; "
+                         f"expected logits of shape ({rows}, classes)")
+    return out.float()
+
+
+def _check_classes(logits: torch.Tensor, labels: torch.Tensor, epoch: int) -> None:
+    """The selection pass's logits are finite and cover every label (one host sync)."""
+    finite = torch.isfinite(logits).all(1)
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        raise ValueError(f"model: its output in the selection pass of epoch {epoch} is not finite (NaN or inf "
+                         f"in {bad} of {logits.shape[0]} rows): the training has diverged (lower the learning "
+                         "rate) or the inputs are broken")
+    top = int(labels.max()) if labels.numel() else -1
+    if top >= logits.shape[1]:
+        raise ValueError(f"labels: class id {top} is outside the model's {logits.shape[1]} outputs "
+                         f"(selection pass of epoch {epoch}); the model needs one output per class")
+
+
+_STATE_KEYS = ("epoch", "generators", "subset", "weights", "ever_selected")
+
+
+def _check_state(state, aug: "CoresetAugmentation") -> None:
+    """A :meth:`CoresetAugmentation.state_dict` of ``aug``'s configuration, with values an
+    epoch could have produced; a ValueError naming the first field that is not."""
+    if not isinstance(state, dict):
+        raise ValueError(f"state must be a dict from CoresetAugmentation.state_dict(), got {type(state).__name__}")
+    missing = set(_STATE_KEYS) - set(state)
+    if missing:
+        raise ValueError(f"state is missing {sorted(missing)}: not a CoresetAugmentation state_dict")
+    n = len(aug.source)
+    config = state.get("config")
+    if config is not None:
+        here = aug._config()
+        for key, value in here.items():
+            if config.get(key) != value:
+                raise ValueError(f"state: {key} is {config.get(key)!r} there and {value!r} here: a state of "
+                                 f"another configuration")
+    epoch = state["epoch"]
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        raise ValueError(f"state: epoch must be an int >= 0, got {epoch!r}")
+    gens = state["generators"]
+    size = torch.Generator().get_state().numel()
+    if not isinstance(gens, dict) or set(gens) != set(aug._gen):
+        raise ValueError(f"state: generators must hold {sorted(aug._gen)}, got "
+                         f"{sorted(gens) if isinstance(gens, dict) else type(gens).__name__}")
+    for k, g in gens.items():
+        if not isinstance(g, torch.Tensor) or g.dtype != torch.uint8 or g.numel() != size:
+            raise ValueError(f"state: generators[{k!r}] is not a CPU generator state ({size} uint8 values)")
+    ever = state["ever_selected"]
+    if not isinstance(ever, torch.Tensor) or ever.dtype != torch.bool or tuple(ever.shape) != (n,):
+        shape = tuple(ever.shape) if isinstance(ever, torch.Tensor) else type(ever).__name__
+        raise ValueError(f"state: ever_selected must be a bool tensor of shape ({n},) (one flag per example), "
+                         f"got {shape}: a state of a dataset of another size")
+    subset, weights = state["subset"], state["weights"]
+    if (subset is None) != (weights is None):
+        raise ValueError("state: subset and weights must both be set or both be None")
+    if subset is None:
+        if aug.method in SUBSET_METHODS and epoch > 0:
+            raise ValueError(f"state: subset is None after {epoch} epochs of method {aug.method!r}")
+        return
+    if aug.method not in SUBSET_METHODS:
+        raise ValueError(f"state: holds a subset, but method {aug.method!r} selects none")
+    if not isinstance(subset, torch.Tensor) or subset.dim() != 1 or subset.dtype != torch.long:
+        raise ValueError("state: subset must be an int64 (k,) tensor")
+    if subset.numel() and (int(subset.min()) < 0 or int(subset.max()) >= n):
+        raise ValueError(f"state: subset has indices outside [0, {n})")
+    if not isinstance(weights, torch.Tensor) or weights.dtype != torch.float32 or weights.shape != subset.shape:
+        raise ValueError(f"state: weights must be a float32 tensor of the subset's shape ({subset.numel()},)")
+    if weights.numel() and not bool((torch.isfinite(weights) & (weights >= 0)).all()):
+        raise ValueError("state: weights must be finite and >= 0")
 
 
 def _per_channel(name: str, value, channels: int) -> List[float]:

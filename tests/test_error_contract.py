@@ -279,7 +279,8 @@ ROWS = [
             'embedding="last-layer-features" needs features=<the module whose input is the penultimate activation>'),
            ("fraction", "CoresetAugmentation(IMG, L2, fraction=0)", "fraction must be a number in (0, 1], got 0"),
            ("select_every", "CoresetAugmentation(IMG, L2, select_every=0)", "select_every must be in [1, inf], got 0"),
-           ("copies", "CoresetAugmentation(IMG, L2, copies=-1)", "copies must be in [0, inf], got -1"),
+           ("copies", "CoresetAugmentation(IMG, L2, copies=-1)", "copies must be in [0, 65536], got -1"),
+           ("copies", "CoresetAugmentation(IMG, L2, copies=10**9)", "copies must be in [0, 65536], got 1000000000"),
            ("copies", "CoresetAugmentation(IMG, L2, method='full', copies=0)", 'copies must be >= 1 for method="full"'),
            ("subset_only", "CoresetAugmentation(IMG, L2, method='none', subset_only=True)",
             "subset_only needs a subset method ('coreset', 'random', 'max-loss'), got method='none'"),
@@ -294,7 +295,39 @@ ROWS = [
            ("mean", "CoresetAugmentation(IMG, L2, mean=[0.5, 0.5], std=0.5)", "mean has 2 values for 3 channels"),
            ("mean", "CoresetAugmentation(IMG, L2, mean=125.0, std=60.0)",
             "mean is in units of x / 255 (values in [0, 1]"),
-           ("std", "CoresetAugmentation(IMG, L2, mean=0.5, std=0.0)", "std must be nonzero, got 0.0")),
+           ("std", "CoresetAugmentation(IMG, L2, mean=0.5, std=0.0)", "std must be nonzero, got 0.0"),
+           ("group", "CoresetAugmentation(IMG, L2, group='world')",
+            "group must be a torch.distributed ProcessGroup (e.g. dist.group.WORLD) or None, got str 'world'"),
+           ("images", "CoresetAugmentation(5, L2)",
+            "images must be a uint8 tensor (N, C, H, W) or a map-style dataset of (image, label) items"),
+           ("images", "CoresetAugmentation([], image_size=8)", "images is an empty dataset"),
+           ("images", "CoresetAugmentation([IMG[0]], image_size=8)",
+            "images: dataset item 0: is a Tensor; expected an (image, label) pair"),
+           ("images", "CoresetAugmentation([(IMGF[0], 0)], image_size=8)",
+            "images: dataset item 0: the image is a torch.float32 tensor; give uint8 images"),
+           ("images", "CoresetAugmentation([(IMG[0, 0, 0], 0)], image_size=8)",
+            "images: dataset item 0: the image is a tensor of shape (8,); expected (C, H, W) or (H, W)"),
+           ("images", "CoresetAugmentation([(IMG[0], 0.5)], image_size=8)",
+            "images: dataset item 0: the label is a float (0.5), not an integer class id"),
+           ("image_size", "CoresetAugmentation(DS)", "image_size is needed with a dataset"),
+           ("image_size", "CoresetAugmentation(DS, image_size=4)", "image_size must be in [8, inf], got 4"),
+           ("image_size", "CoresetAugmentation(IMG, L2, image_size=8)",
+            "image_size applies to a dataset; a tensor's images are used at their own shape (3, 8, 8)"),
+           ("weak", "CoresetAugmentation(IMG, L2, weak='x')",
+            "weak must be one of ['crop-flip', 'resized-crop'], got 'x'"),
+           ("weak", "CoresetAugmentation(IMG, L2, weak='resized-crop')", "weak='resized-crop' needs a dataset"),
+           ("padding", "CoresetAugmentation(DS, image_size=8, weak='resized-crop', padding=2)",
+            'padding must be 0 with weak="resized-crop"'),
+           ("channels", "CoresetAugmentation(DS, image_size=8, channels=4)", "channels must be one of [1, 3], got 4"),
+           ("num_workers", "CoresetAugmentation(IMG, L2, num_workers=2)", "num_workers applies to a dataset"),
+           ("num_workers", "CoresetAugmentation(DS, image_size=8, num_workers=-1)",
+            "num_workers must be in [0, inf], got -1"),
+           ("prefetch_factor", "CoresetAugmentation(DS, image_size=8, prefetch_factor=2)",
+            "prefetch_factor needs num_workers > 0"),
+           ("augment_impl", "CoresetAugmentation(DS, image_size=8, augment_impl='torchvision')",
+            "augment_impl='torchvision' takes a uint8 tensor"),
+           ("labels", "CoresetAugmentation(DS, L2[:1], image_size=8)", "labels has 1 rows, expected 2"),
+           ("labels", "CoresetAugmentation(DS, -L2, image_size=8)", "labels: item 1 has label -1")),
     *_rows("CoresetAugmentation methods", V,
            ("model", "CoresetAugmentation(IMG, L2).epoch('model', 4)", "model must be an nn.Module, got str"),
            ("batch_size", "CoresetAugmentation(IMG, L2).epoch(MODEL, 0)", "batch_size must be in [1, inf], got 0"),
@@ -302,7 +335,37 @@ ROWS = [
             "state is missing ['epoch', 'ever_selected', 'generators', 'subset', 'weights']: "
             "not a CoresetAugmentation state_dict"),
            ("images_u8", "CoresetAugmentation(IMG, L2).transform_eval(IMG.float())",
-            "images_u8 must be uint8, got torch.float32")),
+            "images_u8 must be uint8, got torch.float32"),
+           ("images_u8", "CoresetAugmentation(IMG, L2).transform_eval(IMG[:, :1])",
+            "images_u8 has 1 channels; this object normalises 3"),
+           ("state", "CoresetAugmentation(IMG, L2).load_state_dict(CoresetAugmentation(IMG, L2, seed=1).state_dict())",
+            "state: seed is 1 there and 0 here: a state of another configuration"),
+           ("state", "CoresetAugmentation(IMG, L2).load_state_dict("
+                     "CoresetAugmentation(torch.cat([IMG, IMG]), torch.cat([L2, L2])).state_dict())",
+            "state: n is 4 there and 2 here"),
+           ("state", "CoresetAugmentation(IMG, L2).load_state_dict({**CoresetAugmentation(IMG, L2).state_dict(), "
+                     "'epoch': -3})", "state: epoch must be an int >= 0, got -3"),
+           ("state", "CoresetAugmentation(IMG, L2).load_state_dict({**CoresetAugmentation(IMG, L2).state_dict(), "
+                     "'generators': {}})", "state: generators must hold ['augment', 'select', 'shuffle'], got []"),
+           ("state", "CoresetAugmentation(IMG, L2).load_state_dict({**CoresetAugmentation(IMG, L2).state_dict(), "
+                     "'subset': torch.tensor([0]), 'weights': torch.tensor([float('nan')])})",
+            "state: weights must be finite and >= 0"),
+           ("state", "CoresetAugmentation(IMG, L2, method='none').load_state_dict("
+                     "{**CoresetAugmentation(IMG, L2, method='none').state_dict(), "
+                     "'subset': torch.tensor([0]), 'weights': torch.ones(1)})",
+            "state: holds a subset, but method 'none' selects none"),
+           ("model", "CoresetAugmentation(IMG, L2, method='max-loss').epoch("
+                     "torch.nn.Sequential(MODEL, torch.nn.Flatten(0)), 2)",
+            "model: in the selection pass of epoch 0 it returned shape (4,) torch.float32 for 2 images"),
+           ("model", "CoresetAugmentation(IMG, L2, method='max-loss').epoch(torch.nn.Sequential(MODEL, "
+                     "torch.nn.Threshold(9.0, float('nan'))), 2)",
+            "model: its output in the selection pass of epoch 0 is not finite (NaN or inf in 2 of 2 rows)"),
+           ("labels", "CoresetAugmentation(IMG, L2 * 2, method='max-loss').epoch(MODEL, 2)",
+            "labels: class id 2 is outside the model's 2 outputs (selection pass of epoch 0)"),
+           ("data", "next(CoresetAugmentation(IMG, L2).eval_batches(5))",
+            "data must be a uint8 tensor (N, C, H, W) or a map-style dataset"),
+           ("batch_size", "next(CoresetAugmentation(IMG, L2).eval_batches(DS, 0))",
+            "batch_size must be in [1, inf], got 0")),
     *_rows("analysis.jacobian_spectrum", V,
            ("model", "jacobian_spectrum('model', IMGF, L2)", "model must be a torch.nn.Module, got str"),
            ("model", "jacobian_spectrum(MODEL.requires_grad_(False), IMGF, L2)",
@@ -446,6 +509,7 @@ def namespace() -> dict:
         OFF=torch.full((2, 2), 4),
         FLIP=torch.zeros(2, dtype=torch.bool),
         L2=torch.tensor([0, 1]),
+        DS=[(torch.zeros(3, 10, 12, dtype=torch.uint8), 0), (torch.zeros(3, 9, 8, dtype=torch.uint8), 1)],
         MODEL=torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 2)),
     )
     return ns
@@ -461,6 +525,7 @@ IMG = torch.zeros(2, 3, 8, 8, dtype=torch.uint8); IMGF = torch.rand(2, 3, 8, 8)
 OPS = torch.zeros(2, 1, dtype=torch.int32); MAG = torch.zeros(2, 1)
 OFF = torch.full((2, 2), 4); FLIP = torch.zeros(2, dtype=torch.bool)
 L2 = torch.tensor([0, 1])
+DS = [(torch.zeros(3, 10, 12, dtype=torch.uint8), 0), (torch.zeros(3, 9, 8, dtype=torch.uint8), 1)]  # a dataset
 MODEL = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 2))
 ```"""
 
@@ -618,6 +683,10 @@ def test_doc_matches_rows():
         f"docs/errors.md differs from ROWS (run python tests/test_error_contract.py): "
         f"not in the doc: {missing}; only in the doc: {extra}")
     assert len(doc) == len(ROWS)
+
+
+def test_doc_shows_the_inputs_the_rows_use():
+    assert NAMESPACE_DOC in DOC.read_text()
 
 
 def test_rows_are_distinct():

@@ -1,0 +1,257 @@
+"""Where :class:`~coreaug_fast.CoresetAugmentation` gets the uint8 pixels of its rows: the one
+piece that differs between data held as a tensor and data read from a dataset.
+
+* :class:`TensorSource`: uint8 (N, C, H, W) in memory. On the model's device, a batch is the
+  whole tensor plus the batch's row index (the fused op gathers); in host memory, the batch's
+  rows are gathered into a (pinned) staging buffer and copied asynchronously.
+* :class:`DatasetSource`: a map-style dataset of ``(image, label)`` items of any size, read in
+  ``DataLoader`` workers a whole batch per task (:mod:`coreaug_fast.loading`): memory stays
+  bounded by batch size x workers x prefetch, never by N. An example's rows (its original and
+  its strong copies) are kept together in the epoch's order (:attr:`grouped`), so each source
+  image is decoded once per epoch (twice for the few examples whose rows straddle a batch
+  boundary).
+
+Both give, per batch, ``(images, index)``: uint8 images on the device and either the rows'
+positions in ``images`` (an int64 index on the device) or None (``images`` holds the rows
+themselves, in order).
+"""
+from __future__ import annotations
+
+from typing import Iterator, List, Optional, Tuple
+
+import torch
+
+from . import _checks
+from .augment import to_device_async
+from .loading import (MIN_IMAGE_SIZE, WEAK_MODES, BatchReader, Failed, ItemError, check_label, eval_resize,
+                      item_path, read_item)
+
+Batch = Tuple[torch.Tensor, Optional[torch.Tensor]]
+
+
+def batch_starts(rows: int, batch_size: int) -> List[int]:
+    """Start of every batch of ``batch_size`` consecutive rows, and ``rows`` at the end."""
+    return list(range(0, rows, batch_size)) + [rows]
+
+
+class TensorSource:
+    """Rows of a uint8 (N, C, H, W) tensor held in device or host memory."""
+
+    grouped = False
+
+    def __init__(self, images: torch.Tensor, pin_memory: Optional[bool] = None):
+        self.images, self.pin_memory = images, pin_memory
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def channels(self) -> int:
+        return self.images.shape[1]
+
+    @property
+    def device(self) -> torch.device:
+        return self.images.device
+
+    @property
+    def square_size(self) -> Optional[int]:
+        h, w = self.images.shape[-2:]
+        return h if h == w else None
+
+    def train_batches(self, index: torch.Tensor, starts: List[int], device: torch.device, *,
+                      staged: bool = False, seed: int = 0) -> Iterator[Batch]:
+        """Batch ``b``: rows ``index[starts[b]:starts[b + 1]]`` (int64 CPU). ``staged`` forces the
+        host-gather path even where the images are on ``device``."""
+        staged = staged or self.images.device != device
+        # one transfer per epoch for what every batch slices: no per-batch copies or checks
+        index_dev = None if staged else to_device_async(index, self.images.device)
+        for lo, hi in zip(starts[:-1], starts[1:]):
+            if staged:
+                yield self._gather(index[lo:hi], device), None
+            else:
+                yield self.images, index_dev[lo:hi]
+
+    def eval_batches(self, rows: Optional[torch.Tensor], chunk: int, device: torch.device) -> Iterator[torch.Tensor]:
+        """uint8 images ``rows`` (all when None), ``chunk`` at a time, on ``device``."""
+        images = self.images if rows is None else self.images[rows.to(self.images.device)]
+        for part in images.split(chunk):
+            yield to_device_async(part, device)
+
+    def _gather(self, index: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """Rows ``index`` gathered on the host into a (pinned) staging buffer, copied to
+        ``device`` asynchronously."""
+        shape = (index.numel(),) + tuple(self.images.shape[1:])
+        pin = self.pin_memory is not False and device.type == "cuda"
+        buf = torch.empty(shape, dtype=torch.uint8, pin_memory=pin)
+        torch.index_select(self.images, 0, index, out=buf)
+        return buf.to(device, non_blocking=pin)
+
+
+class DatasetSource:
+    """Rows of a map-style dataset of ``(image, label)`` items, images of any size.
+
+    Args:
+        dataset: ``len(dataset)`` items; ``dataset[i]`` is ``(image, label)`` with a PIL image,
+            a uint8 HWC ndarray or a uint8 CHW tensor (see :func:`coreaug_fast.loading.to_uint8_chw`).
+        image_size: side of the square rows, >= 8.
+        weak: ``"crop-flip"`` (rows are the centre view; the device pads, crops and flips) or
+            ``"resized-crop"`` (each row its own RandomResizedCrop, in the worker).
+        channels: 1 or 3.
+        num_workers, pin_memory, prefetch_factor: as ``torch.utils.data.DataLoader``'s.
+    """
+
+    grouped = True
+
+    def __init__(self, dataset, *, image_size: int, weak: str, channels: int = 3, num_workers: int = 0,
+                 pin_memory: Optional[bool] = None, prefetch_factor: Optional[int] = None, name: str = "images"):
+        check_dataset(dataset, name)
+        self.dataset = dataset
+        self.image_size = _checks.check_int("image_size", image_size, low=MIN_IMAGE_SIZE)
+        _checks.check_choice("weak", weak, WEAK_MODES)
+        self.weak = weak
+        self.channels = channels
+        self.num_workers = _checks.check_int("num_workers", num_workers, low=0)
+        self.pin_memory = pin_memory
+        if prefetch_factor is not None:
+            prefetch_factor = _checks.check_int("prefetch_factor", prefetch_factor, low=1)
+            if self.num_workers == 0:
+                raise ValueError("prefetch_factor needs num_workers > 0 (as in DataLoader)")
+        self.prefetch_factor = prefetch_factor
+        self.resize = eval_resize(weak, self.image_size)
+        # the first item, read here: a dataset of the wrong kind fails now, not in a worker
+        try:
+            read_item(dataset, 0, channels)
+        except ItemError as e:
+            raise ValueError(f"{name}: {e.describe()}") from None
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    @property
+    def square_size(self) -> int:
+        return self.image_size
+
+    def train_batches(self, index: torch.Tensor, starts: List[int], device: torch.device, *,
+                      staged: bool = False, seed: int = 0) -> Iterator[Batch]:
+        """Batch ``b``: rows ``index[starts[b]:starts[b + 1]]``, each cut from its image in a
+        worker (``seed`` seeds the rows' crop streams), uint8 on ``device``."""
+        geometry = "random-crop" if self.weak == "resized-crop" else "center"
+        reader = BatchReader(self.dataset, index, starts, channels=self.channels, size=self.image_size,
+                             geometry=geometry, resize=self.resize, seed=seed)
+        for images, _ in self.load(reader, device):
+            yield images, None
+
+    def eval_batches(self, rows: Optional[torch.Tensor], chunk: int, device: torch.device) -> Iterator[torch.Tensor]:
+        """The centre views of items ``rows`` (all when None), ``chunk`` at a time, uint8 on ``device``."""
+        for images, _ in self.eval_items(self.dataset, rows, chunk, device):
+            yield images
+
+    def eval_items(self, dataset, rows: Optional[torch.Tensor], chunk: int,
+                   device: torch.device) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        """(uint8 centre views, int64 labels from the items) of ``dataset`` (another one, e.g. a
+        validation split, read the same way), ``chunk`` items at a time, on ``device``."""
+        index = torch.arange(len(dataset)) if rows is None else rows.cpu().long()
+        reader = BatchReader(dataset, index, batch_starts(index.numel(), chunk), channels=self.channels,
+                             size=self.image_size, geometry="center", resize=self.resize)
+        return self.load(reader, device)
+
+    def load(self, reader: BatchReader, device: torch.device) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        """Run ``reader``'s batches through a DataLoader; (images, labels) on ``device``. A batch
+        whose item could not be read raises a ValueError naming the item and its file."""
+        if len(reader) == 0:
+            return
+        pin = device.type == "cuda" and self.pin_memory is not False
+        loader = torch.utils.data.DataLoader(
+            reader, batch_size=None, shuffle=False, num_workers=self.num_workers, pin_memory=pin,
+            prefetch_factor=self.prefetch_factor if self.num_workers else None,
+            # its own generator: the loader's base seed (unused: rows carry their own streams)
+            # must not draw from, and so shift, the caller's global stream
+            generator=torch.Generator().manual_seed(0))
+        for item in loader:
+            if isinstance(item, Failed):
+                raise ValueError(item.error.describe())
+            images, labels = item
+            yield images.to(device, non_blocking=pin), labels.to(device, non_blocking=pin)
+
+
+def check_dataset(dataset, name: str = "images") -> None:
+    """A map-style dataset: ``len()`` and integer indexing, at least one item."""
+    if isinstance(dataset, torch.utils.data.IterableDataset) or not (
+            hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")):
+        raise ValueError(f"{name} must be a uint8 tensor (N, C, H, W) or a map-style dataset of (image, label) "
+                         f"items (with __len__ and __getitem__), got {type(dataset).__name__}")
+    if len(dataset) == 0:
+        raise ValueError(f"{name} is an empty dataset")
+
+
+def dataset_labels(dataset) -> Optional[torch.Tensor]:
+    """int64 (N,) labels a dataset states without reading its images: ``targets`` (torchvision
+    folders, CIFAR, ...), looked through ``torch.utils.data.Subset``; None when it has none."""
+    if isinstance(dataset, torch.utils.data.Subset):
+        inner = dataset_labels(dataset.dataset)
+        return None if inner is None else inner[torch.as_tensor(dataset.indices, dtype=torch.long)]
+    targets = getattr(dataset, "targets", None)
+    if targets is None:
+        return None
+    try:
+        labels = torch.as_tensor(targets)
+    except (TypeError, ValueError, RuntimeError):
+        return None
+    if labels.dim() != 1 or labels.numel() != len(dataset) or labels.is_floating_point():
+        return None
+    return labels.long()
+
+
+def dataset_classes(dataset) -> Optional[int]:
+    """The number of classes a dataset states (``classes``), through ``Subset``; None if none."""
+    if isinstance(dataset, torch.utils.data.Subset):
+        return dataset_classes(dataset.dataset)
+    classes = getattr(dataset, "classes", None)
+    return len(classes) if isinstance(classes, (list, tuple)) and classes else None
+
+
+def read_labels(source: DatasetSource, progress: Optional[bool] = None) -> torch.Tensor:
+    """Every item's label by one pass over the dataset (its images are read too: a dataset
+    without ``targets`` gives no other way), in the source's workers, with a progress bar."""
+    from tqdm.auto import tqdm
+
+    n = len(source.dataset)
+    out = torch.empty(n, dtype=torch.long)
+    chunk = 256
+    it = source.eval_items(source.dataset, None, chunk, torch.device("cpu"))
+    bar = tqdm(total=n, desc="reading labels", unit="img", disable=None if progress is None else not progress)
+    pos = 0
+    with bar:
+        for _, labels in it:
+            out[pos:pos + labels.numel()] = labels
+            pos += labels.numel()
+            bar.update(labels.numel())
+    return out
+
+
+def check_labels_of(dataset, labels: torch.Tensor) -> None:
+    """Labels in [0, C) when the dataset states its C classes; >= 0 otherwise."""
+    if labels.numel() == 0:
+        return
+    classes = dataset_classes(dataset)
+    lo, hi = int(labels.min()), int(labels.max())
+    if lo < 0:
+        at = int((labels < 0).nonzero()[0])
+        raise ValueError(f"labels: item {at}{_path(dataset, at)} has label {lo}; class ids are 0..C-1")
+    if classes is not None and hi >= classes:
+        at = int((labels >= classes).nonzero()[0])
+        raise ValueError(f"labels: item {at}{_path(dataset, at)} has label {hi}, outside 0..{classes - 1} "
+                         f"(the dataset has {classes} classes)")
+
+
+def _path(dataset, index: int) -> str:
+    path = item_path(dataset, index)
+    return f" ({path})" if path else ""
+
+
+__all__ = ["TensorSource", "DatasetSource", "batch_starts", "check_dataset", "check_label", "dataset_labels",
+           "dataset_classes", "read_labels", "check_labels_of"]
