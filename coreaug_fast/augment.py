@@ -160,13 +160,30 @@ def _check_normalised_finite(mean: Optional[list], std: list, out_dtype: torch.d
                              f"{float(out[x])} for x = {x}; the normalised value of every uint8 must be finite")
 
 
-def _crop_tensor(offsets, flips, padding: int, rows: int, device, check: bool = True) -> torch.Tensor:
-    """Validates offsets/flips (their values only when ``check``: one host sync on a GPU)
-    and packs them as the op's (M, 3) int64 (top, left, flip)."""
+def _check_crop_shapes(offsets, flips) -> None:
     _checks.check_tensor("offsets", offsets, dim=2, integer=True)
     _checks.check_tensor("flips", flips, dim=1)
     if offsets.shape[1] != 2:
         raise ValueError(f"offsets must be (M, 2) (top, left), got shape {tuple(offsets.shape)}")
+
+
+def _crop_flip_rows(offsets, flips, index, num_images: int) -> int:
+    """M, the rows of a :func:`crop_flip` call. When the row counts disagree, the message
+    names the tensor at odd with the rest: offsets against the images (without index) or
+    against flips and index, rather than blaming flips for rows that offsets added."""
+    _check_crop_shapes(offsets, flips)
+    rows = offsets.shape[0]
+    if index is None and rows != num_images:
+        raise ValueError(f"without index, offsets needs one row per image: {rows} rows for {num_images} images")
+    if index is not None and rows != flips.shape[0] == index.shape[0]:
+        raise ValueError(f"offsets has {rows} rows, expected {flips.shape[0]} (as flips and index)")
+    return rows
+
+
+def _crop_tensor(offsets, flips, padding: int, rows: int, device, check: bool = True) -> torch.Tensor:
+    """Validates offsets/flips (their values only when ``check``: one host sync on a GPU)
+    and packs them as the op's (M, 3) int64 (top, left, flip)."""
+    _check_crop_shapes(offsets, flips)
     if flips.dtype != torch.bool and (flips.is_floating_point() or flips.is_complex()):
         raise ValueError(f"flips must be bool (or integer 0/1), got {flips.dtype}")
     _checks.check_rows(rows, offsets=offsets, flips=flips)
@@ -256,16 +273,14 @@ def crop_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, 
     """
     _check_images(images)
     padding = _check_padding(padding)
-    rows = offsets.shape[0] if isinstance(offsets, torch.Tensor) and offsets.dim() == 2 else -1
     if index is not None:
         _checks.check_tensor("index", index, dim=1, integer=True)
     _checks.check_same_device(images=images, offsets=offsets if isinstance(offsets, torch.Tensor) else None,
                               flips=flips if isinstance(flips, torch.Tensor) else None, index=index)
+    rows = _crop_flip_rows(offsets, flips, index, images.shape[0])
     crop = _crop_tensor(offsets, flips, padding, rows, images.device, check)
     if index is not None:
         _check_index(index, images.shape[0], rows, check)
-    elif rows != images.shape[0]:
-        raise ValueError(f"without index, offsets needs one row per image: {rows} rows for {images.shape[0]} images")
     _ext.require_extension("crop_flip")
     empty_ops = torch.empty(rows, 0, dtype=torch.int32, device=images.device)
     empty_mag = torch.empty(rows, 0, dtype=torch.float32, device=images.device)
@@ -341,8 +356,8 @@ class Augmenter:
             ``out_dtype``. The normalised value of every uint8 value, computed as the op does
             (``(float32(v) * float32(1/255) - mean) / std`` in float32, then cast to
             ``out_dtype``), must be finite: so |std| is at least the smallest normal float32
-            and large enough that ``max(|0 - mean|, |1 - mean|) / |std|`` stays below the
-            largest finite value of ``out_dtype`` (65504 for float16, ~3.4e38 otherwise).
+            (1.18e-38, which is enough for float32 and bfloat16 outputs) and, for float16,
+            large enough that ``max(|0 - mean|, |1 - mean|) / |std|`` rounds below 65520.
         out_dtype: float32, float16, bfloat16 (``x/255``, then normalised) or uint8 (raw).
         fill: fill of geometric ops (int or per-channel ints), as :func:`apply_augment`.
         policy: one of :data:`~coreaug_fast.policies.POLICIES`. An argument the policy does
