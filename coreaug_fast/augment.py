@@ -31,10 +31,9 @@ from typing import NamedTuple, Optional, Sequence, Union
 import torch
 
 from . import _checks, _ext
-from .policies import OPS, SIGNED
+from .policies import MAX_OPS, OPS, SIGNED
 from .policy_sampler import make_sampler, randaugment_magnitudes  # noqa: F401 (re-exported)
 
-MAX_OPS = 16
 _OP_ID = {name: i for i, name in enumerate(OPS)}
 _FACTOR_OPS = [_OP_ID[k] for k in ("Brightness", "Color", "Contrast", "Sharpness")]
 # Integers that reach the C++/CUDA op are bounded here, where a clear message is possible:

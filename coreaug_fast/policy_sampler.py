@@ -31,10 +31,9 @@ from typing import Dict, Optional, Tuple
 import torch
 
 from . import _checks
-from .policies import (AUTOAUGMENT_BINS, AUTOAUGMENT_SPACE, AUTOAUGMENT_SUBPOLICIES, OPS, POLICIES,
+from .policies import (AUTOAUGMENT_BINS, AUTOAUGMENT_SPACE, AUTOAUGMENT_SUBPOLICIES, MAX_OPS, OPS, POLICIES,
                        RANDAUGMENT_SPACE, SIGNED, TRIVIALAUGMENT_SPACE)
 
-MAX_OPS = 16
 MAX_BINS = 2 ** 16
 _OP_ID = {name: i for i, name in enumerate(OPS)}
 Tables = Dict[str, torch.Tensor]
@@ -49,6 +48,8 @@ def magnitude_table(space: dict, num_bins: int, height: int, width: int) -> torc
     Returns:
         float32 (len(OPS), num_bins) on the CPU.
     """
+    # Kept in tensors (no float() of an element): tables are built inside the training step
+    # the first time a size is seen, where reading values back would be a host round trip.
     rows = []
     for name in OPS:
         layout = space.get(name)
