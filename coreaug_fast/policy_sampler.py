@@ -61,8 +61,8 @@ def magnitude_table(space: dict, num_bins: int, height: int, width: int) -> torc
                 high = high * {"width": width, "height": height}[scale]
             rows.append(torch.linspace(0.0, high, num_bins))
         elif layout[0] == "posterize":
-            steps = layout[1]
-            rows.append((8 - (torch.arange(num_bins) / ((num_bins - 1) / steps))).round().int().to(torch.get_default_dtype()))
+            bits = (8 - (torch.arange(num_bins) / ((num_bins - 1) / layout[1]))).round().int()
+            rows.append(bits.to(torch.get_default_dtype()))
         elif layout[0] == "solarize":
             # torchvision: threshold = 255.0 * float(fraction), compared as float32; the float32
             # product rounds 255 (8 bits) x a float32 (24 bits) once, as the double product does

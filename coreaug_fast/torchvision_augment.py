@@ -67,8 +67,8 @@ def build_transforms(*, size: Sequence[int], padding: int, flip: bool, mean: Seq
         geometric.append(v2.RandomHorizontalFlip(p=0.5))
     tail = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
     weak = v2.Compose(geometric + tail)
-    strong_policy = policy_transform(policy, num_ops=num_ops, magnitude=magnitude, num_magnitude_bins=num_magnitude_bins)
-    strong = v2.Compose(geometric + [strong_policy] + tail)
+    strong = policy_transform(policy, num_ops=num_ops, magnitude=magnitude, num_magnitude_bins=num_magnitude_bins)
+    strong = v2.Compose(geometric + [strong] + tail)
     return weak, strong
 
 
