@@ -13,6 +13,11 @@ Peers, side by side per group:
   per-sample RandAugment (if importable), torchvision v2 on the batched GPU tensor (one set
   of parameters per batch), and the memory-bandwidth floor: a copy of the bytes the op must
   read and write (uint8 in, float32 out), whose time the op cannot beat.
+* augment-policy-cpu-<policy>-*: for every policy of coreaug_fast.policies.POLICIES, the
+  whole pipeline (crop/flip, the policy, normalisation to float32): the Augmenter (1 thread
+  and torch's default) against torchvision v2 applied image by image (1 thread, the
+  DataLoader path users run) and torchvision v2 applied once to the batch tensor (torch's
+  default threads; one set of parameters for the whole batch, so not the same augmentation).
 ``extra_info["images_per_s"]`` is the figure to compare (output images per second).
 """
 import pytest
@@ -20,6 +25,7 @@ import torch
 
 import coreaug_fast
 from conftest import requires_gpu, sync
+from coreaug_fast.policies import POLICIES
 
 COPIES, NUM_OPS, MAGNITUDE = 4, 2, 9
 MEAN, STD = [0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]
@@ -33,8 +39,9 @@ def _images(n, side, device="cpu"):
     return torch.randint(0, 256, (n, 3, side, side), dtype=torch.uint8, generator=g).to(device)
 
 
-def _info(benchmark, n, side, **extra):
-    benchmark.extra_info.update(images=n * COPIES, side=side, copies=COPIES, num_ops=NUM_OPS, **extra)
+def _info(benchmark, n, side, policy="randaugment", **extra):
+    settings = {"num_ops": NUM_OPS} if policy == "randaugment" else {}
+    benchmark.extra_info.update(images=n * COPIES, side=side, copies=COPIES, policy=policy, **settings, **extra)
 
 
 def _median_s(benchmark):
@@ -59,12 +66,19 @@ def _time_gpu(benchmark, fn, n, side, rounds, **extra):
     _report_rate(benchmark, n)
 
 
-def _torchvision_pipeline(side):
+def _policy_settings(policy):
+    """The Augmenter's arguments of a policy here: RandAugment's are this file's."""
+    return {"num_ops": NUM_OPS, "magnitude": MAGNITUDE} if policy == "randaugment" else {}
+
+
+def _torchvision_pipeline(side, policy="randaugment"):
     from torchvision.transforms import v2
+
+    from coreaug_fast.torchvision_augment import policy_transform
 
     return v2.Compose([
         v2.RandomCrop(side, padding=4), v2.RandomHorizontalFlip(),
-        v2.RandAugment(num_ops=NUM_OPS, magnitude=MAGNITUDE),
+        policy_transform(policy, **_policy_settings(policy)),
         v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD),
     ])
 
@@ -85,11 +99,11 @@ def _time_augmenter_cpu(benchmark, aug, images, side, threads):
     g = torch.Generator().manual_seed(0)
     used = _with_threads(threads, lambda: benchmark.pedantic(lambda: aug(images, generator=g), rounds=7,
                                                              iterations=1, warmup_rounds=1))
-    _info(benchmark, images.shape[0], side, threads=used)
+    _info(benchmark, images.shape[0], side, policy=aug.policy, threads=used)
     _report_rate(benchmark, images.shape[0])
 
 
-def _time_per_image(benchmark, transform, images, side):
+def _time_per_image(benchmark, transform, images, side, policy="randaugment"):
     """Time COPIES passes of transform over the images one by one, with one thread as in a
     DataLoader worker, and record the group's figures."""
     n = images.shape[0]
@@ -99,7 +113,7 @@ def _time_per_image(benchmark, transform, images, side):
         return torch.stack([transform(images[i]) for _ in range(COPIES) for i in range(n)])
 
     _with_threads(1, lambda: benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1))
-    _info(benchmark, n, side, threads=1)
+    _info(benchmark, n, side, policy=policy, threads=1)
     _report_rate(benchmark, n)
 
 
@@ -138,6 +152,37 @@ def test_cpu_torchvision_per_image(benchmark, side, n):
     images = _images(n, side)
     pipeline = _torchvision_pipeline(side)
     _time_per_image(benchmark, pipeline, images, side)
+
+
+@pytest.mark.parametrize("side,n", CPU_SIZES)
+@pytest.mark.parametrize("threads", [1, 0], ids=["1thread", "default_threads"])
+@pytest.mark.parametrize("policy", POLICIES)
+def test_policy_cpu_coreaug_fast(benchmark, policy, side, n, threads):
+    benchmark.group = f"augment-policy-cpu-{policy}-{side}"
+    images = _images(n, side)
+    aug = coreaug_fast.Augmenter(policy=policy, **_policy_settings(policy), copies=COPIES, mean=MEAN, std=STD)
+    _time_augmenter_cpu(benchmark, aug, images, side, threads)
+
+
+@pytest.mark.parametrize("side,n", CPU_SIZES)
+@pytest.mark.parametrize("policy", POLICIES)
+def test_policy_cpu_torchvision_per_image(benchmark, policy, side, n):
+    pytest.importorskip("torchvision")
+    benchmark.group = f"augment-policy-cpu-{policy}-{side}"
+    _time_per_image(benchmark, _torchvision_pipeline(side, policy), _images(n, side), side, policy)
+
+
+@pytest.mark.parametrize("side,n", CPU_SIZES)
+@pytest.mark.parametrize("policy", POLICIES)
+def test_policy_cpu_torchvision_batched(benchmark, policy, side, n):
+    pytest.importorskip("torchvision")
+    benchmark.group = f"augment-policy-cpu-{policy}-{side}"
+    pipeline = _torchvision_pipeline(side, policy)
+    batch = _images(n, side).repeat(COPIES, 1, 1, 1)
+    torch.manual_seed(0)
+    benchmark.pedantic(lambda: pipeline(batch), rounds=7, iterations=1, warmup_rounds=1)
+    _info(benchmark, n, side, policy=policy, threads=torch.get_num_threads(), parameters="per batch")
+    _report_rate(benchmark, n)
 
 
 @requires_gpu

@@ -216,7 +216,8 @@ def bench_augment(deadline: float, out: dict) -> None:
     """Augmenter (RandAugment 2 ops + crop/flip + normalise, per-image parameters drawn on
     the GPU) vs torchvision v2 applied to the whole batch at once (one parameter draw per
     batch), kornia's RandAugment (if importable), and the memory-bandwidth floor (read
-    uint8, write float32 once)."""
+    uint8, write float32 once); then the same Augmenter and torchvision rows for every other
+    policy (AutoAugment ImageNet/CIFAR10/SVHN, TrivialAugmentWide), ``augment_<policy>_*``."""
     import torch
 
     import coreaug_fast
@@ -260,6 +261,29 @@ def bench_augment(deadline: float, out: dict) -> None:
                 out[f"{key}_speedup_vs_kornia"] = out[f"{key}_kornia_ms"] / ours
         if deadline - time.time() < 5:
             break
+    from coreaug_fast.policies import POLICIES
+    from coreaug_fast.torchvision_augment import policy_transform
+
+    for policy in POLICIES[1:]:  # RandAugment's rows are the ones above
+        for side, n in ((32, 4096), (224, 256)):
+            key = f"augment_{policy}_{side}px_x{n}"
+            if deadline - time.time() < 4:
+                out[f"{key}_ms"] = "skipped (time budget)"
+                continue
+            pad = side // 8
+            images = torch.randint(0, 256, (n, 3, side, side), dtype=torch.uint8, device="cuda")
+            aug = coreaug_fast.Augmenter(policy=policy, copies=1, padding=pad, mean=mean, std=std)
+            ours = _cuda_ms(lambda: aug(images, generator=gen, check=False), budget_s=1)
+            out[f"{key}_ms"] = ours
+            try:
+                from torchvision.transforms import v2
+
+                tv = v2.Compose([v2.RandomCrop(side, padding=pad), v2.RandomHorizontalFlip(), policy_transform(policy),
+                                 v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
+                out[f"{key}_torchvision_batched_ms"] = _cuda_ms(lambda: tv(images), budget_s=1)
+                out[f"{key}_speedup_vs_torchvision"] = out[f"{key}_torchvision_batched_ms"] / ours
+            except Exception as exc:  # reported, the other figures stand
+                out[f"{key}_torchvision_batched_ms"] = f"failed: {type(exc).__name__}: {exc}"[:200]
     speedups = [v for k, v in out.items() if k.endswith("speedup_vs_kornia")]
     if speedups:
         out["augment_vs_kornia"] = min(speedups)

@@ -1,4 +1,5 @@
-"""Fused strong (RandAugment op set) and weak (crop, flip) augmentation of uint8 images.
+"""Fused strong (the op set of RandAugment, AutoAugment and TrivialAugment) and weak (crop,
+flip) augmentation of uint8 images.
 
 One call of ``torch.ops.coreaug.augment`` applies, per output row, its own list of ops with
 its own magnitudes to an image gathered by index, optionally after a random crop (zero
@@ -19,8 +20,8 @@ left to right (``coreaug_fast.reference.augment`` is that, written out):
   pixel ops), so the result equals applying the ops one after another, without storing the
   intermediate images. Tests accept at most 1% of pixels off by one sampling step (none are
   observed on CPU).
-* ``interpolation`` is ``"nearest"`` only: RandAugment's default, and the one mode in which
-  chained ops need no intermediate image.
+* ``interpolation`` is ``"nearest"`` only: the default of torchvision's policies, and the one
+  mode in which chained ops need no intermediate image.
 """
 from __future__ import annotations
 
@@ -30,20 +31,9 @@ from typing import NamedTuple, Optional, Sequence, Union
 import torch
 
 from . import _checks, _ext
+from .policies import MAX_OPS, OPS, SIGNED
+from .policy_sampler import make_sampler, randaugment_magnitudes  # noqa: F401 (re-exported)
 
-OPS = (
-    "Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness",
-    "Color", "Contrast", "Sharpness", "Posterize", "Solarize", "AutoContrast", "Equalize",
-    "Invert",
-)
-"""The op set; an op's id is its position. Magnitude units: ShearX/Y the shear factor
-(angle = degrees(atan(m)), centre (0, 0)); TranslateX/Y pixels (truncated to an int);
-Rotate degrees, counter-clockwise about the image centre; Brightness/Color/Contrast/Sharpness
-the enhancement factor minus one (factor = 1 + m >= 0); Posterize the bits kept (int(m) in
-[0, 8]); Solarize the threshold in pixel units (pixels >= m are inverted, m <= 255);
-Identity/AutoContrast/Equalize/Invert ignore it."""
-
-MAX_OPS = 16
 _OP_ID = {name: i for i, name in enumerate(OPS)}
 _FACTOR_OPS = [_OP_ID[k] for k in ("Brightness", "Color", "Contrast", "Sharpness")]
 # Integers that reach the C++/CUDA op are bounded here, where a clear message is possible:
@@ -139,13 +129,60 @@ def _check_padding(padding) -> int:
         raise ValueError(f"padding must be an int >= 0 (at most {MAX_PADDING}), got {padding!r}") from None
 
 
-def _crop_tensor(offsets, flips, padding: int, rows: int, device, check: bool = True) -> torch.Tensor:
-    """Validates offsets/flips (their values only when ``check``: one host sync on a GPU)
-    and packs them as the op's (M, 3) int64 (top, left, flip)."""
+def _check_bool(name: str, value) -> bool:
+    """A Python or NumPy bool (``bool('no')`` is True: a string must not pass for one)."""
+    if isinstance(value, bool) or (type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_")):
+        return bool(value)
+    raise ValueError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
+
+
+def _check_normalised_finite(mean: Optional[list], std: list, out_dtype: torch.dtype) -> None:
+    """Refuses ``std`` (with ``mean``) for which the op's normalised value of some uint8 value
+    is not finite in ``out_dtype``: the op's own float32 steps, replayed on all 256 values."""
+    tiny = torch.finfo(torch.float32).tiny
+    mean = [0.0] if mean is None else mean
+    if len(mean) == len(std) or 1 in (len(mean), len(std)):
+        pairs = [(mean[0 if len(mean) == 1 else c], std[0 if len(std) == 1 else c])
+                 for c in range(max(len(mean), len(std)))]
+    else:  # lengths a call will refuse; every pairing must be finite meanwhile
+        pairs = [(mu, sd) for mu in mean for sd in std]
+    v = torch.arange(256, dtype=torch.float32) * torch.tensor(1.0 / 255.0, dtype=torch.float32)
+    for mu, sd in pairs:
+        sd32 = torch.tensor(sd, dtype=torch.float32)
+        if not bool(sd32.abs() >= tiny):  # a subnormal or zero float32: a GPU may flush it to 0
+            raise ValueError(f"std must be at least {tiny:.4g} in magnitude (a normal float32), got {sd!r}")
+        out = ((v - torch.tensor(mu, dtype=torch.float32)) / sd32).to(out_dtype)
+        bad = ~torch.isfinite(out)
+        if bool(bad.any()):
+            x = int(bad.nonzero()[0, 0])
+            raise ValueError(f"std {sd!r} is too small for out_dtype {out_dtype}: (x / 255 - {mu!r}) / {sd!r} is "
+                             f"{float(out[x])} for x = {x}; the normalised value of every uint8 must be finite")
+
+
+def _check_crop_shapes(offsets, flips) -> None:
     _checks.check_tensor("offsets", offsets, dim=2, integer=True)
     _checks.check_tensor("flips", flips, dim=1)
     if offsets.shape[1] != 2:
         raise ValueError(f"offsets must be (M, 2) (top, left), got shape {tuple(offsets.shape)}")
+
+
+def _crop_flip_rows(offsets, flips, index, num_images: int) -> int:
+    """M, the rows of a :func:`crop_flip` call. When the row counts disagree, the message
+    names the tensor at odd with the rest: offsets against the images (without index) or
+    against flips and index, rather than blaming flips for rows that offsets added."""
+    _check_crop_shapes(offsets, flips)
+    rows = offsets.shape[0]
+    if index is None and rows != num_images:
+        raise ValueError(f"without index, offsets needs one row per image: {rows} rows for {num_images} images")
+    if index is not None and rows != flips.shape[0] == index.shape[0]:
+        raise ValueError(f"offsets has {rows} rows, expected {flips.shape[0]} (as flips and index)")
+    return rows
+
+
+def _crop_tensor(offsets, flips, padding: int, rows: int, device, check: bool = True) -> torch.Tensor:
+    """Validates offsets/flips (their values only when ``check``: one host sync on a GPU)
+    and packs them as the op's (M, 3) int64 (top, left, flip)."""
+    _check_crop_shapes(offsets, flips)
     if flips.dtype != torch.bool and (flips.is_floating_point() or flips.is_complex()):
         raise ValueError(f"flips must be bool (or integer 0/1), got {flips.dtype}")
     _checks.check_rows(rows, offsets=offsets, flips=flips)
@@ -235,16 +272,14 @@ def crop_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, 
     """
     _check_images(images)
     padding = _check_padding(padding)
-    rows = offsets.shape[0] if isinstance(offsets, torch.Tensor) and offsets.dim() == 2 else -1
     if index is not None:
         _checks.check_tensor("index", index, dim=1, integer=True)
     _checks.check_same_device(images=images, offsets=offsets if isinstance(offsets, torch.Tensor) else None,
                               flips=flips if isinstance(flips, torch.Tensor) else None, index=index)
+    rows = _crop_flip_rows(offsets, flips, index, images.shape[0])
     crop = _crop_tensor(offsets, flips, padding, rows, images.device, check)
     if index is not None:
         _check_index(index, images.shape[0], rows, check)
-    elif rows != images.shape[0]:
-        raise ValueError(f"without index, offsets needs one row per image: {rows} rows for {images.shape[0]} images")
     _ext.require_extension("crop_flip")
     empty_ops = torch.empty(rows, 0, dtype=torch.int32, device=images.device)
     empty_mag = torch.empty(rows, 0, dtype=torch.float32, device=images.device)
@@ -262,8 +297,8 @@ class AugmentParams(NamedTuple):
     Attributes:
         source: int64 (R,) image of each output row (an index into the ``images`` passed).
         copy: int64 (R,) which of the ``copies`` it is.
-        ops: int32 (R, num_ops) op ids into :data:`OPS`.
-        magnitudes: float32 (R, num_ops) in the op's unit (:data:`OPS`).
+        ops: int32 (R, L) op ids into :data:`OPS`, L = :attr:`Augmenter.ops_per_row`.
+        magnitudes: float32 (R, L) in the op's unit (:data:`OPS`).
         offsets: int64 (R, 2) crop ``(top, left)`` in [0, 2·padding], or None (no crop/flip).
         flips: bool (R,) horizontal flips, or None.
     """
@@ -279,40 +314,29 @@ class AugmentParams(NamedTuple):
         return AugmentParams(*(None if t is None else t.to(device) for t in self))
 
 
-def randaugment_magnitudes(magnitude: int = 9, num_magnitude_bins: int = 31, height: int = 32,
-                           width: int = 32) -> torch.Tensor:
-    """Unsigned magnitude of each op of :data:`OPS` at bin ``magnitude``, in our units:
-    torchvision's RandAugment table (``torch.linspace`` in float32, as it computes it), with
-    Solarize's fraction of 255 turned into a threshold in pixels. float32 (15,)."""
-    b, m = num_magnitude_bins, magnitude
-    # Kept in tensors (no float() of an element): the table is built inside the training step
-    # the first time a size is seen, where reading values back would be a host round trip.
-    lin = lambda hi: torch.linspace(0.0, hi, b)[m]  # noqa: E731
-    table = {
-        "ShearX": lin(0.3), "ShearY": lin(0.3),
-        "TranslateX": lin(150.0 / 331.0 * width), "TranslateY": lin(150.0 / 331.0 * height),
-        "Rotate": lin(30.0), "Brightness": lin(0.9), "Color": lin(0.9), "Contrast": lin(0.9),
-        "Sharpness": lin(0.9),
-        "Posterize": (8 - (torch.arange(b) / ((b - 1) / 4))).round().int()[m].float(),
-        # torchvision: threshold = 255.0 * float(fraction), compared as float32; the float32
-        # product rounds 255 (8 bits) x a float32 (24 bits) once, as the double product does
-        "Solarize": 255.0 * torch.linspace(1.0, 0.0, b)[m],
-    }
-    zero = torch.zeros((), dtype=torch.float32)
-    return torch.stack([table.get(name, zero) for name in OPS])
-
-
 class Augmenter:
-    """RandAugment with per-sample parameters plus crop/flip and normalisation, fused.
+    """A strong augmentation policy with per-sample parameters, plus crop/flip and
+    normalisation, fused.
 
-    Each call draws, for every output row, ``num_ops`` ops uniformly (with replacement) from
-    :attr:`SPACE` (torchvision's RandAugment space: :data:`OPS` without Invert), each with the
-    magnitude of bin ``magnitude`` of ``num_magnitude_bins`` (torchvision's table, see
-    :func:`randaugment_magnitudes`), negated with probability 1/2 for the signed ops (shear,
-    translate, rotate, brightness, color, contrast, sharpness); then, if ``padding > 0`` or
-    ``flip``, a crop offset uniform in [0, 2·padding]² and a flip with probability 1/2. The
-    image is processed as ``RandomCrop(padding) -> RandomHorizontalFlip -> RandAugment ->
-    ToDtype(scale=True) -> Normalize(mean, std)`` would, in one launch.
+    Each call draws, for every output row, the ops and magnitudes of ``policy`` exactly as
+    torchvision 0.29's v2 transform draws them for one image (see
+    :mod:`coreaug_fast.policy_sampler`; the tables are :mod:`coreaug_fast.policies`):
+
+    * ``"randaugment"`` (the default): ``num_ops`` ops uniformly (with replacement) from
+      :attr:`SPACE` (torchvision's RandAugment space: :data:`OPS` without Invert), each at bin
+      ``magnitude`` of ``num_magnitude_bins`` (see :func:`randaugment_magnitudes`), negated
+      with probability 1/2 for the signed ops (shear, translate, rotate, brightness, color,
+      contrast, sharpness);
+    * ``"autoaugment-imagenet"``, ``"autoaugment-cifar10"``, ``"autoaugment-svhn"``:
+      ``AutoAugment(AutoAugmentPolicy.IMAGENET / CIFAR10 / SVHN)``: one of 25 sub-policies,
+      each of its two steps applied with its probability (Identity with magnitude 0 when not);
+    * ``"trivialaugment"``: ``TrivialAugmentWide(num_magnitude_bins)``: one op from
+      :attr:`SPACE` at a bin drawn uniformly, from its own wider magnitude table;
+
+    then, if ``padding > 0`` or ``flip``, a crop offset uniform in [0, 2·padding]² and a flip
+    with probability 1/2. The image is processed as ``RandomCrop(padding) ->
+    RandomHorizontalFlip -> policy -> ToDtype(scale=True) -> Normalize(mean, std)`` would, in
+    one launch.
 
     Calling ``aug(images, index=None, generator=None)`` returns ``copies * M`` rows,
     copy-major: row ``k * M + i`` is copy k of image ``index[i]`` (so per-image weights align
@@ -320,32 +344,38 @@ class Augmenter:
     can be replayed with :meth:`apply`.
 
     Args:
-        num_ops: ops per copy, 0..16.
-        magnitude: magnitude bin, in [0, num_magnitude_bins).
-        num_magnitude_bins: >= 2.
+        num_ops: RandAugment ops per copy, 0..16 (default 2); ``"randaugment"`` only.
+        magnitude: RandAugment magnitude bin, in [0, num_magnitude_bins) (default 9);
+            ``"randaugment"`` only.
+        num_magnitude_bins: >= 2 (default 31); ``"randaugment"`` and ``"trivialaugment"``.
         copies: augmented copies per selected image, >= 1.
         padding: crop padding (0 = no crop).
-        flip: random horizontal flips.
+        flip: random horizontal flips (a bool or NumPy bool).
         mean, std: optional per-channel (or scalar) normalisation of x/255; need a floating
-            ``out_dtype``.
+            ``out_dtype``. The normalised value of every uint8 value, computed as the op does
+            (``(float32(v) * float32(1/255) - mean) / std`` in float32, then cast to
+            ``out_dtype``), must be finite: so |std| is at least the smallest normal float32
+            (1.18e-38, which is enough for float32 and bfloat16 outputs) and, for float16,
+            large enough that ``max(|0 - mean|, |1 - mean|) / |std|`` rounds below 65520.
         out_dtype: float32, float16, bfloat16 (``x/255``, then normalised) or uint8 (raw).
         fill: fill of geometric ops (int or per-channel ints), as :func:`apply_augment`.
+        policy: one of :data:`~coreaug_fast.policies.POLICIES`. An argument the policy does
+            not take (``num_ops`` with an AutoAugment policy, say) is an error.
     """
 
     SPACE = tuple(name for name in OPS if name != "Invert")
-    SIGNED = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness", "Color",
-              "Contrast", "Sharpness")
+    SIGNED = SIGNED
 
-    def __init__(self, num_ops: int = 2, magnitude: int = 9, num_magnitude_bins: int = 31,
-                 copies: int = 4, padding: int = 4, flip: bool = True,
+    def __init__(self, num_ops: Optional[int] = None, magnitude: Optional[int] = None,
+                 num_magnitude_bins: Optional[int] = None, copies: int = 4, padding: int = 4, flip: bool = True,
                  mean: "Optional[Sequence[float] | float]" = None,
                  std: "Optional[Sequence[float] | float]" = None,
-                 out_dtype: torch.dtype = torch.float32, fill: "Union[int, Sequence[int], None]" = 0) -> None:
-        num_ops = _checks.check_int("num_ops", num_ops, low=0, high=MAX_OPS)
-        num_magnitude_bins = _checks.check_int("num_magnitude_bins", num_magnitude_bins, low=2, high=2 ** 16)
-        magnitude = _checks.check_int("magnitude", magnitude, low=0, high=num_magnitude_bins - 1)
+                 out_dtype: torch.dtype = torch.float32, fill: "Union[int, Sequence[int], None]" = 0, *,
+                 policy: str = "randaugment") -> None:
+        sampler = make_sampler(policy, num_ops, magnitude, num_magnitude_bins)
         copies = _checks.check_int("copies", copies, low=1, high=MAX_COPIES)
         padding = _check_padding(padding)
+        flip = _check_bool("flip", flip)
         _checks.check_choice("out_dtype", out_dtype, [torch.float32, torch.float16, torch.bfloat16, torch.uint8])
         self.mean = self._stats("mean", mean)
         self.std = self._stats("std", std)
@@ -359,12 +389,18 @@ class Augmenter:
         if self.mean is not None and any(abs(v) > 1 for v in self.mean):
             raise ValueError(f"mean is in units of x / 255 (values in [0, 1], as torchvision's Normalize after "
                              f"ToDtype(scale=True)), got {self.mean}: divide 0-255 statistics by 255")
-        self.num_ops, self.magnitude, self.num_magnitude_bins = num_ops, magnitude, num_magnitude_bins
-        self.copies, self.padding, self.flip = copies, padding, bool(flip)
+        if self.std is not None:
+            _check_normalised_finite(self.mean, self.std, out_dtype)
+        self.policy = sampler.policy
+        self.num_ops = getattr(sampler, "ops_per_row", None) if self.policy == "randaugment" else None
+        self.magnitude = getattr(sampler, "magnitude", None)
+        self.num_magnitude_bins = getattr(sampler, "num_magnitude_bins", None)
+        self.copies, self.padding, self.flip = copies, padding, flip
         self.out_dtype = out_dtype
         self.fill = fill
         self.last_params: Optional[AugmentParams] = None
-        self._tables: dict = {}  # (height, width, device) -> magnitude table
+        self._sampler = sampler
+        self._tables: dict = {}  # (height, width, device) -> the sampler's tables there
 
     @staticmethod
     def _stats(name, value):
@@ -382,9 +418,18 @@ class Augmenter:
         return values
 
     def __repr__(self) -> str:
-        return (f"Augmenter(num_ops={self.num_ops}, magnitude={self.magnitude}, "
-                f"num_magnitude_bins={self.num_magnitude_bins}, copies={self.copies}, "
+        settings = {"randaugment": f"num_ops={self.num_ops}, magnitude={self.magnitude}, "
+                                   f"num_magnitude_bins={self.num_magnitude_bins}, ",
+                    "trivialaugment": f"num_magnitude_bins={self.num_magnitude_bins}, "}.get(self.policy, "")
+        policy = "" if self.policy == "randaugment" else f"policy={self.policy!r}, "
+        return (f"Augmenter({policy}{settings}copies={self.copies}, "
                 f"padding={self.padding}, flip={self.flip}, out_dtype={self.out_dtype})")
+
+    @property
+    def ops_per_row(self) -> int:
+        """L, the columns of the drawn ``ops``: ``num_ops`` for RandAugment, 2 for
+        AutoAugment (a step not applied is Identity), 1 for TrivialAugment."""
+        return self._sampler.ops_per_row
 
     @property
     def crops(self) -> bool:
@@ -394,18 +439,11 @@ class Augmenter:
     def _draw(self, rows: int, height: int, width: int, generator: Optional[torch.Generator]):
         """(ops, magnitudes, offsets, flips) for ``rows`` rows, on the generator's device."""
         device = generator.device if generator is not None else torch.device("cpu")
-        # the space is OPS[0:14] (Invert, the last op, left out) and the signed ops are ids
-        # 1..9: both follow from ids, so no host table has to reach the device
-        pick = torch.randint(0, len(self.SPACE), (rows, self.num_ops), generator=generator, device=device)
-        ops = pick  # ids of SPACE are their positions in OPS
-        negate = torch.randint(0, 2, (rows, self.num_ops), generator=generator, device=device).bool()
         key = (height, width, str(device))
         if key not in self._tables:
-            table = randaugment_magnitudes(self.magnitude, self.num_magnitude_bins, height, width)
-            self._tables[key] = to_device_async(table, device)
-        mags = self._tables[key][ops]
-        signed = (ops >= _OP_ID["ShearX"]) & (ops <= _OP_ID["Sharpness"])
-        mags = torch.where(negate & signed, -mags, mags)
+            tables = self._sampler.tables(height, width)
+            self._tables[key] = {k: to_device_async(t, device) for k, t in tables.items()}
+        ops, mags = self._sampler.draw(self._tables[key], rows, generator, device)
         offsets = flips = None
         if self.crops:
             offsets = torch.randint(0, 2 * self.padding + 1, (rows, 2), generator=generator, device=device)
@@ -417,12 +455,18 @@ class Augmenter:
 
     def sample(self, source: torch.Tensor, height: int, width: int,
                generator: Optional[torch.Generator] = None) -> AugmentParams:
-        """Draw parameters for ``copies`` copies of each image in ``source`` (int64 (M,)).
+        """Draw parameters for ``copies`` copies of each image in ``source`` (integer (M,)),
+        for images of ``height`` x ``width`` pixels (positive ints: translations scale with
+        them).
 
-        Draws on the generator's device (CPU for the default generator), in this order:
-        op choices (R, num_ops), sign bits (R, num_ops), crop offsets (R, 2), flip bits (R,),
+        Draws on the generator's device (CPU for the default generator), in this order: the
+        policy's draws (see :mod:`coreaug_fast.policy_sampler`; for RandAugment op choices
+        (R, num_ops), then sign bits (R, num_ops)), crop offsets (R, 2), flip bits (R,),
         with R = copies * M; the returned tensors are on that device.
         """
+        _checks.check_tensor("source", source, dim=1, integer=True)
+        height = _checks.check_int("height", height, low=1)
+        width = _checks.check_int("width", width, low=1)
         _check_generator(generator)
         device = generator.device if generator is not None else torch.device("cpu")
         m = source.shape[0]

@@ -3,7 +3,9 @@ v2 transforms applied to one image at a time in a ``torch.utils.data.DataLoader`
 processes (as the paper's released code does).
 
 Weak rows get ``RandomCrop(padding, fill 0) -> RandomHorizontalFlip`` (flip only where the
-dataset allows it); strong rows get the same followed by ``RandAugment(num_ops, magnitude)``,
+dataset allows it); strong rows get the same followed by the policy's own torchvision
+transform (:func:`policy_transform`: ``RandAugment(num_ops, magnitude)``,
+``AutoAugment(AutoAugmentPolicy.IMAGENET / CIFAR10 / SVHN)`` or ``TrivialAugmentWide()``),
 the order the fused :class:`~coreaug_fast.Augmenter` computes. Both end in
 ``ToDtype(float32, scale=True) -> Normalize(mean, std)``.
 
@@ -17,6 +19,7 @@ from typing import Iterator, Sequence
 import torch
 
 from . import _checks
+from .policy_sampler import AutoAugmentSampler, RandAugmentSampler, TrivialAugmentSampler, make_sampler
 
 _MASK64 = (1 << 64) - 1
 
@@ -30,10 +33,31 @@ def sample_seed(seed: int, position: int) -> int:
     return (z ^ (z >> 31)) >> 1
 
 
-def build_transforms(*, size: Sequence[int], num_ops: int, magnitude: int, padding: int, flip: bool,
-                     mean: Sequence[float], std: Sequence[float]):
+def policy_transform(policy: str = "randaugment", *, num_ops: "int | None" = None, magnitude: "int | None" = None,
+                     num_magnitude_bins: "int | None" = None, fill=None):
+    """torchvision's own v2 transform of ``policy`` (a name of
+    :data:`~coreaug_fast.policies.POLICIES`), with the arguments and defaults of
+    :class:`~coreaug_fast.Augmenter` (checked the same way)."""
+    from torchvision.transforms import v2
+
+    sampler = make_sampler(policy, num_ops, magnitude, num_magnitude_bins)
+    if isinstance(sampler, RandAugmentSampler):
+        return v2.RandAugment(num_ops=sampler.ops_per_row, magnitude=sampler.magnitude,
+                              num_magnitude_bins=sampler.num_magnitude_bins, fill=fill)
+    if isinstance(sampler, TrivialAugmentSampler):
+        return v2.TrivialAugmentWide(num_magnitude_bins=sampler.num_magnitude_bins, fill=fill)
+    assert isinstance(sampler, AutoAugmentSampler)
+    which = {"autoaugment-imagenet": v2.AutoAugmentPolicy.IMAGENET, "autoaugment-cifar10": v2.AutoAugmentPolicy.CIFAR10,
+             "autoaugment-svhn": v2.AutoAugmentPolicy.SVHN}[sampler.policy]
+    return v2.AutoAugment(which, fill=fill)
+
+
+def build_transforms(*, size: Sequence[int], padding: int, flip: bool, mean: Sequence[float], std: Sequence[float],
+                     policy: str = "randaugment", num_ops: "int | None" = None, magnitude: "int | None" = None,
+                     num_magnitude_bins: "int | None" = None):
     """(weak, strong) torchvision v2 pipelines for one uint8 (C, H, W) tensor of spatial
-    ``size`` (H, W), each returning float32 (C, H, W) normalised."""
+    ``size`` (H, W), each returning float32 (C, H, W) normalised; the strong one applies
+    :func:`policy_transform` after the crop and flip."""
     from torchvision.transforms import v2
 
     geometric = []
@@ -43,7 +67,8 @@ def build_transforms(*, size: Sequence[int], num_ops: int, magnitude: int, paddi
         geometric.append(v2.RandomHorizontalFlip(p=0.5))
     tail = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
     weak = v2.Compose(geometric + tail)
-    strong = v2.Compose(geometric + [v2.RandAugment(num_ops=num_ops, magnitude=magnitude)] + tail)
+    strong = policy_transform(policy, num_ops=num_ops, magnitude=magnitude, num_magnitude_bins=num_magnitude_bins)
+    strong = v2.Compose(geometric + [strong] + tail)
     return weak, strong
 
 
@@ -71,23 +96,37 @@ class TorchvisionAugment:
 
     Args:
         images_u8: uint8 (N, C, H, W) CPU tensor.
-        num_ops: RandAugment ops per strong row, 0..16 (as :class:`~coreaug_fast.Augmenter`).
-        magnitude: RandAugment magnitude bin, in [0, 31).
+        policy: the strong rows' policy, a name of :data:`~coreaug_fast.policies.POLICIES`
+            (torchvision's transform for it: :func:`policy_transform`).
+        num_ops: RandAugment ops per strong row, 0..16 (default 2); ``"randaugment"`` only.
+        magnitude: RandAugment magnitude bin, in [0, num_magnitude_bins) (default 9);
+            ``"randaugment"`` only.
+        num_magnitude_bins: >= 2 (default 31); ``"randaugment"`` and ``"trivialaugment"``.
         padding: RandomCrop padding (zero fill); 0 = no crop.
-        flip: random horizontal flips.
+        flip: random horizontal flips (a bool or NumPy bool).
         mean, std: per-channel normalisation of x/255, one value per channel.
         num_workers: DataLoader worker processes (0 = in this process).
+
+    The arguments are those of :class:`~coreaug_fast.Augmenter`, checked the same way (an
+    argument the policy lacks is an error).
     """
 
-    def __init__(self, images_u8: torch.Tensor, *, num_ops: int, magnitude: int, padding: int,
-                 flip: bool, mean: Sequence[float], std: Sequence[float], num_workers: int = 2) -> None:
+    def __init__(self, images_u8: torch.Tensor, *, padding: int, flip: bool, mean: Sequence[float],
+                 std: Sequence[float], policy: str = "randaugment", num_ops: "int | None" = None,
+                 magnitude: "int | None" = None, num_magnitude_bins: "int | None" = None,
+                 num_workers: int = 2) -> None:
+        from .augment import _check_bool
+
         _checks.check_tensor("images_u8", images_u8, dim=4)
         if images_u8.dtype != torch.uint8:
             raise ValueError(f"images_u8 must be uint8, got {images_u8.dtype}")
         if images_u8.device.type != "cpu":
             raise ValueError(f"images_u8 must be a CPU tensor (workers read it), got {images_u8.device}")
-        self.num_ops = _checks.check_int("num_ops", num_ops, low=0, high=16)
-        self.magnitude = _checks.check_int("magnitude", magnitude, low=0, high=30)
+        sampler = make_sampler(policy, num_ops, magnitude, num_magnitude_bins)
+        self.policy = sampler.policy
+        self.num_ops = sampler.ops_per_row if isinstance(sampler, RandAugmentSampler) else None
+        self.magnitude = getattr(sampler, "magnitude", None)
+        self.num_magnitude_bins = getattr(sampler, "num_magnitude_bins", None)
         self.padding = _checks.check_int("padding", padding, low=0, high=images_u8.shape[-1])
         self.num_workers = _checks.check_int("num_workers", num_workers, low=0, high=256)
         channels = images_u8.shape[1]
@@ -98,11 +137,12 @@ class TorchvisionAugment:
                              f"got {len(self.mean)} and {len(self.std)}")
         if any(s <= 0 for s in self.std):
             raise ValueError(f"std must be positive, got {list(std)}")
-        self.flip = bool(flip)
+        self.flip = _check_bool("flip", flip)
         self.images = images_u8.contiguous()
-        self.weak_tf, self.strong_tf = build_transforms(size=images_u8.shape[-2:], num_ops=self.num_ops, magnitude=self.magnitude,
-                                                        padding=self.padding, flip=self.flip,
-                                                        mean=self.mean, std=self.std)
+        self.weak_tf, self.strong_tf = build_transforms(
+            size=images_u8.shape[-2:], padding=self.padding, flip=self.flip, mean=self.mean, std=self.std,
+            policy=self.policy, num_ops=self.num_ops, magnitude=self.magnitude,
+            num_magnitude_bins=self.num_magnitude_bins)
 
     def batches(self, index: torch.Tensor, strong: torch.Tensor, batch_size: int, *, seed: int,
                 device: "torch.device | str" = "cpu") -> Iterator[torch.Tensor]:

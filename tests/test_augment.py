@@ -505,3 +505,86 @@ def test_augmenter_rejects_what_is_not_a_generator(generator, match):
         Augmenter()(_ok()[0], generator=generator)
     with pytest.raises(ValueError, match=match):
         Augmenter().sample(torch.arange(3), 8, 8, generator=generator)
+
+
+# ---- arguments that used to pass silently (issue 24) ----------------------------------------
+
+@pytest.mark.parametrize("flip", ["no", 1, 0, None, torch.tensor(True)])
+def test_flip_must_be_a_bool(flip):
+    # bool("no") is True: a string (or an int) used to mean flips silently
+    with pytest.raises(ValueError, match="flip must be a bool, got"):
+        Augmenter(flip=flip)
+
+
+def test_flip_accepts_python_and_numpy_bools():
+    np = pytest.importorskip("numpy")
+    assert Augmenter(flip=np.bool_(False)).flip is False and Augmenter(flip=np.bool_(True)).flip is True
+    images = _images(3, 3, 8, 8, torch.Generator().manual_seed(0), "cpu")
+    aug = Augmenter(flip=False, padding=0, copies=2)
+    aug(images, generator=torch.Generator().manual_seed(0))
+    assert aug.last_params.offsets is None
+
+
+@pytest.mark.parametrize("std,out_dtype,match", [
+    (1e-45, torch.float32, r"std must be at least 1.175e-38 in magnitude \(a normal float32\), got 1e-45"),
+    (1e-46, torch.float32, r"std must be at least"),  # 0 in float32
+    (-1e-40, torch.float32, r"std must be at least"),  # subnormal
+    (1e-39 * 2, torch.float32, r"std must be at least"),
+    (1e-6, torch.float16, r"std 1e-06 is too small for out_dtype torch.float16: \(x / 255 - 0.5\) / 1e-06 is"),
+    (5e-6, torch.float16, r"std 5e-06 is too small for out_dtype torch.float16"),
+])
+def test_std_whose_normalised_output_is_not_finite_is_refused(std, out_dtype, match):
+    with pytest.raises(ValueError, match=match):
+        Augmenter(mean=0.5, std=std, out_dtype=out_dtype)
+
+
+def test_the_std_rule_is_the_ops_own_overflow_boundary():
+    # mean 0.5: |x/255 - mean| is at most 0.5, at x = 0 and 255; the op's float32 output of
+    # 0.5 / std rounds to a finite float16 exactly when the rule accepts std
+    images = torch.tensor([0, 255, 128, 3], dtype=torch.uint8).view(1, 1, 2, 2)
+    kw = dict(num_ops=0, copies=1, padding=0, flip=False)
+    out = Augmenter(**kw, mean=0.5, std=0.5 / 65504 * 1.0001, out_dtype=torch.float16)(images)
+    assert bool(torch.isfinite(out).all()) and out.abs().max().item() > 65000
+    with pytest.raises(ValueError, match="std .* is too small for out_dtype torch.float16"):
+        Augmenter(**kw, mean=0.5, std=0.5 / 65504 * 0.999, out_dtype=torch.float16)
+    # float32 and bfloat16: any normal float32 std keeps |x/255 - mean| / std <= 2 / 1.2e-38
+    for out_dtype in (torch.float32, torch.bfloat16):
+        for mean in (-1.0, 1.0):
+            out = Augmenter(**kw, mean=mean, std=torch.finfo(torch.float32).tiny, out_dtype=out_dtype)(images)
+            assert bool(torch.isfinite(out).all()) and out.abs().max().item() > 8e37
+    # per channel: the channel whose std is too small is the one named
+    with pytest.raises(ValueError, match=r"\(x / 255 - 0.1\) / 1e-07"):
+        Augmenter(mean=[0.5, 0.1, 0.5], std=[0.2, 1e-7, 0.2], out_dtype=torch.float16)
+    Augmenter(mean=[0.5, 0.1, 0.5], std=[0.2, 1e-4, 0.2], out_dtype=torch.float16)
+
+
+@pytest.mark.parametrize("height,width,match", [
+    (-8, 8, r"height must be in \[1, inf\], got -8"), (0, 8, "height must be in"),
+    (8, 2.5, "width must be an integer, got float 2.5"), (8.0, 8, "height must be an integer"),
+    (8, -1, "width must be in"),
+])
+def test_sample_refuses_sizes_that_are_not_positive_ints(height, width, match):
+    with pytest.raises(ValueError, match=match):
+        Augmenter().sample(torch.arange(3), height, width)
+
+
+def test_sample_checks_source():
+    with pytest.raises(ValueError, match="source must be a torch.Tensor, got list"):
+        Augmenter().sample([0, 1], 8, 8)
+    with pytest.raises(ValueError, match="source must be an integer tensor"):
+        Augmenter().sample(torch.zeros(2), 8, 8)
+
+
+def test_crop_flip_names_offsets_when_offsets_has_the_odd_row_count():
+    # 3 offsets for 2 images used to be blamed on flips ("flips has 2 rows, expected 3")
+    images, flips = _ok()[0][:2], torch.zeros(2, dtype=torch.bool)
+    with pytest.raises(ValueError, match=r"^without index, offsets needs one row per image: 3 rows for 2 images"):
+        crop_flip(images, torch.zeros(3, 2, dtype=torch.long), flips)
+    with pytest.raises(ValueError, match=r"^offsets has 3 rows, expected 2 \(as flips and index\)"):
+        crop_flip(images, torch.zeros(3, 2, dtype=torch.long), flips, index=torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match=r"^flips has 3 rows, expected 2"):
+        crop_flip(images, torch.zeros(2, 2, dtype=torch.long), torch.zeros(3, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"^index has 3 rows, expected 2"):
+        crop_flip(images, torch.zeros(2, 2, dtype=torch.long), flips, index=torch.tensor([0, 1, 1]))
+    with pytest.raises(ValueError, match=r"^offsets must be \(M, 2\) \(top, left\), got shape \(2, 3\)"):
+        crop_flip(images, torch.zeros(2, 3, dtype=torch.long), flips)

@@ -103,3 +103,38 @@ def test_bad_inputs_name_the_argument(images):
 def test_sample_seeds_are_distinct_and_in_range():
     seeds = {sample_seed(s, i) for s in range(4) for i in range(1000)}
     assert len(seeds) == 4000 and all(0 <= s < 2**63 for s in seeds)
+
+
+@pytest.mark.parametrize("policy,make", [
+    ("autoaugment-cifar10", lambda: v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10)),
+    ("autoaugment-imagenet", lambda: v2.AutoAugment(v2.AutoAugmentPolicy.IMAGENET)),
+    ("trivialaugment", lambda: v2.TrivialAugmentWide()),
+    ("randaugment", lambda: v2.RandAugment(num_ops=3, magnitude=5, num_magnitude_bins=11)),
+])
+def test_strong_rows_use_the_policys_own_torchvision_transform(images, policy, make):
+    settings = dict(num_ops=3, magnitude=5, num_magnitude_bins=11) if policy == "randaugment" else {}
+    aug = TorchvisionAugment(images, policy=policy, **settings, padding=2, flip=True, mean=MEAN, std=STD,
+                             num_workers=0)
+    index, strong = torch.tensor([3, 0, 6, 6, 2]), torch.tensor([True, True, True, False, True])
+    out = torch.cat(list(aug.batches(index, strong, 2, seed=5)))
+    want = []
+    with torch.random.fork_rng(devices=[]):
+        for i in range(5):
+            torch.manual_seed(sample_seed(5, i))
+            x = v2.RandomCrop(list(images.shape[-2:]), padding=2, fill=0)(images[int(index[i])])
+            x = v2.RandomHorizontalFlip(p=0.5)(x)
+            if strong[i]:
+                x = make()(x)
+            x = x.to(torch.float32) / 255.0
+            want.append((x - torch.tensor(MEAN).view(-1, 1, 1)) / torch.tensor(STD).view(-1, 1, 1))
+    torch.testing.assert_close(out, torch.stack(want), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("kw,needle", [
+    (dict(policy="autoaugment-svhn"), "num_ops is not a setting of policy 'autoaugment-svhn'"),
+    (dict(policy="nope"), "policy must be one of"),
+    (dict(flip="no"), "flip must be a bool"),
+])
+def test_bad_policy_settings_name_the_argument(images, kw, needle):
+    with pytest.raises(ValueError, match=needle):
+        TorchvisionAugment(images, **{**SETTINGS, **kw})

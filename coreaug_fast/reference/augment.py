@@ -1,7 +1,9 @@
 """Plain twin of coreaug_fast.augment: each row's ops applied one by one with
-torchvision.transforms.v2.functional on uint8 tensors, exactly as torchvision's RandAugment
-maps an op and a magnitude to a call (except Solarize, whose magnitude here is already the
-threshold in pixels). Slow by design: one image and one op at a time."""
+torchvision.transforms.v2.functional on uint8 tensors, exactly as torchvision's policies
+(RandAugment, AutoAugment, TrivialAugmentWide: ``_AutoAugmentBase._apply_image_or_video_transform``)
+map an op and a magnitude to a call (except Solarize, whose magnitude here is already the
+threshold in pixels). Whatever policy drew a row's ops, its replay is this. Slow by design:
+one image and one op at a time."""
 from __future__ import annotations
 
 import math
