@@ -113,7 +113,13 @@ class CoresetAugmentation:
         fraction: subset size per class, in (0, 1] (subset methods).
         select_every: R, re-select every R epochs (>= 1).
         copies: r, strong copies per selected example (>= 0; ``full`` needs >= 1).
-        num_ops, magnitude: RandAugment ops per copy and magnitude bin (of 31).
+        policy: the strong augmentation of the copies, one of
+            :data:`coreaug_fast.policies.POLICIES`: ``"randaugment"`` (default),
+            ``"autoaugment-imagenet"`` (the paper's for Caltech256, TinyImageNet and
+            ImageNet), ``"autoaugment-cifar10"``, ``"autoaugment-svhn"``, ``"trivialaugment"``;
+            each samples what torchvision's transform of that name samples.
+        num_ops, magnitude: RandAugment's ops per copy and magnitude bin (of 31), default 2
+            and 9; other policies take neither (an error, not ignored).
         padding, flip: the weak augmentation (zero-padded random crop, horizontal flip),
             also applied to strong copies. ``padding`` defaults to 4 for ``"crop-flip"`` and
             must be 0 for ``"resized-crop"`` (the resized crop replaces it).
@@ -157,7 +163,8 @@ class CoresetAugmentation:
     """
 
     def __init__(self, images, labels: Optional[torch.Tensor] = None, *, fraction: float = 0.1,
-                 select_every: int = 5, copies: int = 4, num_ops: int = 2, magnitude: int = 9,
+                 select_every: int = 5, copies: int = 4, policy: str = "randaugment",
+                 num_ops: Optional[int] = None, magnitude: Optional[int] = None,
                  padding: Optional[int] = None, flip: bool = True, mean=None, std=None, method: str = "coreset",
                  subset_only: bool = False, aug_mode: str = "append", weights: str = DEFAULT_WEIGHTS,
                  embedding: Optional[str] = None, features: Optional[nn.Module] = None,
@@ -211,7 +218,6 @@ class CoresetAugmentation:
         self.padding, self.flip, self.amp, self.weak = padding, bool(flip), bool(amp), weak
         self.pin_memory = None if pin_memory is None else bool(pin_memory)
         self.augment_impl, self.group, self.track_maxloss = augment_impl, _check_group(group), bool(track_maxloss)
-        self.num_ops, self.magnitude = num_ops, magnitude
         self.progress = progress
         c = self.source.channels
         self._mean = [0.0] * c if mean is None else _per_channel("mean", mean, c)
@@ -221,7 +227,10 @@ class CoresetAugmentation:
         # copies=1 with a repeated index: each output row is one independent draw, so the
         # rows line up with the index whatever order the op lays copies out in.
         self._augmenter = Augmenter(num_ops=num_ops, magnitude=magnitude, copies=1, padding=padding, flip=flip,
-                                    mean=self._mean, std=self._std, out_dtype=out_dtype)
+                                    mean=self._mean, std=self._std, out_dtype=out_dtype, policy=policy)
+        # the policy's settings as the Augmenter resolved them (RandAugment: 2 ops, bin 9)
+        a = self._augmenter
+        self.policy, self.num_ops, self.magnitude = a.policy, a.num_ops, a.magnitude
         seeds = stream_seeds(self.seed)
         self._gen = {k: torch.Generator().manual_seed(seeds[k]) for k in ("shuffle", "augment", "select")}
         self._epoch = 0
@@ -553,9 +562,10 @@ class CoresetAugmentation:
         if self._torchvision is None:
             from .torchvision_augment import TorchvisionAugment
 
-            self._torchvision = TorchvisionAugment(self.source.images.cpu(), num_ops=self.num_ops,
-                                                   magnitude=self.magnitude, padding=self.padding, flip=self.flip,
-                                                   mean=self._mean, std=self._std)
+            strong = dict(num_ops=self.num_ops, magnitude=self.magnitude) if self.policy == "randaugment" \
+                else dict(policy=self.policy)
+            self._torchvision = TorchvisionAugment(self.source.images.cpu(), padding=self.padding, flip=self.flip,
+                                                   mean=self._mean, std=self._std, **strong)
         seed = int(torch.randint(2 ** 62, (1,), generator=self._gen["augment"]))
         return self._torchvision.batches(rows.index, rows.strong, batch_size, seed=seed, device=device)
 

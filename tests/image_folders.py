@@ -1,6 +1,6 @@
 """Generated image folders in torchvision's ImageFolder layout (``root/<class>/<file>``), for
 tests of datasets read from disk: smooth random colour images of varying sizes, one colour
-offset per class (so a small model can learn them), as JPEG and PNG in several PIL modes."""
+tint per class (so a small model can learn them), as JPEG and PNG in several PIL modes."""
 from __future__ import annotations
 
 import os
@@ -14,11 +14,14 @@ KINDS = (("RGB", "jpg"), ("L", "png"), ("RGBA", "png"), ("P", "png"))
 
 
 def image(rng: np.random.Generator, height: int, width: int, label: int):
-    """A smooth random RGB PIL image of (height, width), brighter with the label."""
+    """A smooth random RGB PIL image of (height, width), tinted by its label (channel
+    ``label % 3`` raised), so a small model tells classes apart through strong augmentation."""
     from PIL import Image
 
-    base = Image.fromarray((rng.random((4, 4, 3)) * 200).astype(np.uint8)).resize((width, height), Image.BILINEAR)
-    pixels = np.asarray(base).astype(np.float32) + 25.0 * label + rng.normal(0.0, 8.0, (height, width, 3))
+    base = Image.fromarray((rng.random((4, 4, 3)) * 160).astype(np.uint8)).resize((width, height), Image.BILINEAR)
+    tint = np.zeros(3, np.float32)
+    tint[label % 3] = 80.0
+    pixels = np.asarray(base).astype(np.float32) + tint + rng.normal(0.0, 8.0, (height, width, 3))
     return Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
 
 

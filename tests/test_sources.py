@@ -411,3 +411,19 @@ def test_ranks_read_their_share_and_select_what_one_process_selects(root, tmp_pa
     reads = [set(g["train_reads"]) for g in got]
     assert reads[0] | reads[1] == set(range(n)) and len(reads[0] & reads[1]) <= 1
     assert sum(len(g["train_reads"]) for g in got) < n + 8  # about once per example
+
+
+@pytest.mark.parametrize("policy", ["autoaugment-imagenet", "trivialaugment"])
+def test_the_strong_policy_of_the_copies_is_the_named_one(folder, recorded, policy):
+    """The copies are drawn by the named policy (the paper's AutoAugment for ImageNet-like
+    data); the weak rows are unchanged by it."""
+    aug = make(folder, method="full", copies=2, policy=policy)
+    collect(aug.epoch(Net(), batch_size=64))
+    assert aug.policy == policy and aug.num_ops is None and aug._augmenter.policy == policy
+    params = recorded["strong"]
+    ops = torch.cat([p.ops for p in params])
+    assert ops.shape[0] == 2 * len(folder)
+    if policy == "autoaugment-imagenet":  # two steps a row, some skipped (Identity)
+        assert ops.shape[1] == 2 and (ops == 0).any() and (ops != 0).any()
+    else:
+        assert ops.shape[1] == 1

@@ -399,3 +399,59 @@ def test_ddp_epoch_under_torchrun(tmp_path):
     assert torch.equal(one["subset"], sel["subset"]) and torch.equal(one["weights"], sel["weights"])
     # the overlap with the max-loss subset needs every rank's losses, gathered in row order
     assert sel["maxloss_intersection"] == one["maxloss_intersection"]
+
+
+# ------------------------------------------------------------------ folders of images (--dataset folder)
+
+@pytest.fixture(scope="module")
+def image_root(tmp_path_factory):
+    from image_folders import make_imagenet_layout
+
+    return make_imagenet_layout(tmp_path_factory.mktemp("imagenet-layout"), per_class=8, classes=3)
+
+
+def test_cli_trains_one_epoch_on_a_folder(image_root, tmp_path, capsys):
+    """--dataset folder: ImageFolders of train/ and val/, images of any size read in 2 workers,
+    torchvision's resnet18, AutoAugment; the run's files as for the built-in datasets."""
+    out = tmp_path / "run"
+    code = main(["--dataset", "folder", "--data-dir", str(image_root), "--image-size", "32", "--workers", "2",
+                 "--model", "resnet18", "--policy", "autoaugment-imagenet", "--epochs", "1", "--batch-size", "8",
+                 "--fraction", "0.25", "--copies", "2", "--device", "cpu", "--quiet", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    summary = json.loads((out / "summary.json").read_text())
+    (rec,) = summary["epochs"]
+    assert summary["config"]["weak"] == "resized-crop" and summary["config"]["policy"] == "autoaugment-imagenet"
+    assert rec["rows"] == 24 + 2 * 3 * 2 and rec["selected"] and 0 <= rec["test_acc"] <= 100
+    assert (out / "checkpoint.pt").is_file()
+
+
+def test_weights_start_the_model_and_skip_a_classifier_of_another_size(image_root, tmp_path, capsys):
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(1)
+    imagenet = torchvision.models.resnet18(num_classes=1000)
+    path = tmp_path / "resnet18.pt"
+    torch.save(imagenet.state_dict(), path)
+    cfg = TrainConfig(dataset="folder", data_dir=str(image_root), image_size=32, workers=0, model="resnet18",
+                      weights=str(path), epochs=1, device="cpu", quiet=True)
+    trainer = Trainer(cfg)
+    assert trainer.weights_skipped == ["fc.bias", "fc.weight"]
+    got = trainer.model.state_dict()
+    assert torch.equal(got["conv1.weight"], imagenet.state_dict()["conv1.weight"])
+    assert got["fc.weight"].shape == (3, 512)
+    # the CLI says which entries it kept
+    code = main(["--dataset", "folder", "--data-dir", str(image_root), "--image-size", "16", "--workers", "0",
+                 "--model", "resnet18", "--weights", str(path), "--epochs", "1", "--device", "cpu",
+                 "--method", "none", "--out", str(tmp_path / "run")])
+    assert code == 0
+    assert f"--weights {path}: kept the model's own fc.bias, fc.weight (another shape there)" in capsys.readouterr().out
+
+
+def test_weights_of_another_architecture_are_refused(image_root, tmp_path, capsys):
+    path = tmp_path / "cnn.pt"
+    torch.save(build_model("cnn", 3, (3, 16, 16)).state_dict(), path)
+    code = main(["--dataset", "folder", "--data-dir", str(image_root), "--image-size", "16", "--model", "resnet18",
+                 "--weights", str(path), "--device", "cpu", "--quiet", "--out", str(tmp_path / "run")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--weights" in err and "do not match --model's" in err and err.count("\n") == 1
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()

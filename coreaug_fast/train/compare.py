@@ -64,10 +64,15 @@ def run_comparison(base: TrainConfig, methods: Sequence[str], seeds: Sequence[in
                        f"wall {summary['total_s']:.1f}s")
     r = summaries[0]["config"]
     title = (f"{r['dataset']} / {r['model']}, {r['epochs']} epochs, R={r['select_every']}, r={r['copies']} copies, "
-             f"N={r['num_ops']} ops, {r['aug_mode']}, weights {r['subset_weights']}, "
+             f"{_policy(r)}, {r['aug_mode']}, weights {r['subset_weights']}, "
              f"seeds {','.join(map(str, seeds))}, {summaries[0]['environment']['device']}")
     rows = comparison_rows(summaries, reference)
     return rows, write_comparison(rows, out, title, reference)
+
+
+def _policy(cfg: dict) -> str:
+    policy = cfg.get("policy", "randaugment")
+    return f"N={cfg['num_ops']} ops" if policy == "randaugment" else policy
 
 
 def _reusable(cfg: TrainConfig) -> Optional[dict]:

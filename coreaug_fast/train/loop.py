@@ -25,7 +25,7 @@ from .._timing import PhaseTimer
 from ..coreset_augmentation import CoresetAugmentation
 from .config import TrainConfig, UsageError, run_name
 from .data import Dataset, load_dataset
-from .models import build_model
+from .models import build_model, last_layer, load_weights
 from .report import RunLog, summarize
 from .schedule import WarmupDecay
 
@@ -67,10 +67,20 @@ class Trainer:
         if model is None:
             with torch.random.fork_rng(devices=[]):  # model init must not depend on, or disturb, the global stream
                 torch.manual_seed(stream_seeds(cfg.seed)["init"])
-                model = build_model(cfg.model, self.ds.num_classes, self.ds.image_shape)
-            features = features if features is not None else model.head
+                try:
+                    model = build_model(cfg.model, self.ds.num_classes, self.ds.image_shape)
+                except ValueError as e:
+                    raise UsageError(str(e)) from None
+            features = features if features is not None else last_layer(model)
         elif not isinstance(model, torch.nn.Module):
             raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
+        #: state-dict entries of --weights left as initialised (another shape, e.g. the classifier)
+        self.weights_skipped: list = []
+        if cfg.weights is not None:
+            try:
+                self.weights_skipped = load_weights(model, cfg.weights)
+            except ValueError as e:
+                raise UsageError(str(e)) from None
         self.model = model.to(self.device)
         self.net = ddp.wrap(self.model, self.ddp) if self.ddp else self.model  # what training steps call
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
@@ -78,13 +88,16 @@ class Trainer:
         self.schedule = WarmupDecay(self.optimizer, base_lr=cfg.lr, epochs=cfg.epochs,
                                     warmup_epochs=cfg.warmup_epochs, decay=cfg.lr_decay)
         ds = self.ds
+        # a folder is read from disk at --image-size, in --workers processes
+        from_disk = {} if ds.in_memory else dict(image_size=ds.image_size, weak=ds.weak, num_workers=cfg.workers,
+                                                 progress=False if cfg.quiet else None)
         self.augmentation = CoresetAugmentation(
             ds.train_x, ds.train_y, fraction=cfg.fraction, select_every=cfg.select_every, copies=cfg.copies,
-            num_ops=cfg.num_ops, magnitude=cfg.magnitude, padding=ds.padding, flip=ds.flip, mean=ds.mean,
-            std=ds.std, method=cfg.method, subset_only=cfg.subset_only, aug_mode=cfg.aug_mode,
+            policy=cfg.policy, num_ops=cfg.num_ops, magnitude=cfg.magnitude, padding=ds.padding, flip=ds.flip,
+            mean=ds.mean, std=ds.std, method=cfg.method, subset_only=cfg.subset_only, aug_mode=cfg.aug_mode,
             weights=cfg.subset_weights, embedding=cfg.embedding, features=features, seed=cfg.seed, amp=self.amp,
             augment_impl=getattr(cfg, "augment_impl", "fused"), group=self.ddp.group if self.ddp else None,
-            track_maxloss=True)
+            track_maxloss=True, **from_disk)
         self.epoch = 0
         self.records: list = []
         self.elapsed_s = 0.0
@@ -163,9 +176,14 @@ class Trainer:
         """Top-1 test accuracy in percent (model in eval mode, no augmentation)."""
         self.model.eval()
         correct = torch.zeros((), dtype=torch.long, device=self.device)
-        for x, y in zip(self.ds.test_x.split(1024), self.ds.test_y.split(1024)):
+        if self.ds.in_memory:
+            batches = ((self.augmentation.transform_eval(x), y)
+                       for x, y in zip(self.ds.test_x.split(1024), self.ds.test_y.split(1024)))
+        else:  # read from disk in the augmentation's workers, shorter side resized, centre-cropped
+            batches = self.augmentation.eval_batches(self.ds.test_x, self.cfg.batch_size, device=self.device)
+        for x, y in batches:
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-                pred = self.model(self.augmentation.transform_eval(x)).argmax(1)
+                pred = self.model(x).argmax(1)
             correct += (pred == y).sum()
         self.model.train()
         return 100.0 * float(correct) / max(self.ds.test_y.numel(), 1)
@@ -190,7 +208,8 @@ class Trainer:
         """Restore a checkpoint written with the same settings; a larger ``epochs`` extends
         the run (the schedule then follows the new length from the checkpoint on)."""
         saved_cfg = TrainConfig(**state["config"])
-        saved = saved_cfg.training_keys()
+        # resolved: a checkpoint written before a setting existed ran with that setting's default
+        saved = saved_cfg.resolved().training_keys()
         here = self.cfg.training_keys()
         extend = here["epochs"] != saved["epochs"]
         if extend and here["epochs"] < state["epoch"]:
@@ -274,8 +293,11 @@ def _train(cfg: TrainConfig, dataset, ctx, epoch_lines: bool) -> dict:
     # A bad --device or --resume is refused before anything is written or loaded.
     device = ctx.device if ctx is not None else resolve_device(cfg.device)
     state = read_checkpoint(ckpt if cfg.resume == "auto" else Path(cfg.resume), device) if cfg.resume else None
+    trainer = Trainer(cfg, dataset)  # a bad --data-dir or --weights is refused before the folder is made
     out.mkdir(parents=True, exist_ok=True)
-    trainer = Trainer(cfg, dataset)
+    if trainer.weights_skipped and main and not cfg.quiet:
+        tqdm.write(f"--weights {cfg.weights}: kept the model's own {', '.join(trainer.weights_skipped)} "
+                   "(another shape there)")
     if state is not None:
         trainer.load_state_dict(state)
     log = RunLog(out, trainer.records) if main else None

@@ -1,8 +1,10 @@
 """The paper's models and two small ones for the embedded data.
 
-Every model is ``embed`` (images -> penultimate features, (N, d)) followed by ``head`` (a
-linear layer, (N, d) -> (N, classes)), so the selection pass gets the logits and the
-features that ``--embedding last-layer-features`` needs from one forward pass.
+Every model of this file is ``embed`` (images -> penultimate features, (N, d)) followed by
+``head`` (a linear layer, (N, d) -> (N, classes)), so the selection pass gets the logits and
+the features that ``--embedding last-layer-features`` needs from one forward pass.
+torchvision's ImageNet ResNets (``resnet18``, ``resnet50``) are used as they are; their last
+layer is ``fc`` (:func:`last_layer` finds either).
 """
 from __future__ import annotations
 
@@ -146,9 +148,15 @@ class MLP(Classifier):
         return F.relu(self.hidden(x.flatten(1)))
 
 
-def build_model(name: str, num_classes: int, image_shape) -> Classifier:
+def build_model(name: str, num_classes: int, image_shape) -> nn.Module:
     """``name`` in ``config.MODELS``; ``image_shape`` is (C, H, W)."""
     c, h, w = image_shape
+    if name in ("resnet18", "resnet50"):
+        if c != 3:
+            raise ValueError(f"--model {name} takes 3-channel images; this dataset has {c}")
+        import torchvision
+
+        return getattr(torchvision.models, name)(weights=None, num_classes=num_classes)
     if name == "resnet20":
         return CifarResNet(20, num_classes, c)
     if name == "resnet32":
@@ -160,3 +168,46 @@ def build_model(name: str, num_classes: int, image_shape) -> Classifier:
     if name == "mlp":
         return MLP(num_classes, c * h * w)
     raise ValueError(f"unknown model {name!r}")
+
+
+def last_layer(model: nn.Module) -> nn.Module:
+    """The linear layer whose input is the penultimate activation: ``head`` (this file's
+    models) or ``fc`` (torchvision's ResNets)."""
+    for name in ("head", "fc"):
+        layer = getattr(model, name, None)
+        if isinstance(layer, nn.Linear):
+            return layer
+    raise ValueError(f"{type(model).__name__} has no head or fc linear layer; pass features= explicitly")
+
+
+def load_weights(model: nn.Module, path: str) -> list:
+    """Copy a local state dict (``--weights``) into ``model``. Entries whose shape differs from
+    the model's (a classifier for another number of classes) are skipped; the names of the
+    skipped entries are returned. Read with ``weights_only=True``: tensors and plain values
+    only. Raises ValueError for a file that is not such a state dict for this model."""
+    import pickle
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ValueError(f"--weights {path}: no such file") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"--weights {path}: not a state dict of tensors ({first})") from None
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):  # a coreaug-train checkpoint
+        state = state["model"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"--weights {path}: not a state dict (a dict of tensors)")
+    own = model.state_dict()
+    unknown = sorted(set(state) - set(own))
+    missing = sorted(set(own) - set(state))
+    if unknown or missing:
+        raise ValueError(f"--weights {path}: its entries do not match --model's: "
+                         + (f"{len(unknown)} unknown ({', '.join(unknown[:3])}{', ...' if len(unknown) > 3 else ''})"
+                            if unknown else "")
+                         + ("; " if unknown and missing else "")
+                         + (f"{len(missing)} missing ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})"
+                            if missing else ""))
+    skipped = sorted(k for k in state if state[k].shape != own[k].shape)
+    model.load_state_dict({k: v for k, v in state.items() if k not in skipped}, strict=False)
+    return skipped
