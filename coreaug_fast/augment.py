@@ -25,6 +25,7 @@ left to right (``coreaug_fast.reference.augment`` is that, written out):
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple, Optional, Sequence, Union
 
@@ -136,9 +137,12 @@ def _check_bool(name: str, value) -> bool:
     raise ValueError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
 
 
-def _check_normalised_finite(mean: Optional[list], std: list, out_dtype: torch.dtype) -> None:
+@functools.lru_cache(maxsize=64)
+def _check_normalised_finite(mean: Optional[tuple], std: tuple, out_dtype: torch.dtype) -> None:
     """Refuses ``std`` (with ``mean``) for which the op's normalised value of some uint8 value
-    is not finite in ``out_dtype``: the op's own float32 steps, replayed on all 256 values."""
+    is not finite in ``out_dtype``: the op's own float32 steps, replayed on all 256 values.
+    Cached: a training loop's per-batch calls (``crop_flip`` with ``mean``/``std``) replay
+    nothing, and read no tensor value, after the first."""
     tiny = torch.finfo(torch.float32).tiny
     mean = [0.0] if mean is None else mean
     if len(mean) == len(std) or 1 in (len(mean), len(std)):
@@ -157,6 +161,48 @@ def _check_normalised_finite(mean: Optional[list], std: list, out_dtype: torch.d
             x = int(bad.nonzero()[0, 0])
             raise ValueError(f"std {sd!r} is too small for out_dtype {out_dtype}: (x / 255 - {mu!r}) / {sd!r} is "
                              f"{float(out[x])} for x = {x}; the normalised value of every uint8 must be finite")
+
+
+def _stats(name, value) -> Optional[list]:
+    """Per-channel (or one) finite floats from a number, a sequence, an array or a tensor."""
+    if value is None:
+        return None
+    if isinstance(value, torch.Tensor) or hasattr(value, "__array__"):
+        value = torch.as_tensor(value).flatten().tolist()  # a tensor / ndarray of channel values
+    values = list(value) if isinstance(value, (list, tuple)) else [value]
+    try:
+        values = [_checks.check_float(name, v) for v in values]
+    except ValueError:
+        raise ValueError(f"{name} must be a finite float or one per channel, got {value!r}") from None
+    if not values:
+        raise ValueError(f"{name} must be a finite float or one per channel, got {value!r}")
+    return values
+
+
+def _normalisation(mean, std, out_dtype: torch.dtype):
+    """(mean, std) as lists of floats (or None, None) for an output of ``out_dtype``: both or
+    neither, in x / 255 units, a floating ``out_dtype``, and every normalised uint8 finite."""
+    _checks.check_choice("out_dtype", out_dtype, [torch.float32, torch.float16, torch.bfloat16, torch.uint8])
+    mean_values, std_values = _stats("mean", mean), _stats("std", std)
+    if std_values is not None and any(s == 0 for s in std_values):
+        raise ValueError(f"std must be nonzero, got {std!r}")
+    if out_dtype == torch.uint8 and (mean_values is not None or std_values is not None):
+        raise ValueError("mean/std need a floating out_dtype, got uint8")
+    if (mean is None) != (std is None):
+        # a lone mean would silently divide by 1, a lone std subtract 0
+        raise ValueError(f"mean and std must be given together (or neither), got mean={mean!r}, std={std!r}")
+    if mean_values is not None and any(abs(v) > 1 for v in mean_values):
+        raise ValueError(f"mean is in units of x / 255 (values in [0, 1], as torchvision's Normalize after "
+                         f"ToDtype(scale=True)), got {mean_values}: divide 0-255 statistics by 255")
+    if std_values is not None:
+        _check_normalised_finite(None if mean_values is None else tuple(mean_values), tuple(std_values), out_dtype)
+    return mean_values, std_values
+
+
+def _check_stats_channels(mean, std, channels: int) -> None:
+    for name, stats in (("mean", mean), ("std", std)):
+        if stats is not None and len(stats) not in (1, channels):
+            raise ValueError(f"{name} has {len(stats)} values for {channels} channels")
 
 
 def _check_crop_shapes(offsets, flips) -> None:
@@ -248,7 +294,8 @@ def apply_augment(images: torch.Tensor, ops: torch.Tensor, magnitudes: torch.Ten
 
 
 def crop_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, *, padding: int = 4,
-              index: Optional[torch.Tensor] = None, check: bool = True) -> torch.Tensor:
+              index: Optional[torch.Tensor] = None, check: bool = True, out_dtype: torch.dtype = torch.uint8,
+              mean=None, std=None) -> torch.Tensor:
     """Random crop with zero padding and horizontal flip (the paper's weak augmentation).
 
     Row m is ``hflip(crop(pad(images[index[m]], padding, 0), top, left, H, W))`` if
@@ -266,9 +313,13 @@ def crop_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, 
             synchronisations on a GPU); ``False`` skips those reads (see
             :func:`apply_augment`; other bad values give unspecified pixels, never a read
             out of bounds).
+        out_dtype: uint8 (the pixels), or float32 / float16 / bfloat16: ``x / 255``, then
+            ``(x - mean) / std`` when given, in the same pass (torchvision's
+            ``ToDtype(scale=True)`` then ``Normalize``, to the bit, as :class:`Augmenter`).
+        mean, std: per-channel (or one) normalisation in x / 255 units, both or neither.
 
     Returns:
-        uint8 (M, C, H, W) on the device of ``images``.
+        (M, C, H, W) in ``out_dtype`` on the device of ``images``.
     """
     _check_images(images)
     padding = _check_padding(padding)
@@ -280,11 +331,13 @@ def crop_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, 
     crop = _crop_tensor(offsets, flips, padding, rows, images.device, check)
     if index is not None:
         _check_index(index, images.shape[0], rows, check)
+    mean, std = _normalisation(mean, std, out_dtype)
+    _check_stats_channels(mean, std, images.shape[1])
     _ext.require_extension("crop_flip")
     empty_ops = torch.empty(rows, 0, dtype=torch.int32, device=images.device)
     empty_mag = torch.empty(rows, 0, dtype=torch.float32, device=images.device)
     return torch.ops.coreaug.augment(images, empty_ops, empty_mag, None if index is None else index.long(),
-                                     crop, padding, [0], None, None, None)
+                                     crop, padding, [0], None if out_dtype == torch.uint8 else out_dtype, mean, std)
 
 
 # ---- the sampler -------------------------------------------------------------------------
@@ -376,21 +429,7 @@ class Augmenter:
         copies = _checks.check_int("copies", copies, low=1, high=MAX_COPIES)
         padding = _check_padding(padding)
         flip = _check_bool("flip", flip)
-        _checks.check_choice("out_dtype", out_dtype, [torch.float32, torch.float16, torch.bfloat16, torch.uint8])
-        self.mean = self._stats("mean", mean)
-        self.std = self._stats("std", std)
-        if self.std is not None and any(s == 0 for s in self.std):
-            raise ValueError(f"std must be nonzero, got {std!r}")
-        if out_dtype == torch.uint8 and (self.mean is not None or self.std is not None):
-            raise ValueError("mean/std need a floating out_dtype, got uint8")
-        if (mean is None) != (std is None):
-            # a lone mean would silently divide by 1, a lone std subtract 0
-            raise ValueError(f"mean and std must be given together (or neither), got mean={mean!r}, std={std!r}")
-        if self.mean is not None and any(abs(v) > 1 for v in self.mean):
-            raise ValueError(f"mean is in units of x / 255 (values in [0, 1], as torchvision's Normalize after "
-                             f"ToDtype(scale=True)), got {self.mean}: divide 0-255 statistics by 255")
-        if self.std is not None:
-            _check_normalised_finite(self.mean, self.std, out_dtype)
+        self.mean, self.std = _normalisation(mean, std, out_dtype)
         self.policy = sampler.policy
         self.num_ops = getattr(sampler, "ops_per_row", None) if self.policy == "randaugment" else None
         self.magnitude = getattr(sampler, "magnitude", None)
@@ -401,21 +440,6 @@ class Augmenter:
         self.last_params: Optional[AugmentParams] = None
         self._sampler = sampler
         self._tables: dict = {}  # (height, width, device) -> the sampler's tables there
-
-    @staticmethod
-    def _stats(name, value):
-        if value is None:
-            return None
-        if isinstance(value, torch.Tensor) or hasattr(value, "__array__"):
-            value = torch.as_tensor(value).flatten().tolist()  # a tensor / ndarray of channel values
-        values = list(value) if isinstance(value, (list, tuple)) else [value]
-        try:
-            values = [_checks.check_float(name, v) for v in values]
-        except ValueError:
-            raise ValueError(f"{name} must be a finite float or one per channel, got {value!r}") from None
-        if not values:
-            raise ValueError(f"{name} must be a finite float or one per channel, got {value!r}")
-        return values
 
     def __repr__(self) -> str:
         settings = {"randaugment": f"num_ops={self.num_ops}, magnitude={self.magnitude}, "
@@ -535,9 +559,7 @@ class Augmenter:
 
     def _run(self, images: torch.Tensor, params: AugmentParams, crop: Optional[torch.Tensor]) -> torch.Tensor:
         fill_values = _fill_list(self.fill, images.shape[1])
-        for name, stats in (("mean", self.mean), ("std", self.std)):
-            if stats is not None and len(stats) not in (1, images.shape[1]):
-                raise ValueError(f"{name} has {len(stats)} values for {images.shape[1]} channels")
+        _check_stats_channels(self.mean, self.std, images.shape[1])
         _ext.require_extension("Augmenter")
         out_dtype = None if self.out_dtype == torch.uint8 else self.out_dtype
         return torch.ops.coreaug.augment(

@@ -535,12 +535,10 @@ class CoresetAugmentation:
         p = self.padding
         offsets = torch.randint(2 * p + 1, (m, 2), generator=generator, dtype=torch.int32)
         flips = (torch.rand(m, generator=generator) < 0.5) & self.flip
-        out = crop_flip(images, to_device_async(offsets, device), to_device_async(flips, device), padding=p,
-                        index=index, check=False)  # drawn here, in range: no host sync
-        _, mean, std = self._on(device)
-        # torchvision's ToDtype(float32, scale=True) then Normalize, op for op, as the fused
-        # strong rows compute it: weak and strong rows are both torchvision's to the bit
-        return out.to(torch.float32).mul_(1.0 / 255.0).sub_(mean).div_(std).to(self.out_dtype)
+        # drawn here, in range: no host sync. Normalised in the same pass, as torchvision's
+        # ToDtype(scale=True) + Normalize compute it (and the fused strong rows do)
+        return crop_flip(images, to_device_async(offsets, device), to_device_async(flips, device), padding=p,
+                         index=index, check=False, out_dtype=self.out_dtype, mean=self._mean, std=self._std)
 
     def _augment_batch(self, images: torch.Tensor, index: Optional[torch.Tensor], n_weak: int, device) -> torch.Tensor:
         """One batch, weak rows first: ``images[index]`` (``images`` itself when ``index`` is

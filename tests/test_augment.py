@@ -588,3 +588,24 @@ def test_crop_flip_names_offsets_when_offsets_has_the_odd_row_count():
         crop_flip(images, torch.zeros(2, 2, dtype=torch.long), flips, index=torch.tensor([0, 1, 1]))
     with pytest.raises(ValueError, match=r"^offsets must be \(M, 2\) \(top, left\), got shape \(2, 3\)"):
         crop_flip(images, torch.zeros(2, 3, dtype=torch.long), flips)
+
+
+@pytest.mark.parametrize("out_dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_crop_flip_normalises_in_the_same_pass_as_torchvision(device, out_dtype, channels):
+    """crop_flip(..., out_dtype, mean, std) = torchvision's ToDtype(scale=True) + Normalize of
+    the uint8 crop, to the bit, then the cast (as the Augmenter's strong rows)."""
+    from coreaug_fast.reference.augment import normalize_reference
+
+    g = torch.Generator().manual_seed(3)
+    images = torch.randint(0, 256, (5, channels, 9, 11), dtype=torch.uint8, generator=g).to(device)
+    offsets = torch.randint(0, 5, (7, 2), generator=g).to(device)
+    flips = (torch.rand(7, generator=g) < 0.5).to(device)
+    index = torch.randint(0, 5, (7,), generator=g).to(device)
+    mean, std = [0.485, 0.456, 0.406][:channels], [0.229, 0.224, 0.225][:channels]
+    got = crop_flip(images, offsets, flips, padding=2, index=index, out_dtype=out_dtype, mean=mean, std=std)
+    pixels = crop_flip_reference(images.cpu(), offsets.cpu(), flips.cpu(), padding=2, index=index.cpu())
+    want = normalize_reference(pixels, mean, std, out_dtype)
+    assert got.dtype == out_dtype and torch.equal(got.cpu(), want)
+    plain = crop_flip(images, offsets, flips, padding=2, index=index, out_dtype=torch.float32)
+    assert torch.equal(plain.cpu(), normalize_reference(pixels, None, None, torch.float32))

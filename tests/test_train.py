@@ -51,9 +51,9 @@ def recorder(monkeypatch):
         return real_loss(logits, targets, weights, **kw)
 
     real_crop = ca.crop_flip
-    def crop(images, offsets, flips, *, padding=4, index=None, check=True):
+    def crop(images, offsets, flips, *, padding=4, index=None, check=True, **normalisation):
         rec["weak"].append(index.cpu().clone())
-        return real_crop(images, offsets, flips, padding=padding, index=index, check=check)
+        return real_crop(images, offsets, flips, padding=padding, index=index, check=check, **normalisation)
 
     class Augmenter(ca.Augmenter):
         def __call__(self, images, index=None, *, generator=None, check=True):
