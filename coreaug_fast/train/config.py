@@ -17,9 +17,13 @@ DEFAULT_MODEL = {"digits": "mlp", "mnist5k": "cnn", "synthetic": "cnn", "cifar10
 DEFAULT_EPOCHS = {"digits": 30, "mnist5k": 15, "synthetic": 2}  # the paper's 200 elsewhere
 MAX_SEED = 2**32 - 1
 MAX_LR = 10.0
+# The smallest image side a run takes: below 8 pixels the CNNs pool to nothing, and a crop
+# or a RandAugment geometry op has no room to move. One rule for every use of --image-size.
+MIN_IMAGE_SIZE = 8
+DEVICE_TYPES = ("cpu", "cuda")
 
 # Keys that do not change what is computed, so a resumed run may differ in them.
-RUN_ONLY_KEYS = ("out", "resume", "stop_after", "quiet", "data_dir", "download")
+RUN_ONLY_KEYS = ("out", "resume", "overwrite", "stop_after", "quiet", "data_dir", "download")
 
 
 class UsageError(ValueError):
@@ -63,6 +67,7 @@ class TrainConfig:
     amp: bool = False
     out: Optional[str] = None
     resume: Optional[str] = None
+    overwrite: bool = False
     stop_after: Optional[int] = None
     quiet: bool = False
 
@@ -95,7 +100,12 @@ class TrainConfig:
         _positive("select-every", c.select_every)
         _positive("batch-size", c.batch_size)
         c.num_ops = _int("num-ops", c.num_ops, 1, 16)  # the fused op's MAX_OPS
-        _positive("image-size", c.image_size)
+        c.image_size = _int("image-size", c.image_size, MIN_IMAGE_SIZE, 2**16)
+        _device(c.device)
+        if c.out is not None and not str(c.out).strip():
+            raise UsageError(f"--out must name a folder, got {c.out!r}")
+        if c.resume is not None and c.overwrite:
+            raise UsageError("--resume and --overwrite exclude each other (continue the run there, or replace it)")
         c.seed = _int("seed", c.seed, 0, MAX_SEED)
         if c.copies < 0:
             raise UsageError(f"--copies must be >= 0, got {c.copies}")
@@ -165,6 +175,19 @@ def _int(flag: str, value, low: int, high: int) -> int:
         return check_int(f"--{flag}", value, low=low, high=high)
     except ValueError as e:
         raise UsageError(str(e)) from None
+
+
+def _device(name) -> None:
+    """``auto``, or a device of a type a run can train on (``cpu``, ``cuda``, ``cuda:N``):
+    checked here by its form, before any folder is made; availability when the run starts."""
+    import torch
+
+    try:
+        ok = name == "auto" or torch.device(name).type in DEVICE_TYPES
+    except (RuntimeError, TypeError):
+        ok = False
+    if not ok:
+        raise UsageError(f"--device must be auto, cpu or cuda[:N]; got {name!r}")
 
 
 def _positive(flag: str, value: int) -> None:

@@ -10,28 +10,32 @@ from typing import Optional
 
 import torch
 
+from . import files
 from .config import TrainConfig
 
 PHASES = ("selection_s", "augment_s", "train_s")
 
 
 class RunLog:
-    """``epochs.jsonl`` (one record per line, rewritten from ``records`` on resume) and
-    ``summary.json`` in the run's folder."""
+    """``epochs.jsonl`` and ``summary.json`` in the run's folder.
+
+    ``epochs.jsonl`` is append-only while a run trains (one JSON record per line, appended
+    after the epoch's checkpoint is saved), so a kill can leave a torn last line. It is
+    rewritten, atomically, from the checkpoint's records whenever a run starts or resumes: a
+    torn line (and a record the checkpoint does not have) is dropped then, and the log always
+    agrees with the checkpoint it continues. ``summary.json`` is written atomically."""
 
     def __init__(self, out: Path, records: list):
         self.out = Path(out)
         self.path = self.out / "epochs.jsonl"
-        with open(self.path, "w") as f:
-            for r in records:
-                f.write(json.dumps(r) + "\n")
+        files.write_text(self.path, "".join(json.dumps(r) + "\n" for r in records))
 
     def append(self, record: dict) -> None:
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
 
     def write_summary(self, summary: dict) -> None:
-        _write_json(self.out / "summary.json", summary)
+        files.write_json(self.out / "summary.json", summary)
 
 
 def summarize(cfg: TrainConfig, records: list, total_s: float, *, complete: bool,
@@ -61,12 +65,6 @@ def summarize(cfg: TrainConfig, records: list, total_s: float, *, complete: bool
                                    else platform.processor() or "cpu"),
                         "threads": torch.get_num_threads()},
     }
-
-
-def _write_json(path: Path, obj) -> None:
-    with open(path, "w") as f:
-        json.dump(obj, f, indent=1)
-        f.write("\n")
 
 
 # -- comparison ------------------------------------------------------------------------
@@ -275,8 +273,10 @@ def plot_comparison(rows: list, path: Path, title: str = "") -> Optional[Path]:
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    try:
+        files.replace_atomically(path, lambda f: fig.savefig(f, dpi=130, format="png"))
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -285,7 +285,7 @@ def write_comparison(rows: list, out: Path, title: str = "", reference: str = "r
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     md = out / "compare.md"
-    md.write_text(markdown_table(rows, title, reference))
-    _write_json(out / "compare.json", {"title": title, "reference": reference, "rows": rows})
+    files.write_text(md, markdown_table(rows, title, reference))
+    files.write_json(out / "compare.json", {"title": title, "reference": reference, "rows": rows})
     png = plot_comparison(rows, out / "compare.png", title)
     return {"markdown": md, "json": out / "compare.json", "png": png}
