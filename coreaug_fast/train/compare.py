@@ -93,12 +93,34 @@ def run_comparison(base: TrainConfig, methods: Sequence[str], seeds: Sequence[in
                        f"time {summary['time_s']:.1f}s (sel {summary['selection_s']:.1f}, "
                        f"aug {summary['augment_s']:.1f}, train {summary['train_s']:.1f})  "
                        f"wall {summary['total_s']:.1f}s")
-    r = summaries[0]["config"]
-    title = (f"{r['dataset']} / {r['model']}, {r['epochs']} epochs, R={r['select_every']}, r={r['copies']} copies, "
-             f"N={r['num_ops']} ops, {r['aug_mode']}, weights {r['subset_weights']}, "
-             f"seeds {','.join(map(str, seeds))}, {summaries[0]['environment']['device']}")
+    title = comparison_title(summaries, seeds)
     rows = comparison_rows(summaries, reference)
     return rows, write_comparison(rows, out, title, reference)
+
+
+def comparison_title(summaries: list, seeds: Sequence[int]) -> str:
+    """What the runs share: data, model, schedule, augmentation, seeds, and the machine (CPU
+    model, vector ISA and threads, or GPU: the numbers move with them). The subset weights
+    only when a coreset run is in the table (random and max-loss picks weigh 1 whatever
+    ``--subset-weights`` says); "subset only" when the runs train on the subset alone."""
+    r = summaries[0]["config"]
+    env = summaries[0]["environment"]
+    coreset = [s["config"] for s in summaries if s["method"] == "coreset"]
+    parts = [f"{r['dataset']} / {r['model']}", f"{r['epochs']} epochs", f"R={r['select_every']}",
+             f"r={r['copies']} copies", f"N={r['num_ops']} ops", r["aug_mode"]]
+    if any(s["config"].get("subset_only") for s in summaries):
+        parts.append("subset only")
+    if coreset:
+        parts.append(f"coreset weights {coreset[0]['subset_weights']}")
+    parts += [f"seeds {','.join(map(str, seeds))}", machine(env)]
+    return ", ".join(parts)
+
+
+def machine(env: dict) -> str:
+    """``device (ISA, N threads)`` from a summary's ``environment``."""
+    extra = [env["isa"]] if env.get("isa") else []
+    extra += [f"{env['threads']} threads"] if env.get("threads") else []
+    return env.get("device", "?") + (f" ({', '.join(extra)})" if extra else "")
 
 
 def _reusable(cfg: TrainConfig) -> Optional[dict]:

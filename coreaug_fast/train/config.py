@@ -137,10 +137,11 @@ class TrainConfig:
 
 
 def run_name(cfg: TrainConfig) -> str:
-    """``<method>[-<fraction>][-subset-only][-w<subset-weights>][-torchvision]-s<seed>``"""
+    """``<method>[-<fraction>][-subset-only][-w<subset-weights>][-torchvision]-s<seed>``; the
+    weights only for ``coreset`` (random and max-loss picks weigh 1 under every setting)."""
     sub = cfg.method in SUBSET_METHODS
     return (cfg.method + (f"-{cfg.fraction:g}" if sub else "") + ("-subset-only" if cfg.subset_only else "")
-            + (f"-w{cfg.subset_weights}" if sub and cfg.subset_weights != "uniform" else "")
+            + (f"-w{cfg.subset_weights}" if cfg.method == "coreset" and cfg.subset_weights != "uniform" else "")
             + ("-torchvision" if getattr(cfg, "augment_impl", "fused") == "torchvision" else "") + f"-s{cfg.seed}")
 
 
