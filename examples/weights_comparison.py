@@ -1,4 +1,4 @@
-"""Paired comparison of the copies' weights (``weights=``) on digits, as ``make demo``:
+"""Paired comparison of the copies' weights (``weights=``) on digits (not make demo's mnist5k):
 coreset 10% with gamma / normalized / uniform weights and random 10% as a reference, full
 data + 4 strong copies of the subset, 30 epochs, same seeds for every variant.
 

@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--data-dir", help="folder holding torchvision's files (cifar-10-batches-py/, train_32x32.mat, ...)")
     g.add_argument("--download", action="store_true", help="fetch missing cifar10/svhn files into --data-dir")
     g.add_argument("--train-size", type=int, help="keep a fixed random subset of this many training examples")
-    g.add_argument("--image-size", type=int, default=d.image_size, help="synthetic images' side")
+    g.add_argument("--image-size", type=int, default=d.image_size, help="synthetic images' side, >= 8")
     g.add_argument("--label-noise", type=float, default=d.label_noise,
                    help="flip this fraction of training labels to another class (paper Table 2)")
     g.add_argument("--imbalance", type=float,
@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lr-decay", choices=("step", "cosine"), default=d.lr_decay,
                    help="step: x0.1 at 50%% and 75%% of training; cosine")
     g.add_argument("--loss-normalize", choices=("weights", "count"), default=d.loss_normalize,
-                   help="batch loss = sum(w * CE) / sum(w) (weights) or / batch size (count)")
+                   help="batch loss = sum(w * CE) / sum(w) (weights) or / its rows of weight > 0 (count)")
     g = p.add_argument_group("run")
     g.add_argument("--seed", type=int, default=d.seed,
                    help="seeds initialisation, data order, augmentation and selection; 0..2**32-1")
@@ -180,8 +180,7 @@ def main(argv=None) -> int:
             out = Path(args.out or f"runs/compare-{args.dataset}")
             cfg.resolved()  # report bad settings before the first run starts
             check_plan(cfg, methods, args.seeds, args.reference, fractions)
-            files.check_folder(out, resume=args.resume is not None, overwrite=args.overwrite, compare=True)
-            files.check_writable(out)
+            files.check_writable(out)  # run_comparison then refuses a folder that is not empty
             rows, paths = run_comparison(dataclasses.replace(cfg, out=None, overwrite=False), methods, args.seeds,
                                          fractions, out, progress=not args.quiet,
                                          resume=args.resume is not None, overwrite=args.overwrite,

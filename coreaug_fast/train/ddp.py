@@ -1,4 +1,4 @@
-"""Data-parallel training: ``torchrun --nproc-per-node N coreaug-train ...``.
+"""Data-parallel training: ``torchrun --nproc-per-node N --no-python coreaug-train ...``.
 
 Under torchrun (``WORLD_SIZE`` > 1 in the environment) ``train`` starts the process group
 (NCCL on CUDA, gloo on CPU), and every rank holds the whole uint8 dataset and a

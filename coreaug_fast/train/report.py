@@ -309,6 +309,7 @@ def plot_comparison(rows: list, path: Path, title: str = "") -> Optional[Path]:
     xs = [x for x, _ in points if x > 0]
     if xs and max(xs) / min(xs) > 8:
         ax.set_xscale("log", base=2)
+    ax.margins(x=0.15)  # room for the labels right of the last point
     ax.set_xlabel("speedup over full augmentation (selection + augmentation + training time)" if by_speedup
                   else "time (s): selection + augmentation + training, mean over seeds")
     ax.set_ylabel("test accuracy (%)")
