@@ -6,6 +6,10 @@ and Triton kernels. ``coreaug_fast.reference`` holds plain-PyTorch twins of ever
 fast path.
 """
 from ._version import __version__
+from . import _interrupt
+
+_interrupt.install()  # before torch is imported: Ctrl-C in a command line's start-up is one line
+
 
 from . import reference
 from . import analysis

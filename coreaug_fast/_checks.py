@@ -29,6 +29,22 @@ def check_same_device(**tensors: "torch.Tensor | None") -> torch.device:
     return next(iter(devices.values()))
 
 
+def check_not_meta(**tensors) -> None:
+    """Refuse tensors on the meta device (a shape without values) before any value is read:
+    torch's own error there ("Tensor.item() cannot be called on meta tensors") names neither
+    the argument nor the cause. Only when *every* tensor given is on meta; a mix of devices
+    is :func:`check_same_device`'s to report. Non-tensors are skipped (their type checks
+    report them); a tuple is looked into (factored embeddings)."""
+    present = {}
+    for name, v in tensors.items():
+        for t in (v if isinstance(v, tuple) else (v,)):
+            if isinstance(t, torch.Tensor):
+                present.setdefault(name, t)
+    if present and all(t.device.type == "meta" for t in present.values()):
+        name = next(iter(present))
+        raise ValueError(f"{name} is on the meta device (a shape without values); pass tensors on the CPU or a GPU")
+
+
 def check_rows(n: int, **tensors: "torch.Tensor | None") -> None:
     for k, v in tensors.items():
         if v is not None and v.shape[0] != n:
@@ -36,6 +52,7 @@ def check_rows(n: int, **tensors: "torch.Tensor | None") -> None:
 
 
 def check_finite(name: str, x: torch.Tensor) -> None:
+    check_not_meta(**{name: x})
     if x.is_floating_point() and x.numel() and not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contains NaN or inf")
 
@@ -44,6 +61,7 @@ def check_range(name: str, x: torch.Tensor, low: int, high: int) -> None:
     """Integer values must lie in [low, high)."""
     if x.numel() == 0:
         return
+    check_not_meta(**{name: x})
     lo, hi = int(x.min()), int(x.max())
     if lo < low or hi >= high:
         bad = lo if lo < low else hi

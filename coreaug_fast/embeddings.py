@@ -52,7 +52,8 @@ def gradient_embeddings(logits: torch.Tensor, targets: torch.Tensor,
         ``(grad, features)`` representing the (n, C·d) last-layer weight gradients.
 
     Raises:
-        ValueError: wrong shapes or dtypes, targets outside [0, C), tensors on different devices.
+        ValueError: wrong shapes or dtypes, targets outside [0, C), NaN or inf in ``logits``
+            or ``features``, tensors on different devices or on the meta device.
         ExtensionNotBuiltError: the compiled extension is missing.
     """
     _checks.check_tensor("logits", logits, dim=2, floating=True)
@@ -61,9 +62,15 @@ def gradient_embeddings(logits: torch.Tensor, targets: torch.Tensor,
         _checks.check_tensor("features", features, dim=2, floating=True)
     _checks.check_same_device(logits=logits, targets=targets, features=features)
     _checks.check_rows(logits.shape[0], targets=targets)
-    _checks.check_range("targets", targets, 0, logits.shape[1])
     if features is not None:
         _checks.check_rows(logits.shape[0], features=features)
+    _checks.check_not_meta(logits=logits, targets=targets, features=features)
+    _checks.check_range("targets", targets, 0, logits.shape[1])
+    # NaN or inf here would come out as NaN rows, which the selection would then refuse as
+    # "embeddings contains NaN": say which input it was.
+    _checks.check_finite("logits", logits)
+    if features is not None:
+        _checks.check_finite("features", features)
     _ext.require_extension("gradient_embeddings")
     grad = torch.ops.coreaug.gradient_embeddings(logits.detach(), targets.detach().long())
     if features is None:

@@ -29,19 +29,25 @@ def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def _check_values(targets: torch.Tensor, num_classes: int, weights: Optional[torch.Tensor],
-                  given_dtype: Optional[torch.dtype] = None) -> None:
-    """Targets in [0, C) and weights finite and >= 0, checked with one host sync.
+                  given: Optional[torch.Tensor] = None) -> None:
+    """Targets in [0, C); weights finite, >= 0, with a finite sum, and none lost to the cast;
+    checked with one host sync.
 
     A bad target must fail here, in Python: inside a CUDA kernel it could only trap (which
-    poisons the CUDA context) or silently produce garbage. Two reductions and one transfer
-    keep this cheap next to the loss itself even for small batches. ``weights`` are the
-    ones the kernel will read (after the cast to the accumulation dtype, so that float64
-    weights that overflow float32 are caught)."""
+    poisons the CUDA context) or silently produce garbage. A few reductions and one transfer
+    keep this cheap next to the loss itself even for small batches. ``weights`` are the ones
+    the kernel will read (after the cast to the accumulation dtype, so that float64 weights
+    that overflow float32 are caught); ``given`` the caller's, when the cast changed them.
+    Weights whose sum overflows make the "weights" mean inf / inf = NaN and the sum inf, and
+    nonzero weights that the cast flushes to 0 (float64 1e-320 in float32) make it 0 / 0:
+    both are refused rather than returned."""
     if targets.numel() == 0:
         return
     stats = list(torch.aminmax(targets))
     if weights is not None:
-        stats += torch.aminmax(weights)  # NaN propagates into both
+        stats += [*torch.aminmax(weights), weights.sum()]  # NaN propagates into all three
+        if given is not None:
+            stats.append(((given != 0) & (weights == 0)).any())
     if targets.device.type == "cpu":
         values = [v.item() for v in stats]
     else:
@@ -49,11 +55,31 @@ def _check_values(targets: torch.Tensor, num_classes: int, weights: Optional[tor
     lo, hi = values[0], values[1]
     if lo < 0 or hi >= num_classes:
         raise ValueError(f"targets has value {int(lo if lo < 0 else hi)}, outside [0, {num_classes})")
-    if weights is not None and not (0 <= values[2] and values[3] < math.inf):
+    if weights is None:
+        return
+    cast = f" (the {given.dtype} weights as {weights.dtype}, the dtype the loss computes in)" if given is not None else ""
+    if not (0 <= values[2] and values[3] < math.inf):
         bad = values[2] if not 0 <= values[2] else values[3]
-        cast = given_dtype is not None and given_dtype != weights.dtype
-        extra = f" (the {given_dtype} weights as {weights.dtype}, the dtype the loss computes in)" if cast else ""
-        raise ValueError(f"weights must be finite and >= 0, got {bad}{extra}")
+        raise ValueError(f"weights must be finite and >= 0, got {bad}{cast}")
+    if values[4] == math.inf:
+        raise ValueError(f"weights sum to inf in {weights.dtype}, the dtype the loss computes in (largest "
+                         f"{values[3]:.3g}); scale them down: the 'weights' mean does not change")
+    if given is not None and values[5]:
+        raise ValueError(f"weights has nonzero {given.dtype} values that are 0 as {weights.dtype}, the dtype "
+                         f"the loss computes in; scale them up: the 'weights' mean does not change")
+
+
+def mean_divisor(weights: torch.Tensor, normalize: str) -> torch.Tensor:
+    """What the ``"mean"`` reduction divides ``Σ w·CE`` by, for per-row ``weights`` (N,):
+    ``Σ w`` (``normalize="weights"``) or the number of rows with ``w > 0`` (``"count"``: a
+    row of weight 0, such as the padding of a data-parallel epoch, is not a sample). A 0-d
+    tensor of the weights' dtype, on their device, computed without a host sync.
+
+    The one definition of the batch loss: data-parallel training (``train/ddp.py``) sums this
+    over the ranks, so one process and W ranks divide the same batch by the same number."""
+    if normalize == "weights":
+        return weights.sum()
+    return (weights > 0).sum().to(weights.dtype)
 
 
 def weighted_cross_entropy(logits: torch.Tensor, targets: torch.Tensor,
@@ -75,7 +101,9 @@ def weighted_cross_entropy(logits: torch.Tensor, targets: torch.Tensor,
         reduction: ``"none"`` (the (N,) weighted per-sample losses), ``"sum"`` or ``"mean"``.
         normalize: for ``"mean"`` only: ``"weights"`` divides the sum by ``Σ w_i`` (the
             weighted average, ``F.cross_entropy``'s convention for class weights), ``"count"``
-            by N.
+            by the number of rows with ``w_i > 0`` (N when ``weights`` is None or has no
+            zeros; a row of weight 0 counts as absent, as the padding rows of data-parallel
+            training do): :func:`mean_divisor`, which data-parallel training uses too.
         label_smoothing: ε in [0, 1] (a Python or NumPy real), exactly as
             ``F.cross_entropy``'s: the target becomes ``(1 − ε)·onehot + ε/C``.
         check: check the values of ``targets`` and ``weights`` (one host synchronisation
@@ -88,8 +116,14 @@ def weighted_cross_entropy(logits: torch.Tensor, targets: torch.Tensor,
     Returns:
         float32 (float64 for float64 logits) on the device of ``logits``: shape (N,) for
         ``"none"``, else a scalar. With N = 0: an empty (0,) tensor, 0 for ``"sum"`` and NaN
-        for ``"mean"`` (0/0, as ``F.cross_entropy``); likewise NaN for ``"mean"`` with
-        ``normalize="weights"`` when all weights are 0.
+        for ``"mean"`` (0/0, as ``F.cross_entropy``); likewise NaN for ``"mean"`` when all
+        weights are 0.
+
+    Range: the loss is computed in float32 (float64 for float64 logits). Weights whose sum
+    overflows that dtype, and float64 weights that the cast to float32 turns into 0, are
+    errors (with ``check``); a single weighted loss ``w_i·CE_i`` beyond the dtype's range
+    (3.4e38 in float32) is inf, as in the unfused expression. The ``"weights"`` mean does not
+    change when all weights are scaled by one factor, so scale them into range.
 
     Gradients flow to ``logits`` (and to ``weights`` if they require grad); the backward is a
     single fused op. Under ``backward(create_graph=True)`` the gradient is instead built from
@@ -97,10 +131,11 @@ def weighted_cross_entropy(logits: torch.Tensor, targets: torch.Tensor,
 
     Raises:
         ValueError: wrong shapes or dtypes, targets outside [0, C), negative / NaN / inf
-            weights, tensors on different devices, unknown ``reduction`` / ``normalize``,
-            ``label_smoothing`` outside [0, 1]; float64 weights that overflow float32. All are
-            checked before any kernel runs (one host synchronisation for the value checks,
-            none with ``check=False``).
+            weights, weights whose sum overflows, tensors on different devices (or, with
+            ``check``, on the meta device), unknown ``reduction`` / ``normalize``,
+            ``label_smoothing`` outside [0, 1]; float64 weights that overflow float32 or
+            underflow to 0 in it. All are checked before any kernel runs (one host
+            synchronisation for the value checks, none with ``check=False``).
         ExtensionNotBuiltError: the compiled extension is missing.
     """
     _checks.check_tensor("logits", logits, dim=2, floating=True)
@@ -123,7 +158,8 @@ def weighted_cross_entropy(logits: torch.Tensor, targets: torch.Tensor,
     acc = _acc_dtype(logits.dtype)
     w = None if weights is None else weights.to(acc)
     if check:
-        _check_values(targets, logits.shape[1], w, None if weights is None else weights.dtype)
+        _checks.check_not_meta(logits=logits, targets=targets, weights=weights)
+        _check_values(targets, logits.shape[1], w, None if weights is None or weights.dtype == acc else weights)
     _ext.require_extension("weighted_cross_entropy")
 
     losses, _ = torch.ops.coreaug.weighted_cross_entropy(logits, targets.long(), w, eps)
@@ -132,9 +168,9 @@ def weighted_cross_entropy(logits: torch.Tensor, targets: torch.Tensor,
     total = losses.sum()
     if reduction == "sum":
         return total
-    if normalize == "count" or w is None:
+    if w is None:
         return total / n
-    return total / w.sum()
+    return total / mean_divisor(w, normalize)
 
 
 # Autograd is registered in C++ (csrc/weighted_ce_autograd.cpp): a Python registration

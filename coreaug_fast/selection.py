@@ -104,9 +104,13 @@ def select_coreset(embeddings, labels: torch.Tensor, fraction: Optional[float] =
     Raises:
         ValueError: bad shapes, dtypes, values (NaN/inf embeddings, values so large that
             float32 squared distances would overflow, negative labels, fraction outside
-            (0, 1], repeated ``indices``, ...) or tensors on different devices.
+            (0, 1], repeated ``indices``, ...), tensors on different devices or on the meta
+            device, a ``group`` that is not a process group.
         ExtensionNotBuiltError: the CPU path needs the compiled extension.
     """
+    _check_group(group)
+    _checks.check_not_meta(embeddings=embeddings, labels=labels, indices=indices)
+    budget = _wide_budget(budget)
     if group is not None:
         from .distributed import select_coreset_sharded
 
@@ -125,6 +129,34 @@ def select_coreset(embeddings, labels: torch.Tensor, fraction: Optional[float] =
     return engine.select_local(checked.x, checked.h, groups, similarity=similarity, optimizer=optimizer,
                                epsilon=epsilon, backend=checked.backend, generator=generator, progress=progress,
                                indices=indices)
+
+
+def _check_group(group) -> None:
+    """None or a ``torch.distributed`` process group, checked before anything uses it (a
+    string such as ``"world"`` would otherwise be reported as a missing process group)."""
+    if group is None:
+        return
+    import torch.distributed as dist
+
+    if not (dist.is_available() and isinstance(group, dist.ProcessGroup)):
+        raise ValueError(f"group must be a torch.distributed ProcessGroup (e.g. dist.group.WORLD) or None, "
+                         f"got {type(group).__name__} {group!r}")
+
+
+# Per-class budgets are capped at the class size, so any entry at or above this is "every row";
+# capping here keeps Python ints beyond int64 (2**70) out of torch.as_tensor.
+_ALL_ROWS = 2**62
+
+
+def _wide_budget(budget):
+    """A per-class list or tuple of Python / NumPy integers with entries capped at 2**62
+    (which every class size is below); anything else unchanged, for the checks to judge."""
+    import numbers
+
+    if isinstance(budget, (list, tuple)) and all(isinstance(b, numbers.Integral) and not isinstance(b, bool)
+                                                 for b in budget):
+        return type(budget)(min(int(b), _ALL_ROWS) for b in budget)
+    return budget
 
 
 def _baseline(order: torch.Tensor, labels: torch.Tensor, fraction: float, gains: torch.Tensor) -> Coreset:
@@ -165,6 +197,7 @@ def select_random(labels: torch.Tensor, fraction: float, generator: Optional[tor
         A :class:`Coreset` on the device of ``labels``: classes ascending, each class in the
         drawn order, ``gains`` zero, ``assignment`` the own position of chosen rows, -1 elsewhere.
     """
+    _checks.check_not_meta(labels=labels)
     engine.check_labels(labels, None)
     _checks.check_fraction("fraction", fraction)
     _checks.check_generator("generator", generator)
@@ -191,6 +224,7 @@ def select_max_loss(losses: torch.Tensor, labels: torch.Tensor, fraction: float)
     _checks.check_tensor("losses", losses, dim=1, floating=True)
     _checks.check_tensor("labels", labels, dim=1, integer=True)
     _checks.check_same_device(losses=losses, labels=labels)
+    _checks.check_not_meta(losses=losses, labels=labels)
     engine.check_labels(labels, losses.shape[0])
     _checks.check_finite("losses", losses)
     _checks.check_fraction("fraction", fraction)

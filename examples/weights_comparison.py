@@ -1,4 +1,4 @@
-"""Paired comparison of the copies' weights (``weights=``) on digits, as ``make demo``:
+"""Paired comparison of the copies' weights (``weights=``) on digits (not make demo's mnist5k):
 coreset 10% with gamma / normalized / uniform weights and random 10% as a reference, full
 data + 4 strong copies of the subset, 30 epochs, same seeds for every variant.
 
@@ -28,13 +28,15 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--seeds", default="0,1,2,3,4")
     p.add_argument("--out", default="runs/weights")
+    p.add_argument("--overwrite", action="store_true", help="replace the runs a previous call left in --out")
     args = p.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     acc = {v: [] for v in VARIANTS}
     for s in seeds:
         for v, (method, weights) in VARIANTS.items():
             cfg = TrainConfig(dataset="digits", method=method, fraction=0.1, copies=4, subset_weights=weights,
-                              seed=s, device="cpu", quiet=True, out=f"{args.out}/{v}-s{s}")
+                              seed=s, device="cpu", quiet=True, out=f"{args.out}/{v}-s{s}",
+                              overwrite=args.overwrite)
             acc[v].append(train(cfg)["test_acc"])
         print(json.dumps({"seed": s, **{v: a[-1] for v, a in acc.items()}}), flush=True)
     for v, a in acc.items():

@@ -320,6 +320,21 @@ def test_cli_user_data_model_and_augment(tmp_path, monkeypatch):
     assert rc == 0
     res = json.loads((tmp_path / "o" / "spectrum.json").read_text())["result"]
     assert res["num_rows"] == 30 and res["output"] == "target"
+    # --weights loads a state_dict into --model: scaled weights give other singular values
+    from mymod import net
+    trained = net()
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.mul_(3)
+    torch.save(trained.state_dict(), tmp_path / "w.pt")
+    rc = cli.main(["--data", "d.pt", "--model", "mymod:net", "--weights", "w.pt", "--augment", "mymod:aug",
+                   "--classes", "--bins", "3", "--output", "target", "--no-plots", "--quiet", "--out", "w"])
+    assert rc == 0
+    loaded = json.loads((tmp_path / "w" / "spectrum.json").read_text())["result"]
+    direct = analysis.jacobian_spectrum(trained, x, y, lambda v: v + 0.1 * torch.randn_like(v), 900,
+                                        output="target", num_bins=3, progress=False)
+    assert loaded["original"]["singular_values"] == pytest.approx(direct.original.singular_values.tolist())
+    assert loaded["original"]["singular_values"] != pytest.approx(res["original"]["singular_values"])
 
 
 def _bad_data_files(tmp):
@@ -359,7 +374,8 @@ def test_cli_bad_data_files_give_one_line_errors(tmp_path, capsys, name, match):
 
 
 @pytest.mark.parametrize("argv", [["--bins", "0"], ["--max-examples", "0"], ["--chunk-size", "0"],
-                                  ["--hidden", "0"], ["--classes", "99"]])
+                                  ["--hidden", "0"], ["--classes", "99"], ["--weights", "w.pt"],
+                                  ["--augment", "os:nothere"]])
 def test_cli_refuses_bad_values_before_pretraining(argv, tmp_path, monkeypatch, capsys):
     def no_training(*args, **kwargs):
         raise AssertionError("pretrained before refusing the arguments")

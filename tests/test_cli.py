@@ -85,3 +85,34 @@ def test_single_run_with_bad_lr_never_trains(monkeypatch, tmp_path):
 def test_mnist5k_is_a_dataset_choice_with_the_cnn_default():
     assert TrainConfig(dataset="mnist5k").resolved().model == "cnn"
     assert "mnist5k" in build_parser().format_help()
+
+
+@pytest.mark.parametrize("command, prog", [
+    (["-m", "coreaug_fast.train", "--help"], "coreaug-train"),
+    (["-m", "coreaug_fast.analysis"], "python -m coreaug_fast.analysis"),
+    (["coreaug-train", "--help"], "coreaug-train"),
+])
+def test_ctrl_c_while_importing_is_one_line_and_exit_130(tmp_path, command, prog):
+    """Ctrl-C during `import coreaug_fast` (in practice: during `import torch`), simulated by
+    a `torch` that raises KeyboardInterrupt on import, placed first on the path."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    (tmp_path / "torch").mkdir()
+    (tmp_path / "torch" / "__init__.py").write_text("raise KeyboardInterrupt\n")
+    if command[0] == "coreaug-train":
+        script = shutil.which("coreaug-train", path=os.path.dirname(sys.executable))
+        if script is None:
+            pytest.skip("the coreaug-train script is not installed beside this interpreter")
+        command = [script, *command[1:]]
+    else:
+        command = [sys.executable, *command]
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    p = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert p.returncode == 130 and p.stderr == f"{prog}: interrupted\n", (p.returncode, p.stderr)
+    # a program that only imports the library keeps Python's own KeyboardInterrupt
+    p = subprocess.run([sys.executable, "-c", "import coreaug_fast"], capture_output=True, text=True, env=env,
+                       cwd=tmp_path, timeout=120)
+    assert p.returncode != 130 and "Traceback" in p.stderr

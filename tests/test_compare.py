@@ -64,11 +64,15 @@ def test_comparison_rows_pair_by_seed_against_the_reference():
     assert p["mean"] == pytest.approx(2.5 / 3) and (p["wins"], p["ties"], p["losses"]) == (3, 0, 0)
     assert core["speedup"]["ratio"] == pytest.approx((10 / 5 * 10 / 6 * 10 / 4) ** (1 / 3))
     assert core["speedup_torchvision"]["ratio"] == pytest.approx(3 * core["speedup"]["ratio"])
-    assert full["speedup"]["ratio"] == pytest.approx(1.0) and full["speedup"]["noise"]
+    # full against itself is the reference of the speedups (1 by definition), not "1.00x (1.00-1.00, noise)"
+    assert full["speedup"]["ratio"] == 1.0 and full["speedup"]["reference"] and full["speedup"]["ci_low"] is None
+    assert tv["speedup_torchvision"]["reference"] and not core["speedup"].get("reference")
     md = markdown_table(rows, reference="random")
     assert "gain share" not in md
     assert "| coreset | 0.1 | random 0.1 | 3 | +0.83 |" in md and "| 3/0/0 |" in md
-    assert "speedup vs full (torchvision)" in md and ", noise)" in md
+    assert "speedup vs full (torchvision)" in md
+    assert "| full | 1 | 95.00 ± 0.00 | 10.0 | reference | 3.00× (3.00–3.00) |" in md
+    assert "| full (torchvision) | 1 | 95.00 ± 0.00 | 30.0 | 0.33× (0.33–0.33) | reference |" in md
     assert "| coreset | 0.1 | 91.00 | 91.50 | 93.00 |" in md  # per seed, in seed order
 
 
@@ -140,3 +144,95 @@ def test_torchvision_baseline_adds_full_runs_with_that_pipeline(tmp_path, monkey
     assert seen[-1][3].endswith("full-torchvision-s1")
     assert [r["method"] for r in rows] == ["random", "full", "full (torchvision)"]
     assert rows[0]["speedup_torchvision"] is not None
+
+
+# ------------------------------------------------------------------ what compare says about every setting
+
+def _subset_only(method, seed, acc):
+    s = _summary(method, 0.3, seed, acc, 2.0)
+    s["config"]["subset_only"] = True
+    return s
+
+
+def test_subset_only_rows_are_paired_with_the_subset_only_reference():
+    """The paper's headline setting: every run trains on the subset alone, so the reference
+    (random) is a subset-only row too; the paired table must not be empty."""
+    runs = [_subset_only("random", s, a) for s, a in zip(range(3), (80.0, 81.0, 82.0))]
+    runs += [_subset_only("coreset", s, a) for s, a in zip(range(3), (82.0, 82.0, 83.0))]
+    rows = comparison_rows(runs, reference="random")
+    core = rows[1]
+    assert core["method"] == "coreset (subset only)" and core["reference"] == "random (subset only) 0.3"
+    assert core["paired"]["n"] == 3 and core["paired"]["mean"] == pytest.approx(4 / 3)
+    md = markdown_table(rows, reference="random")
+    assert "| coreset (subset only) | 0.3 | random (subset only) 0.3 | 3 | +1.33 |" in md
+    # with both kinds in one table, each pairs with its own kind
+    rows = comparison_rows(runs + [_summary("random", 0.3, s, 90.0, 3.0) for s in range(3)]
+                           + [_summary("coreset", 0.3, s, 91.0, 3.0) for s in range(3)], reference="random")
+    assert {r["method"]: r["reference"] for r in rows if r["paired"]} == {
+        "coreset": "random 0.3", "coreset (subset only)": "random (subset only) 0.3"}
+
+
+def _captured_plot(monkeypatch):
+    """plot_comparison's figure, kept open for inspection."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from coreaug_fast.train.report import plot_comparison
+
+    figs = []
+    real = plt.subplots
+    monkeypatch.setattr(plt, "subplots", lambda *a, **k: figs.append(real(*a, **k)) or figs[-1])
+    monkeypatch.setattr(plt, "close", lambda fig: None)
+    return figs, plot_comparison
+
+
+@pytest.mark.parametrize("with_full", [True, False])
+def test_plot_has_a_point_per_row_and_a_title_inside_the_figure(tmp_path, monkeypatch, with_full):
+    pytest.importorskip("matplotlib")
+    runs = [_summary("random", 0.1, s, 90.0 + s, 4.0 + s) for s in range(3)]
+    runs += [_summary("coreset", 0.1, s, 91.0 + s, 3.0 + s) for s in range(3)]
+    runs += [_summary("full", 1.0, s, 95.0, 10.0) for s in range(3)] if with_full else []
+    rows = comparison_rows(runs)
+    title = ("mnist5k / mlp, 10 epochs, R=5, r=4 copies, N=2 ops, append, coreset weights uniform, "
+             "seeds 0,1,2, AMD EPYC 7B13 (AVX2, 2 threads)")
+    figs, plot = _captured_plot(monkeypatch)
+    assert plot(rows, tmp_path / "c.png", title) == tmp_path / "c.png"
+    fig, ax = figs[0]
+    assert len(ax.containers) == len(rows)  # one errorbar per row, with or without full
+    assert ax.get_xlabel().startswith("speedup" if with_full else "time (s)")
+    fig.canvas.draw()
+    box, page = ax.title.get_window_extent(), fig.bbox
+    assert box.x0 >= 0 and box.x1 <= page.x1 and box.y1 <= page.y1, (box, page)
+    assert ax.title.get_text().replace("\n", " ") == title
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_random_and_max_loss_are_never_labelled_with_coreset_weights():
+    from coreaug_fast.train.compare import comparison_title
+    from coreaug_fast.train.config import run_name
+
+    assert run_name(TrainConfig(method="random", subset_weights="gamma")) == "random-0.1-s0"
+    assert run_name(TrainConfig(method="max-loss", subset_weights="normalized")) == "max-loss-0.1-s0"
+    assert run_name(TrainConfig(method="coreset", subset_weights="gamma")) == "coreset-0.1-wgamma-s0"
+
+    def summary(method):
+        cfg = TrainConfig(dataset="digits", method=method, subset_weights="gamma").resolved().to_dict()
+        return {"method": method, "config": cfg,
+                "environment": {"device": "AMD EPYC 7B13", "isa": "AVX2", "threads": 2}}
+
+    assert "weights" not in comparison_title([summary("random"), summary("max-loss")], [0])
+    title = comparison_title([summary("random"), summary("coreset")], [0, 1])
+    assert "coreset weights gamma" in title and title.endswith("seeds 0,1, AMD EPYC 7B13 (AVX2, 2 threads)")
+
+
+def test_a_run_records_the_machine_it_ran_on(tmp_path):
+    import platform
+
+    from coreaug_fast.train import train
+    from coreaug_fast.train.report import cpu_name
+
+    env = train(TrainConfig(dataset="synthetic", train_size=20, image_size=8, epochs=1, copies=1, device="cpu",
+                            quiet=True, out=str(tmp_path / "r")))["environment"]
+    assert env["device"] == cpu_name() and env["device"] not in ("", "cpu") or platform.system() != "Linux"
+    assert env["isa"].split(",")[0] == torch.backends.cpu.get_cpu_capability()
+    assert env["threads"] == torch.get_num_threads()

@@ -94,3 +94,21 @@ def test_torch_compile_traces_the_op():
         return torch.ops.coreaug.gradient_embeddings(x * 2, t) + 1
 
     torch.testing.assert_close(f(logits, targets), coreaug_fast.gradient_embeddings(logits * 2, targets) + 1)
+
+
+@pytest.mark.parametrize("which", ["logits", "features"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_inputs_are_refused_by_name(which, bad):
+    """NaN or inf would come out as NaN rows (and then be refused by the selection as
+    "embeddings contains NaN", an argument the caller never passed)."""
+    logits, targets = _inputs(5, 3, "cpu")
+    features = torch.randn(5, 4)
+    (logits if which == "logits" else features)[2, 1] = bad
+    with pytest.raises(ValueError, match=f"^{which} contains NaN or inf"):
+        coreaug_fast.gradient_embeddings(logits, targets, features)
+
+
+def test_meta_tensors_are_named():
+    logits, targets = _inputs(5, 3, "cpu")
+    with pytest.raises(ValueError, match="^logits is on the meta device"):
+        coreaug_fast.gradient_embeddings(logits.to("meta"), targets.to("meta"))

@@ -70,6 +70,8 @@ ROWS = [
            ("labels", "select_coreset(X, -Y, 0.5)", "labels has value -1, expected class ids >= 0"),
            ("labels", "select_coreset(X, Y.to('meta'), 0.5)",
             "tensors must be on one device, got embeddings on cpu, labels on meta"),
+           ("embeddings", "select_coreset(X.to('meta'), Y.to('meta'), 0.5)",
+            "embeddings is on the meta device (a shape without values); pass tensors on the CPU or a GPU"),
            ("fraction, budget", "select_coreset(X, Y)", "give exactly one of fraction and budget"),
            ("fraction, budget", "select_coreset(X, Y, 0.5, budget=2)", "give exactly one of fraction and budget"),
            ("fraction", "select_coreset(X, Y, 0)", "fraction must be a number in (0, 1], got 0"),
@@ -99,17 +101,22 @@ ROWS = [
            ("indices", "select_coreset(X, Y, 0.5, indices=torch.tensor([0, 1, 2, 3, 4, 4]))",
             "indices has repeated values; each row needs its own dataset index"),
            ("max_rows_per_rank", "select_coreset(X, Y, 0.5, max_rows_per_rank=10)",
-            "max_rows_per_rank applies to distributed selection; pass group= too")),
+            "max_rows_per_rank applies to distributed selection; pass group= too"),
+           ("group", "select_coreset(X, Y, 0.5, indices=torch.arange(6), group='world')",
+            "group must be a torch.distributed ProcessGroup (e.g. dist.group.WORLD) or None, got str 'world'")),
     *_rows("select_random", V,
            ("labels", "select_random([0, 1], 0.5)", "labels must be a torch.Tensor, got list"),
            ("labels", "select_random(Y.float(), 0.5)", "labels must be an integer tensor, got torch.float32"),
            ("labels", "select_random(-Y, 0.5)", "labels has value -1, expected class ids >= 0"),
+           ("labels", "select_random(Y.to('meta'), 0.5)", "labels is on the meta device (a shape without values)"),
            ("fraction", "select_random(Y, 0)", "fraction must be a number in (0, 1], got 0"),
            ("generator", "select_random(Y, 0.5, generator=0)",
             "generator must be a torch.Generator or None, got int 0")),
     *_rows("select_max_loss", V,
            ("losses", "select_max_loss(Y, Y, 0.5)", "losses must be a floating-point tensor, got torch.int64"),
            ("losses", "select_max_loss(LOSS / 0, Y, 0.5)", "losses contains NaN or inf"),
+           ("losses", "select_max_loss(LOSS.to('meta'), Y.to('meta'), 0.5)",
+            "losses is on the meta device (a shape without values)"),
            ("labels", "select_max_loss(LOSS, Y.float(), 0.5)", "labels must be an integer tensor, got torch.float32"),
            ("labels", "select_max_loss(LOSS, Y[:5], 0.5)", "labels has 5 rows, expected 6"),
            ("labels", "select_max_loss(LOSS, -Y, 0.5)", "labels has value -1, expected class ids >= 0"),
@@ -119,6 +126,9 @@ ROWS = [
            ("logits", "gradient_embeddings(LOGITS[0], T)", "logits must have 2 dimensions, got shape (3,)"),
            ("logits", "gradient_embeddings(LOGITS.long(), T)",
             "logits must be a floating-point tensor, got torch.int64"),
+           ("logits", "gradient_embeddings(LOGITS / 0, T)", "logits contains NaN or inf"),
+           ("logits", "gradient_embeddings(LOGITS.to('meta'), T.to('meta'))",
+            "logits is on the meta device (a shape without values)"),
            ("targets", "gradient_embeddings(LOGITS, T.float())",
             "targets must be an integer tensor, got torch.float32"),
            ("targets", "gradient_embeddings(LOGITS, T[:3])", "targets has 3 rows, expected 4"),
@@ -126,6 +136,7 @@ ROWS = [
            ("targets", "gradient_embeddings(LOGITS, T - 1)", "targets has value -1, outside [0, 3)"),
            ("features", "gradient_embeddings(LOGITS, T, [1])", "features must be a torch.Tensor, got list"),
            ("features", "gradient_embeddings(LOGITS, T, LOGITS[:3])", "features has 3 rows, expected 4"),
+           ("features", "gradient_embeddings(LOGITS, T, LOGITS * float('inf'))", "features contains NaN or inf"),
            ("features", "gradient_embeddings(LOGITS, T, LOGITS.to('meta'))",
             "tensors must be on one device, got logits on cpu, targets on cpu, features on meta")),
     *_rows("weighted_cross_entropy", V,
@@ -135,6 +146,8 @@ ROWS = [
             "logits must be a floating-point tensor, got torch.int64"),
            ("logits", "weighted_cross_entropy(LOGITS[:, :0], T)",
             "logits must have at least one class column, got shape (4, 0)"),
+           ("logits", "weighted_cross_entropy(LOGITS.to('meta'), T.to('meta'))",
+            "logits is on the meta device (a shape without values)"),
            ("targets", "weighted_cross_entropy(LOGITS, T.float())",
             "targets must be an integer tensor, got torch.float32"),
            ("targets", "weighted_cross_entropy(LOGITS, T[:3])", "targets has 3 rows, expected 4"),
@@ -149,6 +162,11 @@ ROWS = [
            ("weights", "weighted_cross_entropy(LOGITS, T, W.double() * 1e300)",
             "weights must be finite and >= 0, got inf (the torch.float64 weights as torch.float32, "
             "the dtype the loss computes in)"),
+           ("weights", "weighted_cross_entropy(LOGITS, T, W * 3e38)",
+            "weights sum to inf in torch.float32, the dtype the loss computes in (largest 3e+38); scale them "
+            "down: the 'weights' mean does not change"),
+           ("weights", "weighted_cross_entropy(LOGITS, T, W.double() * 1e-320)",
+            "weights has nonzero torch.float64 values that are 0 as torch.float32, the dtype the loss computes in"),
            ("reduction", "weighted_cross_entropy(LOGITS, T, reduction='avg')",
             "reduction must be one of ['none', 'sum', 'mean'], got 'avg'"),
            ("normalize", "weighted_cross_entropy(LOGITS, T, normalize='batch')",
@@ -413,6 +431,7 @@ ROWS = [
            ("images", "jacobian_spectrum(MODEL, IMGF.numpy(), L2)", "images must be a torch.Tensor, got ndarray"),
            ("images", "jacobian_spectrum(MODEL, IMGF[:0], L2[:0])", "images is empty"),
            ("images", "jacobian_spectrum(MODEL, IMGF / 0, L2)", "images contains NaN or inf"),
+           ("classes", "jacobian_spectrum(MODEL, IMGF, L2, classes=[0.5])", "classes must be an integer, got float 0.5"),
            ("targets", "jacobian_spectrum(MODEL, IMGF, L2.float())",
             "targets must be an integer tensor, got torch.float32"),
            ("targets", "jacobian_spectrum(MODEL, IMGF, L2[:1])", "images has 2 rows but targets has 1"),
@@ -461,6 +480,7 @@ ROWS = [
            ("index", "Augmenter()(IMG, index=torch.tensor([2]), check=False)", "index[0] = 2 is outside [0, 2)")),
     *_rows(CHECK_OFF, NONE,
            ("weights", "weighted_cross_entropy(LOGITS, T, -W, check=False)", RETURNS),
+           ("logits", "weighted_cross_entropy(LOGITS.to('meta'), T.to('meta'), check=False)", RETURNS),
            ("magnitudes", "apply_augment(IMG, OPS + 6, MAG - 5, check=False)", RETURNS),
            ("offsets", "crop_flip(IMG, OFF + 5, FLIP, check=False)", RETURNS)),
     *_rows(TRAIN, EXIT2,
@@ -481,7 +501,7 @@ ROWS = [
             f"{TRAIN}: error: --data-dir .: no train/ folder (expected ROOT/train/<class>/<image> and "
             "ROOT/val/<class>/<image>, the ImageNet layout)"),
            ("--image-size", f"{TRAIN} --dataset folder --data-dir . --image-size 4",
-            f"{TRAIN}: error: --image-size must be >= 8 for --dataset folder, got 4"),
+            f"{TRAIN}: error: --image-size must be in [8, 65536], got 4"),
            ("--weak", f"{TRAIN} --weak resized-crop",
             f"{TRAIN}: error: --weak resized-crop needs --dataset folder (images of any size); --dataset digits "
             "uses crop-flip"),
@@ -502,13 +522,39 @@ ROWS = [
             f"{TRAIN}: error: argument --fraction: must be in (0, 1], got 0 (see {TRAIN} --help)"),
            ("--method", f"{TRAIN} --method foo", f"{TRAIN}: error: argument --method: invalid choice: 'foo'"),
            ("--device", f"{TRAIN} --device tpu", f"{TRAIN}: error: --device must be auto, cpu or cuda[:N]; got 'tpu'"),
+           ("--device", f"{TRAIN} --device meta",
+            f"{TRAIN}: error: --device must be auto, cpu or cuda[:N]; got 'meta'"),
+           ("--image-size", f"{TRAIN} --image-size 1", f"{TRAIN}: error: --image-size must be in [8, 65536], got 1"),
            ("--out", f"{TRAIN} --out /proc/x", f"{TRAIN}: error: --out /proc/x: cannot write there"),
+           ("--out", f"{TRAIN} --out=", f"{TRAIN}: error: --out must name a folder, got ''"),
+           ("--out", f"{TRAIN} --out oldrun",
+            f"{TRAIN}: error: --out oldrun is not empty (summary.json): continue the run there with --resume, "
+            "replace it with --overwrite, or choose another folder"),
+           ("--overwrite", f"{TRAIN} --out mixed --overwrite",
+            f"{TRAIN}: error: --overwrite: --out mixed holds files coreaug-train did not write (notes.txt); "
+            "refusing to delete them"),
+           ("--overwrite", f"{TRAIN} --resume --overwrite",
+            f"{TRAIN}: error: --resume and --overwrite exclude each other"),
            ("--resume", f"{TRAIN} --resume missing.pt", f"{TRAIN}: error: --resume: no checkpoint at missing.pt"),
            ("--resume", f"{TRAIN} --resume garbage.pt",
             f"{TRAIN}: error: --resume: refusing garbage.pt: it holds objects other than tensors and plain Python "
             "values"),
+           ("--resume", f"{TRAIN} --resume unknown_keys.pt",
+            f"{TRAIN}: error: --resume: unknown_keys.pt was written by another version of coreaug-train "
+            "(unknown keys policy_state)"),
+           ("--resume", f"{TRAIN} --resume damaged.pt",
+            f"{TRAIN}: error: --resume: damaged.pt is damaged: its contents do not match the checksum stored"),
            ("--seeds", f"{TRAIN} compare --seeds 0,0",
             f"{TRAIN}: error: --seeds must be distinct (each seed is one paired sample); repeated: 0"),
+           ("--seeds", f"{TRAIN} compare --seeds 0,-1",
+            f"{TRAIN}: error: --seeds must be integers in [0, 4294967295], got -1"),
+           ("--methods", f"{TRAIN} compare --methods random,random,none",
+            f"{TRAIN}: error: --methods must be distinct (each method is one row of the table); repeated: random"),
+           ("--fractions", f"{TRAIN} compare --fractions 0.1,0.2,0.1",
+            f"{TRAIN}: error: --fractions must be distinct (each fraction is one row of the table); repeated: 0.1"),
+           ("--out", f"{TRAIN} compare --out oldrun",
+            f"{TRAIN}: error: --out oldrun is not empty (summary.json): continue the comparison there with "
+            "--resume, replace it with --overwrite, or choose another folder"),
            ("--stop-after", f"{TRAIN} compare --stop-after 3",
             f"{TRAIN}: error: --stop-after applies to one run; compare trains every run to the end"),
            ("--reference", f"{TRAIN} compare --methods coreset --reference random",
@@ -541,7 +587,27 @@ ROWS = [
             f"{ANALYSIS}: error: argument --chunk-size: expected an integer >= 1, got 'x'"),
            ("--hidden", f"{ANALYSIS} --hidden 0", f"{ANALYSIS}: error: argument --hidden: expected an integer >= 1"),
            ("--classes", f"{ANALYSIS} --classes 99", f"{ANALYSIS}: error: classes [99]: no example has target [99]"),
-           ("--model", f"{ANALYSIS} --model nocolon", f"{ANALYSIS}: error: "),
+           ("--model", f"{ANALYSIS} --model nocolon",
+            f"{ANALYSIS}: error: --model nocolon: expected MODULE:ATTRIBUTE, got 'nocolon'"),
+           ("--model", f"{ANALYSIS} --model os:getcwd",
+            f"{ANALYSIS}: error: --model os:getcwd: returned a str, not an nn.Module"),
+           ("--model", f"{ANALYSIS} --model torch.nn:Linear",
+            f"{ANALYSIS}: error: --model torch.nn:Linear: calling it with no arguments failed (TypeError: "),
+           ("--weights", f"{ANALYSIS} --weights missing.pt",
+            f"{ANALYSIS}: error: --weights needs --model: without it the default model is trained here"),
+           ("--weights", f"{ANALYSIS} --model torch.nn:Flatten --weights missing.pt",
+            f"{ANALYSIS}: error: --weights missing.pt: no such file"),
+           ("--weights", f"{ANALYSIS} --model torch.nn:Flatten --weights garbage.pt",
+            f"{ANALYSIS}: error: --weights garbage.pt: not a readable .pt file ("),
+           ("--weights", f"{ANALYSIS} --model torch.nn:Flatten --weights list.pt",
+            f"{ANALYSIS}: error: --weights list.pt: holds a list, not a state_dict"),
+           ("--weights", f"{ANALYSIS} --model torch.nn:Flatten --weights no_targets.pt",
+            f"{ANALYSIS}: error: --weights no_targets.pt: does not fit --model torch.nn:Flatten ("),
+           ("--augment", f"{ANALYSIS} --augment os:nothere",
+            f"{ANALYSIS}: error: --augment os:nothere: module 'os' has no attribute 'nothere'"),
+           ("--augment", f"{ANALYSIS} --augment os:getcwd --epochs 0 --max-examples 3 --quiet",
+            f"{ANALYSIS}: error: --augment os:getcwd: failed on a batch of shape (3, 1, 8, 8) (TypeError: "),
+           ("--out", f"{ANALYSIS} --out /proc/x", f"{ANALYSIS}: error: --out /proc/x: cannot write there"),
            ("--device", f"{ANALYSIS} --device tpu", f"{ANALYSIS}: error: ")),
 ]
 
@@ -591,12 +657,10 @@ MODEL = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 2))
 ```"""
 
 
-DATA_FILES = ("garbage.pt", "truncated.npz", "no_targets.pt", "float_targets.pt", "short_targets.pt", "list.pt")
-
-
-
 def _data_files(folder: Path) -> None:
-    """The bad files the CLI rows name, in ``folder``."""
+    """The bad files and folders the CLI rows name, in ``folder``."""
+    from coreaug_fast.train import checkpoint
+
     (folder / "garbage.pt").write_bytes(b"not a checkpoint")
     (folder / "truncated.npz").write_bytes(b"PK\x03\x04abc")
     torch.save({"images": torch.zeros(2, 1, 8, 8)}, folder / "no_targets.pt")
@@ -604,6 +668,19 @@ def _data_files(folder: Path) -> None:
     torch.save({"images": torch.zeros(3, 1, 8, 8), "targets": torch.zeros(2, dtype=torch.long)},
                folder / "short_targets.pt")
     torch.save([1, 2, 3], folder / "list.pt")
+    state = {k: None for k in checkpoint.KEYS}
+    state.update(config={}, epoch=0, model={}, selection={}, records=[], sha256="0" * 64)
+    torch.save(state, folder / "damaged.pt")
+    state["policy_state"] = 1
+    torch.save(state, folder / "unknown_keys.pt")
+    (folder / "oldrun").mkdir()
+    (folder / "oldrun" / "summary.json").write_text("{}\n")
+    (folder / "mixed").mkdir()
+    (folder / "mixed" / "notes.txt").write_text("the user's own\n")
+
+
+def _snapshot(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None) for p in folder.rglob("*")}
 
 
 def _cli_main(program: str):
@@ -631,14 +708,15 @@ def test_contract_row(row: Row, tmp_path, monkeypatch, capsys):
         program, argv = _program_and_argv(row.call)
         monkeypatch.chdir(tmp_path)  # relative file names; nothing written into the tree
         _data_files(tmp_path)
+        before = _snapshot(tmp_path)
         with torch.random.fork_rng():  # --resume builds a Trainer, which seeds torch's generator
             code = _cli_main(program)(argv)
         err = capsys.readouterr().err
         assert code == 2, (code, err)
         assert err.endswith("\n") and err.count("\n") == 1, f"not one line on stderr: {err!r}"
         assert err.startswith(row.message), err
-        written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.name not in DATA_FILES)
-        assert written == [], f"wrote {written} before refusing"
+        after = _snapshot(tmp_path)
+        assert after == before, f"changed {sorted(set(after.items()) ^ set(before.items()))} before refusing"
         return
     if row.argument == NO_EXT:
         monkeypatch.setattr(_ext, "_C", None)
@@ -673,6 +751,7 @@ ACCEPTED = [
     "select_coreset(X, Y, budget=np.int64(2))",
     "select_coreset(X, Y, np.float32(0.5))",
     "select_coreset(X, Y, budget=2**70)",
+    "select_coreset(X, Y, budget=[2**70, 1])",
     "weighted_cross_entropy(LOGITS, T, label_smoothing=np.float32(0.1))",
     "crop_flip(IMG, OFF, FLIP, padding=np.int64(4))",
     "apply_augment(IMG, OPS, MAG, fill=None)",

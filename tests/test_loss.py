@@ -88,7 +88,10 @@ def test_weighted_mean_is_weighted_average(device):
     logits, targets, weights = _inputs(30, 5, device)
     per_row = wce(logits, targets, reduction="none")
     torch.testing.assert_close(wce(logits, targets, weights), (per_row * weights).sum() / weights.sum())
-    torch.testing.assert_close(wce(logits, targets, weights, normalize="count"), (per_row * weights).sum() / 30)
+    # "count" divides by the rows that carry weight (24 of these 30; all 30 without weights)
+    assert int((weights > 0).sum()) == 24
+    torch.testing.assert_close(wce(logits, targets, weights, normalize="count"), (per_row * weights).sum() / 24)
+    torch.testing.assert_close(wce(logits, targets, normalize="count"), per_row.sum() / 30)
     torch.testing.assert_close(wce(logits, targets, weights, reduction="sum"), (per_row * weights).sum())
 
 
@@ -433,3 +436,110 @@ def test_numpy_label_smoothing_is_accepted(device):
         wce(logits, targets, weights, label_smoothing=np.float64(1.5))
     with pytest.raises(ValueError, match=r"label_smoothing must be a number in \[0, 1\]"):
         wce(logits, targets, weights, label_smoothing="0.1")
+
+
+# ---- range: sums that overflow, weights the cast loses; the meta device --------------------
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_weights_whose_sum_overflows_are_refused(device, reduction):
+    """Four weights of 3e38 are finite, their float32 sum is not: the mean would be
+    inf / inf = NaN and the sum inf. Refused, naming weights."""
+    logits, targets, _ = _inputs(4, 3, device)
+    weights = torch.full((4,), 3e38, device=device)
+    with pytest.raises(ValueError, match=r"^weights sum to inf in torch.float32, the dtype the loss computes in"):
+        wce(logits, targets, weights, reduction=reduction)
+    # the documented way out: the "weights" mean does not change when all weights are scaled
+    assert torch.equal(wce(logits, targets, weights * 2.0 ** -100), wce(logits, targets, torch.ones(4, device=device)))
+
+
+def test_float64_weights_that_underflow_float32_are_refused(device):
+    logits, targets, _ = _inputs(4, 3, device)
+    weights = torch.full((4,), 1e-320, dtype=torch.float64, device=device)
+    assert bool((weights.float() == 0).all())  # what the cast makes of them: 0 / 0 = NaN
+    with pytest.raises(ValueError, match=r"^weights has nonzero torch.float64 values that are 0 as torch.float32"):
+        wce(logits, targets, weights)
+    # one such weight among ordinary ones would silently drop its row: refused too
+    with pytest.raises(ValueError, match=r"^weights has nonzero torch.float64"):
+        wce(logits, targets, torch.tensor([1.0, 1e-320, 1.0, 1.0], dtype=torch.float64, device=device))
+    # exact zeros are weights of 0, not lost values
+    wce(logits, targets, torch.tensor([1.0, 0.0, 1.0, 1.0], dtype=torch.float64, device=device))
+
+
+def test_one_weighted_loss_beyond_float32_is_inf_as_unfused(device):
+    """The documented rule: a finite weight sum is required, a single w·CE past 3.4e38 is
+    inf in float32 exactly as F.cross_entropy(...) * w gives."""
+    logits = torch.tensor([[0.0, 5.0], [0.0, 0.0]], device=device)
+    targets = torch.tensor([0, 0], device=device)
+    weights = torch.tensor([3e38, 1.0], device=device)
+    unfused = F.cross_entropy(logits, targets, reduction="none") * weights
+    out = wce(logits, targets, weights, reduction="none")
+    assert torch.isinf(unfused[0]) and torch.isinf(out[0]) and out[1] == pytest.approx(float(unfused[1]))
+    assert torch.isinf(wce(logits, targets, weights, reduction="sum"))
+
+
+def test_meta_tensors_are_named_before_values_are_read():
+    logits, targets, weights = (t.to("meta") for t in _inputs(4, 3, "cpu"))
+    with pytest.raises(ValueError, match=r"^logits is on the meta device"):
+        wce(logits, targets, weights)
+    # with check=False nothing is read: shapes propagate, as through any torch op
+    assert wce(logits, targets, weights, check=False).shape == ()
+
+
+# ---- one definition of the batch loss: one process and 2 gloo ranks -------------------------
+
+def _batch():
+    """An odd-sized global batch (so the second rank's shard is padded with a weight-0 row, as
+    the data-parallel sampler pads) with one real row of weight 0."""
+    g = torch.Generator().manual_seed(11)
+    logits, targets = torch.randn(9, 4, generator=g), torch.randint(0, 4, (9,), generator=g)
+    weights = torch.rand(9, generator=g) + 0.5
+    weights[3] = 0.0
+    return logits, targets, weights
+
+
+def _two_ranks(rank, init, out):
+    import torch.distributed as dist
+    from coreaug_fast.train import ddp
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+    try:
+        logits, targets, weights = _batch()
+        rows = torch.arange(rank, 10, 2)  # 5 rows each; row 9 is padding
+        x = torch.cat([logits, torch.zeros(1, 4)])[rows].requires_grad_()
+        y, w = torch.cat([targets, targets[:1]])[rows], torch.cat([weights, torch.zeros(1)])[rows]
+        res = {}
+        for how in ("weights", "count"):
+            x.grad = None
+            loss = ddp.batch_loss(x, y, w, how, ddp.active())
+            loss.backward()
+            total = loss.detach().clone()
+            dist.all_reduce(total)
+            res[how] = (total / 2, x.grad / 2, rows)  # DDP averages the ranks' gradients
+        torch.save(res, f"{out}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_one_process_and_two_ranks_give_the_same_loss(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.start_processes(_two_ranks, args=(f"file://{tmp_path}/init", str(tmp_path)), nprocs=2, join=True,
+                       start_method="spawn")
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    logits, targets, weights = _batch()
+    for how in ("weights", "count"):
+        x = logits.clone().requires_grad_()
+        one = wce(x, targets, weights, normalize=how)
+        one.backward()
+        one = one.detach()
+        ref = reference(logits.double(), targets, weights, normalize=how)
+        assert float(one) == pytest.approx(float(ref), rel=1e-6)
+        for res in ranks:
+            loss, grad, rows = res[how]
+            assert float(loss) == pytest.approx(float(one), rel=1e-6), how
+            real = rows < 9
+            torch.testing.assert_close(grad[real], x.grad[rows[real]], rtol=1e-5, atol=1e-7)
+    # "count" divides by the 8 rows that carry weight: neither the padding nor row 3
+    total = (F.cross_entropy(logits.double(), targets, reduction="none") * weights.double()).sum()
+    assert float(wce(logits, targets, weights, normalize="count")) == pytest.approx(float(total / 8), rel=1e-6)

@@ -389,6 +389,38 @@ def test_group_needs_initialised_torch_distributed():
         coreaug_fast.select_coreset(X, L, 0.5, max_rows_per_rank=2)
 
 
+def test_group_must_be_a_process_group():
+    """'world' (or any non-group) is named as a bad group, not reported as a missing
+    process group."""
+    for bad in ("world", 0):
+        with pytest.raises(ValueError, match=r"^group must be a torch.distributed ProcessGroup \(e.g. dist.group.WORLD\)"
+                                              r" or None, got (str 'world'|int 0)"):
+            coreaug_fast.select_coreset(X, L, 0.5, indices=torch.arange(4), group=bad)
+
+
+def test_meta_tensors_are_named_before_any_value_is_read():
+    for call, name in [(lambda: coreaug_fast.select_coreset(X.to("meta"), L.to("meta"), 0.5), "embeddings"),
+                       (lambda: coreaug_fast.select_coreset((X.to("meta"), X.to("meta")), L.to("meta"), 0.5),
+                        "embeddings"),
+                       (lambda: coreaug_fast.select_random(L.to("meta"), 0.5), "labels"),
+                       (lambda: coreaug_fast.select_max_loss(X[:, 0].to("meta"), L.to("meta"), 0.5), "losses")]:
+        with pytest.raises(ValueError, match=f"^{name} is on the meta device"):
+            call()
+
+
+def test_per_class_budgets_beyond_int64_mean_every_row():
+    """A per-class list may hold Python ints too large for int64, as the single int may
+    (2**70 = every row): capped at the class size, like any budget."""
+    x, labels = _data(30, 3, 2, seed=4)
+    every = coreaug_fast.select_coreset(x, labels, budget=[2**70, 1])
+    same = coreaug_fast.select_coreset(x, labels, budget=[int((labels == 0).sum()), 1])
+    assert torch.equal(every.indices, same.indices) and torch.equal(every.weights, same.weights)
+    assert torch.equal(coreaug_fast.select_coreset(x, labels, budget=(np.uint64(2**64 - 1), 1)).indices,
+                       every.indices)
+    with pytest.raises(ValueError, match="budget has value -1, expected >= 0"):
+        coreaug_fast.select_coreset(x, labels, budget=[2**70, -1])
+
+
 def test_baselines_bad_input():
     with pytest.raises(ValueError, match="fraction"):
         coreaug_fast.select_random(L, 0)

@@ -17,6 +17,7 @@ import json
 import math
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -157,10 +158,96 @@ def train(model, images, targets, epochs: int, seed: int, batch_size: int = 64, 
 PROG = "python -m coreaug_fast.analysis"
 
 
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 def _error(e: Exception) -> int:
     """A refused input: one line on stderr, exit status 2 (as _Parser's usage errors)."""
-    print(f"{PROG}: error: {e}", file=sys.stderr)
+    print(f"{PROG}: error: {_first_line(e)}", file=sys.stderr)
     return 2
+
+
+def _load_flag(flag: str, spec: str):
+    """:func:`load_object` for a command-line flag: any failure (a bad spec, an import error,
+    an exception raised by the user's module) is a ValueError naming the flag."""
+    try:
+        return load_object(spec)
+    except Exception as e:  # noqa: BLE001 - the user's module may raise anything while importing
+        raise ValueError(f"{flag} {spec}: {_first_line(e)}") from None
+
+
+def load_model(spec: str, weights=None) -> torch.nn.Module:
+    """``--model``: an ``nn.Module``, or a callable returning one (called with no arguments);
+    with ``weights``, a ``state_dict`` file loaded into it (``weights_only=True``). ValueError
+    naming the flag for anything else."""
+    obj = _load_flag("--model", spec)
+    if not isinstance(obj, torch.nn.Module):
+        if not callable(obj):
+            raise ValueError(f"--model {spec}: a {type(obj).__name__}, neither an nn.Module nor a callable "
+                             "returning one")
+        try:
+            obj = obj()
+        except Exception as e:  # noqa: BLE001 - whatever the user's factory raises
+            raise ValueError(f"--model {spec}: calling it with no arguments failed "
+                             f"({type(e).__name__}: {_first_line(e)})") from None
+        if not isinstance(obj, torch.nn.Module):
+            raise ValueError(f"--model {spec}: returned a {type(obj).__name__}, not an nn.Module")
+    if weights is not None:
+        if not os.path.isfile(weights):
+            raise ValueError(f"--weights {weights}: no such file")
+        try:
+            state = torch.load(weights, weights_only=True, map_location="cpu")
+        except Exception as e:  # noqa: BLE001 - zip, pickle, EOF, OS errors: all mean "cannot read"
+            raise ValueError(f"--weights {weights}: not a readable .pt file "
+                             f"({type(e).__name__}: {_first_line(e)})") from None
+        if not isinstance(state, dict):
+            raise ValueError(f"--weights {weights}: holds a {type(state).__name__}, not a state_dict")
+        try:
+            obj.load_state_dict(state)
+        except Exception as e:  # noqa: BLE001 - missing/unexpected keys, shape mismatches
+            raise ValueError(f"--weights {weights}: does not fit --model {spec} ({_first_line(e)})") from None
+    return obj
+
+
+def load_augment(spec: str):
+    """``--augment``: a callable images -> images. Returned wrapped, so that an exception it
+    raises on the batch becomes a ValueError naming the flag."""
+    fn = _load_flag("--augment", spec)
+    if not callable(fn):
+        raise ValueError(f"--augment {spec}: a {type(fn).__name__}, not a callable images -> images")
+
+    def augment(images):
+        try:
+            return fn(images)
+        except Exception as e:  # noqa: BLE001 - whatever the user's policy raises
+            raise ValueError(f"--augment {spec}: failed on a batch of shape {tuple(images.shape)} "
+                             f"({type(e).__name__}: {_first_line(e)})") from None
+    return augment
+
+
+def check_out(out: Path) -> None:
+    """Refuse (ValueError naming ``--out``) a folder that cannot be created or written, before
+    any pretraining; leaves no trace (folders it had to create for the probe are removed)."""
+    missing = []
+    p = out
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".coreaug-write-test-", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ValueError(f"--out {out}: cannot write there ({e.strerror or e})") from None
+    finally:
+        for d in missing:  # innermost first
+            try:
+                d.rmdir()
+            except OSError:
+                pass
 
 
 class _Parser(argparse.ArgumentParser):
@@ -190,7 +277,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help=".pt or .npz with images and targets (default: sklearn digits)")
     p.add_argument("--model", help="MODULE:ATTR, an nn.Module or a callable returning one, used as is "
                                    "(default: train --arch on the data)")
-    p.add_argument("--weights", help="state_dict (.pt) loaded into --model")
+    p.add_argument("--weights", help="state_dict (.pt) loaded into --model (needs --model)")
     p.add_argument("--augment", help="MODULE:ATTR, a callable images -> images (default: rotate/translate/jitter)")
     p.add_argument("--arch", choices=["mlp", "cnn"], default="mlp")
     p.add_argument("--hidden", type=_at_least(1), default=128, help="hidden width of --arch mlp")
@@ -215,26 +302,35 @@ def main(argv=None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as e:  # usage errors (one line, from _Parser) and --help: a status to return
         return e.code
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(args) -> int:
     started = time.time()
     torch.manual_seed(args.seed)
     progress = not args.quiet
-    try:
+    out = Path(args.out)
+    try:  # everything that can be refused is refused here, before any pretraining
+        if args.weights is not None and not args.model:
+            raise ValueError("--weights needs --model: without it the default model is trained here, "
+                             "and there is nothing to load the weights into")
+        check_out(out)
         images, targets = load_data(args.data) if args.data else load_digits()
     except ValueError as e:
         return _error(e)
     try:  # a bad --model/--augment/--device or spectrum argument: one line, not a traceback
         device = torch.device(args.device)
-        augment = load_object(args.augment) if args.augment else default_augment
+        augment = load_augment(args.augment) if args.augment else default_augment
         if args.classes:  # a class the data lacks: refused now, not after pretraining
             subsample(targets, 1, classes=args.classes)
 
         accuracy = None
         if args.model:
-            model = load_object(args.model)
-            model = model if isinstance(model, torch.nn.Module) else model()
-            if args.weights:
-                model.load_state_dict(torch.load(args.weights, weights_only=True, map_location="cpu"))
-            model = model.to(device)
+            model = load_model(args.model, args.weights).to(device)
         else:
             model = make_model(args.arch, tuple(images.shape[1:]), int(targets.max()) + 1, args.hidden).to(device)
             accuracy = train(model, images.to(device), targets.to(device), args.epochs, args.seed, progress=progress)
@@ -245,8 +341,6 @@ def main(argv=None) -> int:
                                 progress=progress)
     except (ValueError, ImportError, AttributeError, RuntimeError) as e:
         return _error(e)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     report = {
         "config": vars(args),
         "data": args.data or "sklearn digits",
@@ -256,11 +350,16 @@ def main(argv=None) -> int:
         "seconds": round(time.time() - started, 3),
         "result": res.to_dict(),
     }
-    (out / "spectrum.json").write_text(json.dumps(report, indent=1))
-    if not args.no_plots:
-        from .plots import plot_bins, plot_histogram
-        plot_histogram(res, out / "histogram.png")
-        plot_bins(res, out / "bins.png")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "spectrum.json").write_text(json.dumps(report, indent=1))
+        if not args.no_plots:
+            from .plots import plot_bins, plot_histogram
+            plot_histogram(res, out / "histogram.png")
+            plot_bins(res, out / "bins.png")
+    except OSError as e:  # a full disk, the folder removed meanwhile: one line
+        print(f"{PROG}: error: --out {out}: {e.strerror or e}", file=sys.stderr)
+        return 1
 
     m = res.measures
     print(f"{res.indices.numel()} examples, Jacobian {res.num_rows} x {res.num_params} ({res.output}); "

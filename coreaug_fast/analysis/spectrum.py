@@ -128,7 +128,13 @@ def subsample(targets: torch.Tensor, max_examples: int, seed: int = 0,
     if classes is None:
         pool = torch.arange(targets.numel())
     else:
-        wanted = torch.as_tensor(list(classes), dtype=torch.long)
+        try:
+            classes = list(classes)
+        except TypeError:
+            raise ValueError(f"classes must be a sequence of integer class ids, got {classes!r}") from None
+        # each checked: torch.as_tensor(..., dtype=long) would turn 0.5 into class 0
+        classes = [_checks.check_int("classes", c) for c in classes]
+        wanted = torch.as_tensor(classes, dtype=torch.long)
         missing = [c for c in wanted.tolist() if not bool((targets == c).any())]
         if wanted.numel() == 0 or missing:
             raise ValueError(f"classes {list(classes)!r}: no example has target {missing or '(empty list)'}")

@@ -21,4 +21,5 @@ def weighted_cross_entropy_reference(logits: torch.Tensor, targets: torch.Tensor
         return losses
     if reduction == "sum":
         return losses.sum()
-    return losses.sum() / (w.sum() if normalize == "weights" else losses.new_tensor(float(ce.shape[0])))
+    # "count": the rows that carry weight (all N without weights)
+    return losses.sum() / (w.sum() if normalize == "weights" else (w > 0).sum().double())

@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lr-decay", choices=("step", "cosine"), default=d.lr_decay,
                    help="step: x0.1 at 50%% and 75%% of training; cosine")
     g.add_argument("--loss-normalize", choices=("weights", "count"), default=d.loss_normalize,
-                   help="batch loss = sum(w * CE) / sum(w) (weights) or / batch size (count)")
+                   help="batch loss = sum(w * CE) / sum(w) (weights) or / its rows of weight > 0 (count)")
     g = p.add_argument_group("run")
     g.add_argument("--seed", type=int, default=d.seed,
                    help="seeds initialisation, data order, augmentation and selection; 0..2**32-1")
@@ -158,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--resume", nargs="?", const="auto", metavar="CHECKPOINT",
                    help="continue from CHECKPOINT (default <out>/checkpoint.pt, written every epoch); "
                         "with compare: reuse finished runs and continue unfinished ones")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace the run (with compare: the comparison) already in --out, deleting its files "
+                        "first; without it or --resume, a folder that is not empty is refused")
     g.add_argument("--stop-after", type=int, metavar="EPOCHS",
                    help="end this invocation after EPOCHS epochs (resume later with --resume); one run only")
     g.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
@@ -175,18 +178,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _check_out(out: str) -> None:
-    """Refuse an output folder that cannot be created or written, before any training."""
-    path = Path(out)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".coreaug-write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise UsageError(f"--out {out}: cannot write there ({e.strerror or e})") from None
-
-
 def config_from_args(args) -> TrainConfig:
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     return TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
@@ -200,7 +191,7 @@ def main(argv=None) -> int:
     except SystemExit as e:  # --help, or a bad argument already reported in one line
         return e.code
     cfg = config_from_args(args)
-    from . import ddp
+    from . import ddp, files
 
     try:
         if compare or args.methods:
@@ -210,14 +201,15 @@ def main(argv=None) -> int:
                 raise UsageError("compare runs one configuration after another; launch it without torchrun")
 
             methods = args.methods or ["none", "random", "max-loss", "coreset", "full"]
+            fractions = args.fractions or [cfg.fraction]
             out = Path(args.out or f"runs/compare-{args.dataset}")
             cfg.resolved()  # report bad settings before the first run starts
-            check_plan(cfg, methods, args.seeds, args.reference)
-            _check_out(str(out))
-            rows, paths = run_comparison(dataclasses.replace(cfg, out=None), methods, args.seeds,
-                                         args.fractions or [cfg.fraction], out, progress=not args.quiet,
-                                         resume=args.resume is not None, reference=args.reference,
-                                         torchvision_baseline=args.torchvision_baseline)
+            check_plan(cfg, methods, args.seeds, args.reference, fractions)
+            files.check_writable(out)  # run_comparison then refuses a folder that is not empty
+            rows, paths = run_comparison(dataclasses.replace(cfg, out=None, overwrite=False), methods, args.seeds,
+                                         fractions, out, progress=not args.quiet,
+                                         resume=args.resume is not None, overwrite=args.overwrite,
+                                         reference=args.reference, torchvision_baseline=args.torchvision_baseline)
             print(paths["markdown"].read_text())
             print("wrote " + ", ".join(str(v) for v in paths.values() if v is not None))
         else:
@@ -225,7 +217,7 @@ def main(argv=None) -> int:
 
             cfg.resolved()
             if args.out is not None:
-                _check_out(args.out)
+                files.check_writable(Path(args.out))
             s = train(cfg)
             if not ddp.is_main():
                 return 0

@@ -25,9 +25,12 @@ DEFAULT_EPOCHS = {"digits": 30, "mnist5k": 15, "synthetic": 2, "folder": 90}
 DEFAULT_IMAGE_SIZE = {"synthetic": 32, "folder": 224}
 MAX_SEED = 2**32 - 1
 MAX_LR = 10.0
+# --image-size is at least loading.MIN_IMAGE_SIZE (8): below it the CNNs pool to nothing, and
+# a crop or a geometry op has no room to move. One rule for every use of --image-size.
+DEVICE_TYPES = ("cpu", "cuda")
 
 # Keys that do not change what is computed, so a resumed run may differ in them.
-RUN_ONLY_KEYS = ("out", "resume", "stop_after", "quiet", "data_dir", "download", "workers")
+RUN_ONLY_KEYS = ("out", "resume", "overwrite", "stop_after", "quiet", "data_dir", "download", "workers")
 
 
 class UsageError(ValueError):
@@ -75,6 +78,7 @@ class TrainConfig:
     amp: bool = False
     out: Optional[str] = None
     resume: Optional[str] = None
+    overwrite: bool = False
     stop_after: Optional[int] = None
     quiet: bool = False
 
@@ -113,8 +117,6 @@ class TrainConfig:
         c.workers = c.workers if c.workers is not None else (min(8, os.cpu_count() or 1) if folder else 0)
         if c.workers < 0:
             raise UsageError(f"--workers must be >= 0, got {c.workers}")
-        if folder and c.image_size < MIN_IMAGE_SIZE:
-            raise UsageError(f"--image-size must be >= {MIN_IMAGE_SIZE} for --dataset folder, got {c.image_size}")
         if folder and c.imbalance > 1.0:
             raise UsageError("--imbalance applies to the in-memory datasets, not --dataset folder")
         _positive("epochs", c.epochs)
@@ -129,7 +131,12 @@ class TrainConfig:
                 if value is not None:
                     raise UsageError(f"--{flag} is a setting of --policy randaugment; --policy {c.policy} "
                                      "fixes its own ops and magnitudes")
-        _positive("image-size", c.image_size)
+        c.image_size = _int("image-size", c.image_size, MIN_IMAGE_SIZE, 2**16)
+        _device(c.device)
+        if c.out is not None and not str(c.out).strip():
+            raise UsageError(f"--out must name a folder, got {c.out!r}")
+        if c.resume is not None and c.overwrite:
+            raise UsageError("--resume and --overwrite exclude each other (continue the run there, or replace it)")
         c.seed = _int("seed", c.seed, 0, MAX_SEED)
         if c.copies < 0:
             raise UsageError(f"--copies must be >= 0, got {c.copies}")
@@ -161,10 +168,11 @@ class TrainConfig:
 
 
 def run_name(cfg: TrainConfig) -> str:
-    """``<method>[-<fraction>][-subset-only][-w<subset-weights>][-torchvision]-s<seed>``"""
+    """``<method>[-<fraction>][-subset-only][-w<subset-weights>][-torchvision]-s<seed>``; the
+    weights only for ``coreset`` (random and max-loss picks weigh 1 under every setting)."""
     sub = cfg.method in SUBSET_METHODS
     return (cfg.method + (f"-{cfg.fraction:g}" if sub else "") + ("-subset-only" if cfg.subset_only else "")
-            + (f"-w{cfg.subset_weights}" if sub and cfg.subset_weights != "uniform" else "")
+            + (f"-w{cfg.subset_weights}" if cfg.method == "coreset" and cfg.subset_weights != "uniform" else "")
             + ("-torchvision" if getattr(cfg, "augment_impl", "fused") == "torchvision" else "") + f"-s{cfg.seed}")
 
 
@@ -199,6 +207,19 @@ def _int(flag: str, value, low: int, high: int) -> int:
         return check_int(f"--{flag}", value, low=low, high=high)
     except ValueError as e:
         raise UsageError(str(e)) from None
+
+
+def _device(name) -> None:
+    """``auto``, or a device of a type a run can train on (``cpu``, ``cuda``, ``cuda:N``):
+    checked here by its form, before any folder is made; availability when the run starts."""
+    import torch
+
+    try:
+        ok = name == "auto" or torch.device(name).type in DEVICE_TYPES
+    except (RuntimeError, TypeError):
+        ok = False
+    if not ok:
+        raise UsageError(f"--device must be auto, cpu or cuda[:N]; got {name!r}")
 
 
 def _positive(flag: str, value: int) -> None:

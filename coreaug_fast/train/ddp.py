@@ -1,4 +1,4 @@
-"""Data-parallel training: ``torchrun --nproc-per-node N coreaug-train ...``.
+"""Data-parallel training: ``torchrun --nproc-per-node N --no-python coreaug-train ...``.
 
 Under torchrun (``WORLD_SIZE`` > 1 in the environment) ``train`` starts the process group
 (NCCL on CUDA, gloo on CPU), and every rank holds the whole uint8 dataset and a
@@ -13,7 +13,8 @@ group (``group=``); this module starts the group, wraps the model and scales the
   of W with repeats *of weight 0*, so every rank runs the same number of steps and the
   padding changes nothing.
 * **Loss.** Normalised over the global batch: rank r's loss is ``W · Σ_r w·CE / Σ_all w``
-  (``--loss-normalize count``: ``/ rows``) with one scalar ``all_reduce`` per step, so the
+  (``--loss-normalize count``: ``/ rows of weight > 0``, the definition of
+  :func:`coreaug_fast.loss.mean_divisor`) with one scalar ``all_reduce`` per step, so the
   gradient DDP averages is exactly that of the global batch of W × ``--batch-size`` rows.
   ``--batch-size`` is per rank; the learning rate is not rescaled.
 * **Augmentation** draws from a per-rank stream seeded by (augment seed, rank, epoch), so
@@ -40,6 +41,7 @@ import torch
 import torch.distributed as dist
 
 from . import _api
+from ..loss import mean_divisor
 from .config import UsageError
 
 
@@ -100,9 +102,11 @@ def wrap(model: torch.nn.Module, ctx: Context) -> torch.nn.Module:
 
 def batch_loss(logits, targets, weights, normalize: str, ctx: Context) -> torch.Tensor:
     """The weighted loss of the global batch, scaled so DDP's gradient average is its
-    gradient: W · Σ_local w·CE / Σ_global w (or / global rows for ``count``)."""
+    gradient: W · Σ_local w·CE / Σ_ranks :func:`~coreaug_fast.loss.mean_divisor` (Σ w, or for
+    ``count`` the rows of weight > 0: the padding never counts), the single-process mean's
+    divisor over the global batch."""
     s = _api.weighted_cross_entropy(logits, targets, weights, reduction="sum", check=False)
-    den = (weights.sum() if normalize == "weights" else (weights > 0).sum()).float().reshape(1)
+    den = mean_divisor(weights, normalize).float().reshape(1)
     dist.all_reduce(den, group=ctx.group)
     return s * (ctx.world / den.clamp_min(torch.finfo(torch.float32).tiny)[0])
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import pickle
 import time
 from pathlib import Path
 from typing import Optional
@@ -19,7 +18,7 @@ from typing import Optional
 import torch
 from tqdm.auto import tqdm
 
-from . import _api, ddp
+from . import _api, checkpoint, ddp, files
 from .._rows import stream_seeds
 from .._timing import PhaseTimer
 from ..coreset_augmentation import CoresetAugmentation
@@ -207,7 +206,7 @@ class Trainer:
     def load_state_dict(self, state: dict) -> None:
         """Restore a checkpoint written with the same settings; a larger ``epochs`` extends
         the run (the schedule then follows the new length from the checkpoint on)."""
-        saved_cfg = TrainConfig(**state["config"])
+        saved_cfg = checkpoint.config_from_dict(state["config"], "--resume: the checkpoint")
         # resolved: a checkpoint written before a setting existed ran with that setting's default
         saved = saved_cfg.resolved().training_keys()
         here = self.cfg.training_keys()
@@ -237,33 +236,15 @@ class Trainer:
         self.records, self.elapsed_s = list(state["records"]), state["elapsed_s"]
 
     def save(self, path: Path) -> None:
-        """Write atomically, so an interrupted save never leaves a broken checkpoint."""
-        tmp = Path(str(path) + ".tmp")
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, path)
+        """Write the checkpoint atomically, with its checksum (:mod:`.checkpoint`)."""
+        checkpoint.save(self.state_dict(), path)
 
     def load(self, path: Path) -> None:
         """Resume from the checkpoint at ``path`` (see :func:`read_checkpoint`)."""
         self.load_state_dict(read_checkpoint(path, self.device))
 
 
-def read_checkpoint(path: Path, device: torch.device) -> dict:
-    """Read a checkpoint with ``weights_only=True``: tensors and plain Python values only,
-    so a file from elsewhere cannot run code; anything else is refused (UsageError)."""
-    if not Path(path).is_file():
-        raise UsageError(f"--resume: no checkpoint at {path}")
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UsageError(f"--resume: refusing {path}: it holds objects other than tensors and plain Python "
-                         f"values, so it is not a coreaug-train checkpoint ({first})") from None
-    except (RuntimeError, EOFError, OSError) as e:
-        raise UsageError(f"--resume: {path} is not a readable checkpoint ({type(e).__name__}: "
-                         f"{str(e).strip().splitlines()[0] if str(e).strip() else ''})") from None
-    if not isinstance(state, dict) or not {"config", "epoch", "model", "selection"} <= set(state):
-        raise UsageError(f"--resume: {path} is not a coreaug-train checkpoint")
-    return state
+read_checkpoint = checkpoint.read
 
 
 def default_out(cfg: TrainConfig) -> str:
@@ -275,8 +256,12 @@ def train(cfg: TrainConfig, dataset: Optional[Dataset] = None, *, epoch_lines: b
     ``checkpoint.pt`` under ``cfg.out`` and return the summary dict.
 
     ``--stop-after N`` ends this invocation after N epochs, leaving a checkpoint to resume.
+    A folder that already holds files is refused unless ``cfg.resume`` (continue the run
+    there) or ``cfg.overwrite`` (delete the old run's files first); see :mod:`.files`.
     """
     cfg = cfg.resolved()
+    # Every rank checks before any of them writes: setup() below waits for all ranks.
+    files.check_folder(Path(cfg.out or default_out(cfg)), resume=bool(cfg.resume), overwrite=cfg.overwrite)
     started_group = ddp.launched() and not (torch.distributed.is_available() and torch.distributed.is_initialized())
     ctx = ddp.setup(cfg.device)
     try:
@@ -293,8 +278,16 @@ def _train(cfg: TrainConfig, dataset, ctx, epoch_lines: bool) -> dict:
     # A bad --device or --resume is refused before anything is written or loaded.
     device = ctx.device if ctx is not None else resolve_device(cfg.device)
     state = read_checkpoint(ckpt if cfg.resume == "auto" else Path(cfg.resume), device) if cfg.resume else None
-    trainer = Trainer(cfg, dataset)  # a bad --data-dir or --weights is refused before the folder is made
-    out.mkdir(parents=True, exist_ok=True)
+    trainer = Trainer(cfg, dataset)  # a bad --data-dir or --weights is refused before the folder is touched
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        if cfg.overwrite:
+            files.clear_folder(out)
+        # An old summary beside the log of the epochs trained now would contradict it if
+        # this invocation were killed; the new one is written at the end.
+        (out / "summary.json").unlink(missing_ok=True)
+    if ctx is not None:
+        torch.distributed.barrier()  # no rank writes into the folder before rank 0 has cleared it
     if trainer.weights_skipped and main and not cfg.quiet:
         tqdm.write(f"--weights {cfg.weights}: kept the model's own {', '.join(trainer.weights_skipped)} "
                    "(another shape there)")

@@ -4,34 +4,40 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
+import textwrap
 from pathlib import Path
 from typing import Optional
 
 import torch
 
+from . import files
 from .config import TrainConfig
 
 PHASES = ("selection_s", "augment_s", "train_s")
 
 
 class RunLog:
-    """``epochs.jsonl`` (one record per line, rewritten from ``records`` on resume) and
-    ``summary.json`` in the run's folder."""
+    """``epochs.jsonl`` and ``summary.json`` in the run's folder.
+
+    ``epochs.jsonl`` is append-only while a run trains (one JSON record per line, appended
+    after the epoch's checkpoint is saved), so a kill can leave a torn last line. It is
+    rewritten, atomically, from the checkpoint's records whenever a run starts or resumes: a
+    torn line (and a record the checkpoint does not have) is dropped then, and the log always
+    agrees with the checkpoint it continues. ``summary.json`` is written atomically."""
 
     def __init__(self, out: Path, records: list):
         self.out = Path(out)
         self.path = self.out / "epochs.jsonl"
-        with open(self.path, "w") as f:
-            for r in records:
-                f.write(json.dumps(r) + "\n")
+        files.write_text(self.path, "".join(json.dumps(r) + "\n" for r in records))
 
     def append(self, record: dict) -> None:
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
 
     def write_summary(self, summary: dict) -> None:
-        _write_json(self.out / "summary.json", summary)
+        files.write_json(self.out / "summary.json", summary)
 
 
 def summarize(cfg: TrainConfig, records: list, total_s: float, *, complete: bool,
@@ -56,17 +62,35 @@ def summarize(cfg: TrainConfig, records: list, total_s: float, *, complete: bool
         "complete": complete,
         "config": cfg.to_dict(),
         "implementation": implementation,
-        "environment": {"torch": torch.__version__, "python": platform.python_version(),
-                        "device": (torch.cuda.get_device_name(device) if device.type == "cuda"
-                                   else platform.processor() or "cpu"),
-                        "threads": torch.get_num_threads()},
+        "environment": environment(device),
     }
 
 
-def _write_json(path: Path, obj) -> None:
-    with open(path, "w") as f:
-        json.dump(obj, f, indent=1)
-        f.write("\n")
+def cpu_name() -> str:
+    """The CPU's model name ("AMD EPYC 7B13", "Intel(R) Xeon(R) Platinum 8481C"), or the
+    architecture where the system does not say."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "cpu"
+
+
+def environment(device: torch.device) -> dict:
+    """Where a run's figures come from: the device (GPU name, or CPU model), the vector ISA
+    torch's CPU kernels use (with ``COREAUG_CPU_ISA`` when it narrows this package's), the
+    thread count, torch and Python. Results move with each of these."""
+    isa = None
+    if device.type != "cuda":
+        isa = torch.backends.cpu.get_cpu_capability()
+        if os.environ.get("COREAUG_CPU_ISA"):
+            isa += f", COREAUG_CPU_ISA={os.environ['COREAUG_CPU_ISA']}"
+    return {"torch": torch.__version__, "python": platform.python_version(),
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
+            "isa": isa, "threads": torch.get_num_threads()}
 
 
 # -- comparison ------------------------------------------------------------------------
@@ -178,12 +202,23 @@ def comparison_rows(summaries: list, reference: str = "random") -> list:
         same = [r for r in cands if r["fraction"] == fraction]
         return (same or cands or [None])[0]
 
+    def speedup(base, r):
+        if base is None:
+            return None
+        if base is r:  # the baseline itself: 1 by definition, not a measurement with an interval
+            return {"n": len(r["seeds"]), "ratio": 1.0, "ci_low": None, "ci_high": None, "noise": False,
+                    "reference": True}
+        return ratio_stats(dict(zip(base["seeds"], base["time"])), dict(zip(r["seeds"], r["time"])))
+
     full, full_tv = find("full", "fused"), find("full", "torchvision")
     for r in rows:
-        times = dict(zip(r["seeds"], r["time"]))
-        r["speedup"] = ratio_stats(dict(zip(full["seeds"], full["time"])), times) if full else None
-        r["speedup_torchvision"] = ratio_stats(dict(zip(full_tv["seeds"], full_tv["time"])), times) if full_tv else None
-        ref = find(reference, r["augment_impl"], r["fraction"]) or find(reference, "fused", r["fraction"])
+        r["speedup"] = speedup(full, r)
+        r["speedup_torchvision"] = speedup(full_tv, r)
+        # the reference trained as this row was (on the subset alone, or not), else the other kind
+        ref = None
+        for subset_only in (r["subset_only"], not r["subset_only"]):
+            for impl in (r["augment_impl"], "fused"):
+                ref = ref if ref is not None else find(reference, impl, r["fraction"], subset_only)
         r["reference"] = None if ref is None or ref is r else ref["method"] + (
             f" {ref['fraction']:g}" if ref["base"] in ("random", "max-loss", "coreset") else "")
         r["paired"] = None
@@ -199,6 +234,8 @@ def comparison_rows(summaries: list, reference: str = "random") -> list:
 def _speedup_cell(st: Optional[dict]) -> str:
     if st is None:
         return "—"
+    if st.get("reference"):
+        return "reference"
     if st["ci_low"] is None:
         return f"{st['ratio']:.2f}×"
     noise = ", noise" if st["noise"] else ""
@@ -247,36 +284,42 @@ def markdown_table(rows: list, title: Optional[str] = None, reference: str = "ra
 
 def plot_comparison(rows: list, path: Path, title: str = "") -> Optional[Path]:
     """Accuracy against speedup over ``full`` (the paper's Fig. 1), one point per row with
-    the std over seeds as error bars. Returns None when matplotlib is missing."""
+    the std over seeds as error bars; without a ``full`` row, accuracy against time (there is
+    no speedup to show). The title is wrapped to the figure's width. Written atomically.
+    Returns None when matplotlib is missing."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    fig, ax = plt.subplots(figsize=(6, 4.2))
+    by_speedup = any(r["speedup"] is not None for r in rows)
+    points = [(r["speedup"]["ratio"] if by_speedup else r["time_s"], r) for r in rows
+              if r["acc_mean"] is not None and (r["speedup"] is not None if by_speedup else r["time_s"] is not None)]
+    fig, ax = plt.subplots(figsize=(6, 4.6))
     colors = {"none": "tab:gray", "random": "tab:blue", "max-loss": "tab:orange",
               "coreset": "tab:green", "full": "black"}
-    for r in rows:
-        if r["speedup"] is None or r["acc_mean"] is None:
-            continue
-        x = r["speedup"]["ratio"]
+    for x, r in points:
         tv = r["augment_impl"] == "torchvision"
         ax.errorbar(x, r["acc_mean"], yerr=r["acc_std"], fmt="s" if tv else "o", capsize=3,
                     color=colors.get(r["base"], "tab:purple"), mfc="none" if tv else None)
         label = r["base"] if r["base"] in ("none", "full") else f"{r['base']} {100 * r['fraction']:g}%"
-        label += " (tv)" if tv else ""
+        label += (" (subset only)" if r["subset_only"] else "") + (" (tv)" if tv else "")
         ax.annotate(label, (x, r["acc_mean"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    speedups = [r["speedup"]["ratio"] for r in rows if r["speedup"]]
-    if speedups and max(speedups) / min(speedups) > 8:
+    xs = [x for x, _ in points if x > 0]
+    if xs and max(xs) / min(xs) > 8:
         ax.set_xscale("log", base=2)
-    ax.set_xlabel("speedup over full augmentation (selection + augmentation + training time)")
+    ax.margins(x=0.15)  # room for the labels right of the last point
+    ax.set_xlabel("speedup over full augmentation (selection + augmentation + training time)" if by_speedup
+                  else "time (s): selection + augmentation + training, mean over seeds")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(textwrap.fill(title, 80), fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    try:
+        files.replace_atomically(path, lambda f: fig.savefig(f, dpi=130, format="png"))
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -285,7 +328,7 @@ def write_comparison(rows: list, out: Path, title: str = "", reference: str = "r
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     md = out / "compare.md"
-    md.write_text(markdown_table(rows, title, reference))
-    _write_json(out / "compare.json", {"title": title, "reference": reference, "rows": rows})
+    files.write_text(md, markdown_table(rows, title, reference))
+    files.write_json(out / "compare.json", {"title": title, "reference": reference, "rows": rows})
     png = plot_comparison(rows, out / "compare.png", title)
     return {"markdown": md, "json": out / "compare.json", "png": png}
