@@ -135,3 +135,14 @@ def shuffle(rows: EpochRows, generator: torch.Generator, num_examples: Optional[
         perm = torch.argsort(position[rows.index], stable=True)
     return EpochRows(*(t[perm] for t in rows))
 
+
+
+def mix_windows(rows: EpochRows, window: int, generator: torch.Generator) -> EpochRows:
+    """Shuffle the rows uniformly within each run of ``window`` consecutive rows (the last run
+    may be shorter), keeping the runs in place: after a grouped :func:`shuffle`, an example's
+    rows spread over the batches of one window (each of its images read once per window)
+    instead of sharing one batch. One ``rand`` of the epoch's length."""
+    n = rows.index.numel()
+    key = (torch.arange(n) // window).double() + torch.rand(n, generator=generator, dtype=torch.float64)
+    order = torch.argsort(key, stable=True)
+    return EpochRows(*(t[order] for t in rows))

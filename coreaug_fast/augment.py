@@ -542,6 +542,66 @@ class Augmenter:
         crop = None if offsets is None else torch.cat([offsets.long(), flips.long()[:, None]], 1)
         return self._run(images, params, crop)
 
+    def batch(self, images: torch.Tensor, weak: int, index: Optional[torch.Tensor] = None,
+              generator: Optional[torch.Generator] = None, *, check: bool = True) -> torch.Tensor:
+        """One training batch in one launch: its first ``weak`` rows weakly augmented (crop
+        and flip only) and the rest strong copies (the policy, then crop and flip), all
+        normalised alike (``mean``, ``std``, ``out_dtype``).
+
+        Row m reads image ``index[m]`` (image m when ``index`` is None); each strong row is
+        one copy (``copies`` does not apply). Draws on the generator's device, in this order:
+        the weak rows' crop offsets (weak, 2), uniform in [0, 2·padding], and flips
+        (uniform < 1/2, when ``flip``); then the strong rows' parameters as :meth:`sample`
+        draws them. :attr:`last_params` then holds every row's (the weak rows with Identity
+        ops); a weak row equals :func:`crop_flip` of its image at its offset and flip.
+
+        Args:
+            images: uint8 (N, C, H, W), C = 1 or 3.
+            weak: the number of weak rows, in [0, M].
+            index: optional integer (M,) images of the rows, in [0, N).
+            generator: as in a call.
+            check: check the values of ``index`` (one host synchronisation on a GPU).
+
+        Returns:
+            (M, C, H, W) in ``out_dtype`` on the images' device.
+        """
+        _check_images(images)
+        if index is not None:
+            _checks.check_tensor("index", index, dim=1, integer=True)
+        _checks.check_same_device(images=images, index=index)
+        _check_generator(generator)
+        device = images.device
+        rows = images.shape[0] if index is None else index.shape[0]
+        weak = _checks.check_int("weak", weak, low=0, high=rows)
+        if index is None:
+            index = torch.arange(rows, device=device)
+        else:
+            _check_index(index, images.shape[0], None, check)
+        gen_device = generator.device if generator is not None else torch.device("cpu")
+        strong = rows - weak
+        parts = []
+        if weak:
+            offsets = torch.randint(2 * self.padding + 1, (weak, 2), generator=generator, device=gen_device,
+                                    dtype=torch.int32).long()
+            flips = (torch.rand(weak, generator=generator, device=gen_device) < 0.5) & self.flip
+            width = self._sampler.ops_per_row
+            parts.append((torch.zeros(weak, width, dtype=torch.int32, device=gen_device),
+                          torch.zeros(weak, width, dtype=torch.float32, device=gen_device), offsets, flips))
+        if strong:
+            ops, mags, offsets, flips = self._draw(strong, images.shape[2], images.shape[3], generator)
+            if offsets is None:  # no crop, no flip: the identity crop, so both parts share one launch
+                offsets = torch.zeros(strong, 2, dtype=torch.long, device=gen_device)
+                flips = torch.zeros(strong, dtype=torch.bool, device=gen_device)
+            parts.append((ops, mags, offsets, flips))
+        if not parts:
+            return images.new_empty((0,) + tuple(images.shape[1:]), dtype=self.out_dtype)
+        ops, mags, offsets, flips = (to_device_async(torch.cat(t) if len(t) > 1 else t[0], device)
+                                     for t in zip(*parts))
+        params = AugmentParams(source=index.long(), copy=torch.zeros(rows, dtype=torch.long, device=device),
+                               ops=ops, magnitudes=mags, offsets=offsets, flips=flips)
+        self.last_params = params
+        return self._run(images, params, torch.cat([offsets, flips.long()[:, None]], 1))
+
     def apply(self, images: torch.Tensor, params: AugmentParams) -> torch.Tensor:
         """Replay ``params`` (from :attr:`last_params` or :meth:`sample`) on ``images``."""
         _check_images(images)

@@ -25,9 +25,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import _checks
-from ._rows import WEIGHTS, EpochRows, epoch_rows, rank_seed, scale_weights, shard, shuffle, stream_seeds, weak_first
+from ._rows import (WEIGHTS, EpochRows, epoch_rows, mix_windows, rank_seed, scale_weights, shard, shuffle,
+                    stream_seeds, weak_first)
 from ._timing import Clock, PhaseTimer
-from .augment import MAX_COPIES, Augmenter, crop_flip, to_device_async
+from .augment import MAX_COPIES, Augmenter, to_device_async
 from .loading import MIN_IMAGE_SIZE, WEAK_MODES
 from .sources import (DatasetSource, TensorSource, batch_starts, check_dataset, check_labels_of, dataset_labels,
                       read_labels)
@@ -151,6 +152,14 @@ class CoresetAugmentation:
         track_maxloss: also record in :attr:`stats` the share of the subset that max-loss
             would pick too (one more forward pass for ``random``).
         progress: progress bar of the selection pass over a dataset (None: on a terminal).
+        group_batches: how an epoch's rows are shuffled. ``0``: a uniform permutation of all
+            rows (the default for a tensor, as before datasets existed; with a dataset each
+            row reads its image). ``k >= 1``: the examples are shuffled, and each example's
+            rows (its original and its strong copies) are shuffled within a window of k
+            consecutive batches, so its image is decoded once per epoch (twice where it
+            straddles two windows); a DataLoader task then reads a whole window (k batches).
+            Default 4 for a dataset: a batch mixes rows of about k times more examples than
+            with k = 1 (see the README's paired comparison), at k batches per worker task.
 
     Attributes:
         selection: the current :class:`Coreset` (None before the first selection and for
@@ -172,7 +181,8 @@ class CoresetAugmentation:
                  out_dtype: torch.dtype = torch.float32, seed: int = 0, pin_memory: Optional[bool] = None,
                  amp: bool = False, augment_impl: str = "fused", group=None, track_maxloss: bool = False,
                  image_size: Optional[int] = None, weak: Optional[str] = None, channels: Optional[int] = None,
-                 num_workers: int = 0, prefetch_factor: Optional[int] = None, progress: Optional[bool] = None):
+                 num_workers: int = 0, prefetch_factor: Optional[int] = None, progress: Optional[bool] = None,
+                 group_batches: Optional[int] = None):
         _checks.check_choice("method", method, METHODS)
         _checks.check_choice("aug_mode", aug_mode, AUG_MODES)
         _checks.check_choice("weights", weights, WEIGHTS)
@@ -212,6 +222,8 @@ class CoresetAugmentation:
                                         num_workers=num_workers, pin_memory=pin_memory,
                                         prefetch_factor=prefetch_factor, augment_impl=augment_impl)
         self.labels = self._make_labels(labels, progress)
+        self.group_batches = self.source.group_batches if group_batches is None else \
+            _checks.check_int("group_batches", group_batches, low=0, high=2 ** 20)
         self.method, self.subset_only, self.aug_mode, self.weights = method, bool(subset_only), aug_mode, weights
         self.embedding, self.features = embedding, features
         self.similarity, self.optimizer, self.out_dtype = similarity, optimizer, out_dtype
@@ -333,9 +345,12 @@ class CoresetAugmentation:
         rows = epoch_rows(n, self.method, subset=self._subset, subset_weights=self._subset_weights,
                           copies=self.copies, aug_mode=self.aug_mode, subset_only=self.subset_only)
         total = rows.index.numel()
-        rows = shuffle(rows, self._gen["shuffle"], n if self.source.grouped else None)
+        grouped = self.group_batches > 0
+        rows = shuffle(rows, self._gen["shuffle"], n if grouped else None)
         if world > 1:
-            rows = shard(rows, rank, world, blocks=self.source.grouped)
+            rows = shard(rows, rank, world, blocks=grouped)
+        if self.group_batches > 1:  # after sharding: a rank's windows are its own batches
+            rows = mix_windows(rows, self.group_batches * batch_size, self._gen["shuffle"])
             self._gen["augment"].manual_seed(rank_seed(self.seed, rank, e))
         stats.update(rows=total, subset_size=None if self._subset is None else int(self._subset.numel()),
                      fraction_never_selected=(None if self.method == "none"
@@ -528,33 +543,12 @@ class CoresetAugmentation:
                                 torch.tensor(self._std, dtype=torch.float32, device=device).view(view))
         return self._cache[key]
 
-    def _weak(self, images, index, generator, device) -> torch.Tensor:
-        """Random crop (zero padding) and optional flip of ``images[index]`` (all of
-        ``images`` when ``index`` is None), normalised."""
-        m = images.shape[0] if index is None else index.numel()
-        p = self.padding
-        offsets = torch.randint(2 * p + 1, (m, 2), generator=generator, dtype=torch.int32)
-        flips = (torch.rand(m, generator=generator) < 0.5) & self.flip
-        # drawn here, in range: no host sync. Normalised in the same pass, as torchvision's
-        # ToDtype(scale=True) + Normalize compute it (and the fused strong rows do)
-        return crop_flip(images, to_device_async(offsets, device), to_device_async(flips, device), padding=p,
-                         index=index, check=False, out_dtype=self.out_dtype, mean=self._mean, std=self._std)
-
-    def _augment_batch(self, images: torch.Tensor, index: Optional[torch.Tensor], n_weak: int, device) -> torch.Tensor:
-        """One batch, weak rows first: ``images[index]`` (``images`` itself when ``index`` is
-        None), the first ``n_weak`` rows weakly augmented, the rest strong copies."""
-        g = self._gen["augment"]
-        rows = images.shape[0] if index is None else index.numel()
-        parts = []
-        if n_weak:
-            parts.append(self._weak(images[:n_weak] if index is None else images,
-                                    None if index is None else index[:n_weak], g, device))
-        if n_weak < rows:
-            if index is None:
-                parts.append(self._augmenter(images[n_weak:], generator=g, check=False))
-            else:
-                parts.append(self._augmenter(images, index=index[n_weak:], generator=g, check=False))
-        return torch.cat(parts) if len(parts) > 1 else parts[0]
+    def _augment_batch(self, images: torch.Tensor, index: Optional[torch.Tensor], n_weak: int) -> torch.Tensor:
+        """One batch, weak rows first: rows ``index`` of ``images`` (``images`` itself when
+        ``index`` is None), the first ``n_weak`` weakly augmented, the rest strong copies, in
+        one launch (:meth:`Augmenter.batch`). Every parameter is drawn here, in range: no
+        host synchronisation."""
+        return self._augmenter.batch(images, n_weak, index=index, generator=self._gen["augment"], check=False)
 
     def _torchvision_batches(self, rows: EpochRows, batch_size: int, device) -> Iterator[torch.Tensor]:
         if self._torchvision is None:
@@ -601,11 +595,12 @@ class EpochBatches:
                 yield x, y[b * bs:(b + 1) * bs], w[b * bs:(b + 1) * bs]
             self._stats["augment_s"] = timer.totals().get("augment", 0.0)
             return
-        grouped = aug.source.grouped
+        workers = isinstance(aug.source, DatasetSource)
         # the workers' crop streams: one draw per epoch, so batches do not depend on the workers
-        seed = int(torch.randint(2 ** 62, (1,), generator=aug._gen["augment"])) if grouped else 0
+        seed = int(torch.randint(2 ** 62, (1,), generator=aug._gen["augment"])) if workers else 0
         sources = aug.source.train_batches(index_cpu, batch_starts(index_cpu.numel(), bs), dev, seed=seed,
-                                           staged=getattr(aug, "_force_staging", False))
+                                           staged=getattr(aug, "_force_staging", False),
+                                           window=max(aug.group_batches, 1))
         load_s = 0.0
         for b, n_weak in enumerate(self._weak):
             sl = slice(b * bs, (b + 1) * bs)
@@ -613,11 +608,11 @@ class EpochBatches:
             waited = time.perf_counter()
             images, index = next(sources)
             load_s += time.perf_counter() - waited
-            x = aug._augment_batch(images, index, n_weak, dev)
+            x = aug._augment_batch(images, index, n_weak)
             timer.stop("augment", t)
             yield x, y[sl], w[sl]
         self._stats["augment_s"] = timer.totals().get("augment", 0.0)
-        if grouped:
+        if workers:
             self._stats["load_s"] = load_s
 
 

@@ -6,10 +6,10 @@ piece that differs between data held as a tensor and data read from a dataset.
   rows are gathered into a (pinned) staging buffer and copied asynchronously.
 * :class:`DatasetSource`: a map-style dataset of ``(image, label)`` items of any size, read in
   ``DataLoader`` workers a whole batch per task (:mod:`coreaug_fast.loading`): memory stays
-  bounded by batch size x workers x prefetch, never by N. An example's rows (its original and
-  its strong copies) are kept together in the epoch's order (:attr:`grouped`), so each source
-  image is decoded once per epoch (twice for the few examples whose rows straddle a batch
-  boundary).
+  bounded by batch size x window x workers x prefetch, never by N. An example's rows (its
+  original and its strong copies) are kept within a window of a few batches in the epoch's
+  order (:attr:`group_batches`), and a worker reads a whole window, so each source image is
+  decoded once per epoch (twice for the few examples whose rows straddle two windows).
 
 Both give, per batch, ``(images, index)``: uint8 images on the device and either the rows'
 positions in ``images`` (an int64 index on the device) or None (``images`` holds the rows
@@ -37,7 +37,7 @@ def batch_starts(rows: int, batch_size: int) -> List[int]:
 class TensorSource:
     """Rows of a uint8 (N, C, H, W) tensor held in device or host memory."""
 
-    grouped = False
+    group_batches = 0  # the default of CoresetAugmentation(group_batches=): nothing to decode
 
     def __init__(self, images: torch.Tensor, pin_memory: Optional[bool] = None):
         self.images, self.pin_memory = images, pin_memory
@@ -59,9 +59,10 @@ class TensorSource:
         return h if h == w else None
 
     def train_batches(self, index: torch.Tensor, starts: List[int], device: torch.device, *,
-                      staged: bool = False, seed: int = 0) -> Iterator[Batch]:
+                      staged: bool = False, seed: int = 0, window: int = 1) -> Iterator[Batch]:
         """Batch ``b``: rows ``index[starts[b]:starts[b + 1]]`` (int64 CPU). ``staged`` forces the
-        host-gather path even where the images are on ``device``."""
+        host-gather path even where the images are on ``device``; ``seed`` and ``window`` are
+        for sources that read from disk."""
         staged = staged or self.images.device != device
         # one transfer per epoch for what every batch slices: no per-batch copies or checks
         index_dev = None if staged else to_device_async(index, self.images.device)
@@ -100,7 +101,7 @@ class DatasetSource:
         num_workers, pin_memory, prefetch_factor: as ``torch.utils.data.DataLoader``'s.
     """
 
-    grouped = True
+    group_batches = 4  # the default of CoresetAugmentation(group_batches=): decode each image once
 
     def __init__(self, dataset, *, image_size: int, weak: str, channels: int = 3, num_workers: int = 0,
                  pin_memory: Optional[bool] = None, prefetch_factor: Optional[int] = None, name: str = "images"):
@@ -136,14 +137,20 @@ class DatasetSource:
         return self.image_size
 
     def train_batches(self, index: torch.Tensor, starts: List[int], device: torch.device, *,
-                      staged: bool = False, seed: int = 0) -> Iterator[Batch]:
+                      staged: bool = False, seed: int = 0, window: int = 1) -> Iterator[Batch]:
         """Batch ``b``: rows ``index[starts[b]:starts[b + 1]]``, each cut from its image in a
-        worker (``seed`` seeds the rows' crop streams), uint8 on ``device``."""
+        worker (``seed`` seeds the rows' crop streams), uint8 on ``device``. A worker task
+        reads ``window`` consecutive batches at once (each image once for all its rows there)."""
         geometry = "random-crop" if self.weak == "resized-crop" else "center"
-        reader = BatchReader(self.dataset, index, starts, channels=self.channels, size=self.image_size,
+        windows = starts[:-1:window] + [starts[-1]]
+        reader = BatchReader(self.dataset, index, windows, channels=self.channels, size=self.image_size,
                              geometry=geometry, resize=self.resize, seed=seed)
+        batch = 0
         for images, _ in self.load(reader, device):
-            yield images, None
+            lo = starts[batch]
+            while batch < len(starts) - 1 and starts[batch + 1] - lo <= images.shape[0]:
+                yield images[starts[batch] - lo:starts[batch + 1] - lo], None
+                batch += 1
 
     def eval_batches(self, rows: Optional[torch.Tensor], chunk: int, device: torch.device) -> Iterator[torch.Tensor]:
         """The centre views of items ``rows`` (all when None), ``chunk`` at a time, uint8 on ``device``."""

@@ -603,6 +603,7 @@ at::Tensor augment_cpu(const at::Tensor& images, const at::Tensor& ops, const at
   }
   auto out = at::empty({M, C, H, W}, images.options().dtype(dt));
   if (out.numel() == 0) return out;
+  advise_huge_pages(out);
 
   Problem p{};
   p.images = x.data_ptr<uint8_t>();

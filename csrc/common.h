@@ -5,6 +5,12 @@
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
+#include <cstdint>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
 #define COREAUG_CHECK_DIM(x, d) \
   TORCH_CHECK((x).dim() == (d), #x " must have " #d " dimensions, got ", (x).dim())
 
@@ -20,6 +26,25 @@
               (x).scalar_type())
 
 namespace coreaug {
+
+// A freshly allocated CPU output of many MB is first written page by page: on Linux each 4 KiB
+// page costs a fault, which for a float32 batch of 224x224 images takes several times longer
+// than the writes themselves. Advising its 2 MiB-aligned interior as transparent huge pages
+// (honoured where THP is in "madvise" or "always" mode) makes those faults 512x fewer. A hint
+// only: without THP, or on other systems, nothing changes.
+inline void advise_huge_pages(const at::Tensor& t) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kHuge = uintptr_t{1} << 21;
+  const size_t bytes = static_cast<size_t>(t.numel()) * t.element_size();
+  if (!t.device().is_cpu() || bytes < 2 * kHuge) return;
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(t.data_ptr());
+  const uintptr_t lo = (begin + kHuge - 1) & ~(kHuge - 1);
+  const uintptr_t hi = (begin + bytes) & ~(kHuge - 1);
+  if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);  // a hint: errors ignored
+#else
+  (void)t;
+#endif
+}
 
 // logits (N, C) floating with C >= 1 unless N == 0, targets (N,) int64 on the same device.
 inline void check_logits_targets(const at::Tensor& logits, const at::Tensor& targets) {

@@ -609,3 +609,43 @@ def test_crop_flip_normalises_in_the_same_pass_as_torchvision(device, out_dtype,
     assert got.dtype == out_dtype and torch.equal(got.cpu(), want)
     plain = crop_flip(images, offsets, flips, padding=2, index=index, out_dtype=torch.float32)
     assert torch.equal(plain.cpu(), normalize_reference(pixels, None, None, torch.float32))
+
+
+@pytest.mark.parametrize("policy", ["randaugment", "autoaugment-imagenet", "trivialaugment"])
+@pytest.mark.parametrize("padding,flip", [(2, True), (0, True), (0, False)])
+@pytest.mark.parametrize("weak", [0, 3, 7])
+def test_batch_equals_weak_crop_flip_then_strong_copies(device, policy, padding, flip, weak):
+    """Augmenter.batch (one launch) = crop_flip of the weak rows + a copies=1 call on the
+    strong rows, drawn from the same stream in that order, to the bit: the weak rows' offsets
+    (randint 2p+1, int32) and flips (rand < 1/2), then the call's own draws."""
+    g = torch.Generator().manual_seed(5)
+    images = torch.randint(0, 256, (6, 3, 12, 10), dtype=torch.uint8, generator=g).to(device)
+    index = torch.randint(0, 6, (7,), generator=g).to(device)
+    kw = dict(copies=1, padding=padding, flip=flip, mean=[0.4, 0.5, 0.6], std=[0.2, 0.25, 0.3], policy=policy)
+    aug = Augmenter(**kw)
+    got = aug.batch(images, weak, index=index, generator=torch.Generator().manual_seed(9))
+    stream = torch.Generator().manual_seed(9)
+    parts = []
+    if weak:
+        offsets = torch.randint(2 * padding + 1, (weak, 2), generator=stream, dtype=torch.int32)
+        flips = (torch.rand(weak, generator=stream) < 0.5) & flip
+        parts.append(crop_flip(images, offsets.to(device), flips.to(device), padding=padding, index=index[:weak],
+                               out_dtype=torch.float32, mean=kw["mean"], std=kw["std"]))
+    if weak < 7:
+        parts.append(Augmenter(**kw)(images, index=index[weak:], generator=stream))
+    want = torch.cat(parts)
+    assert got.shape == (7, 3, 12, 10) and torch.equal(got, want)
+    p = aug.last_params
+    assert torch.equal(p.source, index) and not p.ops[:weak].any() and p.ops.shape[0] == 7
+
+
+def test_batch_of_staged_rows_and_its_errors():
+    images = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
+    aug = Augmenter(copies=1, padding=1)
+    x = aug.batch(images, 2, generator=torch.Generator().manual_seed(0))  # row m is image m
+    assert x.shape == (4, 3, 8, 8)
+    assert aug.batch(images[:0], 0).shape == (0, 3, 8, 8)
+    with pytest.raises(ValueError, match=r"weak must be in \[0, 4\], got 5"):
+        aug.batch(images, 5)
+    with pytest.raises(ValueError, match="index has value 9, outside"):
+        aug.batch(images, 1, index=torch.tensor([0, 9]))

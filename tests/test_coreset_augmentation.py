@@ -394,3 +394,22 @@ def test_bad_epoch_arguments_and_single_iteration():
     assert list(batches) == []  # one pass per epoch
     with pytest.raises(ValueError, match="state"):
         aug.load_state_dict({"epoch": 1})
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_group_batches_keeps_an_examples_rows_in_one_window_and_defaults_off_for_tensors(k):
+    """group_batches=k: an example's 4 rows lie within one window of k batches (bar the
+    examples at a window boundary); 0, the tensor default, is the uniform row shuffle."""
+    assert make().group_batches == 0
+    aug = make(method="full", copies=3, group_batches=k)
+    epoch = aug.epoch(Net(), batch_size=8)
+    x, y, w = collect(epoch)
+    index = epoch.rows.index
+    windows = [set(index[lo:lo + 8 * k].tolist()) for lo in range(0, index.numel(), 8 * k)]
+    assert sum(len(b) for b in windows) <= N + len(windows) - 1
+    assert x.shape[0] == 4 * N and sorted(index.tolist()) == sorted(list(range(N)) * 4)
+    if k > 1:  # mixed within the window: batches hold rows of more examples than with k = 1
+        batches = [len(set(index[lo:lo + 8].tolist())) for lo in range(0, index.numel(), 8)]
+        assert sum(batches) / len(batches) > 8 / 4 + 1
+    with pytest.raises(ValueError, match="group_batches must be in"):
+        make(group_batches=-1)

@@ -17,10 +17,11 @@ import torch
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
-COMMON = """
+COMMON = f"""
 import torch
 import coreaug_fast
 g0 = torch.Generator().manual_seed(0)
+TESTS = {str(Path(__file__).resolve().parent)!r}
 """
 
 # A model with a .fc head (the penultimate activation is fc's input), on 3 x 8 x 8 images.
@@ -78,6 +79,17 @@ model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 8), torch.nn
 images = torch.rand(40, 1, 8, 8, generator=g0)
 labels = torch.arange(40) % 4
 policy = lambda x: (x + 0.05 * torch.randn_like(x)).clamp(0, 1)
+""",
+    # a generated ImageNet-layout folder under the block's working directory; torchvision's
+    # ResNet-18 of 3 classes (the selection pass runs it on 12 images at 224 x 224)
+    "Datasets of any size: folders of images, read from disk": """
+import sys, torchvision
+sys.path.insert(0, TESTS)
+from image_folders import make_imagenet_layout
+make_imagenet_layout("data", per_class=4, classes=3, sizes=(60, 300))
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+torch.manual_seed(0)
+model = torchvision.models.resnet18(num_classes=3)
 """,
     # one rank: the block's collective calls run on a process group of size 1 (see _process_group)
     "Several GPUs: `torch.distributed`": """

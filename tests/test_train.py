@@ -50,15 +50,11 @@ def recorder(monkeypatch):
         rec["loss"].append((targets.detach().cpu().clone(), weights.detach().cpu().clone(), kw))
         return real_loss(logits, targets, weights, **kw)
 
-    real_crop = ca.crop_flip
-    def crop(images, offsets, flips, *, padding=4, index=None, check=True, **normalisation):
-        rec["weak"].append(index.cpu().clone())
-        return real_crop(images, offsets, flips, padding=padding, index=index, check=check, **normalisation)
-
     class Augmenter(ca.Augmenter):
-        def __call__(self, images, index=None, *, generator=None, check=True):
-            rec["strong"].append(index.cpu().clone())
-            return super().__call__(images, index=index, generator=generator, check=check)
+        def batch(self, images, weak, index=None, generator=None, *, check=True):
+            rec["weak"].append(index[:weak].cpu().clone())
+            rec["strong"].append(index[weak:].cpu().clone())
+            return super().batch(images, weak, index=index, generator=generator, check=check)
 
     def wrap(fn):
         def f(*a, **kw):
@@ -68,7 +64,6 @@ def recorder(monkeypatch):
         return f
 
     monkeypatch.setattr(_api, "weighted_cross_entropy", loss)
-    monkeypatch.setattr(ca, "crop_flip", crop)
     monkeypatch.setattr(ca, "Augmenter", Augmenter)
     for name in ("select_coreset", "select_random"):
         monkeypatch.setattr(ca, name, wrap(getattr(ca, name)))

@@ -11,7 +11,7 @@ from ..loss import weighted_cross_entropy
 # mistaken for one measured with the fused ops.
 IMPLEMENTATION = {
     f.__name__: f.__module__
-    for f in (_ca.select_coreset, _ca.select_random, _ca.select_max_loss, _ca.Augmenter, _ca.crop_flip,
+    for f in (_ca.select_coreset, _ca.select_random, _ca.select_max_loss, _ca.Augmenter,
               weighted_cross_entropy, _ca.gradient_embeddings)
 }
 
