@@ -11,7 +11,7 @@ export MAX_JOBS
 STAMP := $(VENV)/.coreaug-installed
 SOURCES := setup.py pyproject.toml $(wildcard csrc/*) $(wildcard kernels/*.py)
 
-.PHONY: demo test bench clean gpu-check
+.PHONY: demo test bench clean gpu-check gpu-wheels
 
 $(PY):
 	@echo "== creating $(VENV)"
@@ -51,6 +51,22 @@ bench: $(STAMP)
 GPU_PYTHON ?= python3
 gpu-check:
 	$(GPU_PYTHON) bench/gpu_check.py $(if $(OUT),--out "$(OUT)")
+
+# Here, with network: the wheels of the peers gpu-check times that the GPU machine lacks
+# (apricot, kornia, Liger), for its CPython 3.12 on x86-64 Linux, into .whl/ (ignored by
+# git); gpu_check.py installs them from there with --no-index. Only what the machine lacks:
+# kornia-rs is kornia's one missing need, and apricot's declared `nose` is never imported.
+# apricot-select 0.6.1 is a source release only: built here into a pure-Python wheel.
+GPU_WHEELS_DIR := .whl
+GPU_WHEELS ?= kornia==0.9.0 kornia-rs==0.2.0 liger-kernel==0.8.5
+GPU_SOURCE_WHEELS ?= apricot-select==0.6.1
+GPU_WHEEL_PLATFORM := --python-version 3.12 --implementation cp \
+	$(foreach p,manylinux_2_28 manylinux_2_27 manylinux_2_17 manylinux2014 manylinux1,--platform $(p)_x86_64)
+gpu-wheels:
+	@mkdir -p $(GPU_WHEELS_DIR) && rm -f $(GPU_WHEELS_DIR)/*.whl  # one version of each, or the install stops
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: $(GPU_WHEEL_PLATFORM) -d $(GPU_WHEELS_DIR) $(GPU_WHEELS)
+	$(PYTHON) -m pip wheel -q --no-deps -w $(GPU_WHEELS_DIR) $(GPU_SOURCE_WHEELS)
+	@ls -1 $(GPU_WHEELS_DIR)/*.whl && du -ch $(GPU_WHEELS_DIR)/*.whl | tail -n 1
 
 clean:
 	rm -rf build *.egg-info coreaug_fast/*.so

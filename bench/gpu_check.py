@@ -11,7 +11,10 @@ on an H100/H200):
 2. ``tests``: the CUDA tests, the GPU-only ones first, then every test parametrised over
    devices with its CUDA case (``gpu_check_plugin`` orders and selects them).
 3. ``selector``, ``augment``, ``loss``, ``train``: benchmarks with their peers in the same
-   run (see each ``bench_*`` function), each in its own process.
+   run (see each ``bench_*`` function), each in its own process. The machine has no
+   network: peers it lacks (apricot, kornia, Liger) are installed first from the wheels in
+   ``.whl/`` (fetched elsewhere by ``make gpu-wheels``), with ``--no-index`` into a private
+   folder on PYTHONPATH; without that folder their figures say "skipped".
 
 It writes ``<OUT>/<gpu-name>.json`` (every figure) and ``<OUT>/<gpu-name>.md`` (a short
 report: every figure and pass/fail against the GPU targets). Without a GPU it says
@@ -28,6 +31,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -36,6 +40,9 @@ from pathlib import Path
 from unittest.mock import patch
 
 ROOT = Path(__file__).resolve().parent.parent
+# `make gpu-wheels` fills WHEELS; the peers are installed from it into PEER_SITE
+WHEELS = ROOT / ".whl"
+PEER_SITE = ROOT / "build" / "gpu-check-peers"
 BENCH_PHASES = ("selector", "augment", "loss", "train")
 PHASES = ("build", "tests") + BENCH_PHASES
 # Seconds per phase; the sum stays under 10 minutes with room for start-up and reporting.
@@ -394,6 +401,29 @@ def _gpu() -> "dict | None":
             "torch": torch.__version__, "cuda": torch.version.cuda}
 
 
+def install_peer_wheels(result: dict, wheels: Path = WHEELS, site: Path = PEER_SITE) -> None:
+    """Install every wheel in ``wheels`` (no index, no dependency resolution: the folder holds
+    exactly what this machine lacks) into the private folder ``site``, emptied first, and put
+    it first on PYTHONPATH, which the phases' processes inherit. Without wheels it does
+    nothing; a failed install is reported and the peers are skipped as before."""
+    files = sorted(wheels.glob("*.whl")) if wheels.is_dir() else []
+    if not files:
+        result["peer_wheels"] = {"installed": [], "why": f"no wheels in {wheels} (make gpu-wheels fetches them)"}
+        return
+    shutil.rmtree(site, ignore_errors=True)
+    cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
+           "--no-cache-dir", "--upgrade", "--target", str(site), *map(str, files)]
+    print(f"== peers: installing {len(files)} wheels from {wheels} into {site}", flush=True)
+    r = _run(cmd, 120)
+    ok = r["rc"] == 0
+    result["peer_wheels"] = {"installed": [f.name for f in files] if ok else [], "seconds": round(r["seconds"], 1),
+                             "why": None if ok else (r["stdout"] + r["stderr"])[-2000:]}
+    if ok:
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
+    else:
+        print(result["peer_wheels"]["why"], flush=True)
+
+
 def phase_build(budget: float, result: dict) -> bool:
     env = dict(os.environ, TORCH_CUDA_ARCH_LIST=result["gpu"]["capability"], COREAUG_CUDA="1",
                MAX_JOBS=str(os.cpu_count() or 1))
@@ -594,6 +624,8 @@ def main(argv=None) -> int:
     else:
         if "tests" in phases:
             phase_tests(budget("tests"), result, out_dir)
+        if any(name in phases for name in BENCH_PHASES):
+            install_peer_wheels(result)
         for name in BENCH_PHASES:
             if name in phases:
                 phase_bench(name, budget(name), result, out_dir)
