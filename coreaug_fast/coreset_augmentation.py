@@ -30,9 +30,9 @@ from ._rows import (WEIGHTS, EpochRows, epoch_rows, mix_windows, rank_seed, scal
 from ._timing import Clock, PhaseTimer
 from .augment import MAX_COPIES, Augmenter, to_device_async
 from .loading import MIN_IMAGE_SIZE, WEAK_MODES
+from .recording import Recorder, Recording
 from .sources import (DatasetSource, TensorSource, batch_starts, check_dataset, check_labels_of, dataset_labels,
                       read_labels)
-from .distributed import all_gather_into
 from .embeddings import gradient_embeddings
 from .selection import Coreset, select_coreset, select_max_loss, select_random
 
@@ -44,6 +44,7 @@ SIMILARITIES = ("distance", "sqdistance", "exp")
 OPTIMIZERS = ("lazy", "naive", "stochastic")
 OUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 AUGMENT_IMPLS = ("fused", "torchvision")
+SELECTION_PASSES = ("clean", "train")
 #: The default of ``weights=``, chosen from a paired comparison on digits (see the README).
 DEFAULT_WEIGHTS = "uniform"
 #: Rows per chunk of the clean forward pass (at least the batch size).
@@ -152,6 +153,13 @@ class CoresetAugmentation:
         track_maxloss: also record in :attr:`stats` the share of the subset that max-loss
             would pick too (one more forward pass for ``random``).
         progress: progress bar of the selection pass over a dataset (None: on a terminal).
+        selection_pass: where the selection's logits (and features) come from: ``"clean"``
+            (default, the paper's: one more forward pass over the originals, eval mode, no
+            augmentation, at the selection epoch) or ``"train"`` (the training loop's own
+            forward passes on the weakly augmented originals during the epoch before, taken
+            by a forward hook on the model: no extra pass; train mode, weights up to an
+            epoch old; rows that epoch did not show get a clean pass of their own; see
+            :mod:`coreaug_fast.recording`).
         group_batches: how an epoch's rows are shuffled. ``0``: a uniform permutation of all
             rows (the default for a tensor, as before datasets existed; with a dataset each
             row reads its image). ``k >= 1``: the examples are shuffled, and each example's
@@ -182,7 +190,7 @@ class CoresetAugmentation:
                  amp: bool = False, augment_impl: str = "fused", group=None, track_maxloss: bool = False,
                  image_size: Optional[int] = None, weak: Optional[str] = None, channels: Optional[int] = None,
                  num_workers: int = 0, prefetch_factor: Optional[int] = None, progress: Optional[bool] = None,
-                 group_batches: Optional[int] = None):
+                 group_batches: Optional[int] = None, selection_pass: str = "clean"):
         _checks.check_choice("method", method, METHODS)
         _checks.check_choice("aug_mode", aug_mode, AUG_MODES)
         _checks.check_choice("weights", weights, WEIGHTS)
@@ -190,6 +198,7 @@ class CoresetAugmentation:
         _checks.check_choice("optimizer", optimizer, OPTIMIZERS)
         _checks.check_choice("out_dtype", out_dtype, OUT_DTYPES)
         _checks.check_choice("augment_impl", augment_impl, AUGMENT_IMPLS)
+        _checks.check_choice("selection_pass", selection_pass, SELECTION_PASSES)
         weak = "crop-flip" if weak is None else weak
         _checks.check_choice("weak", weak, WEAK_MODES)
         if features is not None and not isinstance(features, nn.Module):
@@ -231,6 +240,7 @@ class CoresetAugmentation:
         self.pin_memory = None if pin_memory is None else bool(pin_memory)
         self.augment_impl, self.group, self.track_maxloss = augment_impl, _check_group(group), bool(track_maxloss)
         self.progress = progress
+        self.selection_pass = selection_pass
         c = self.source.channels
         self._mean = [0.0] * c if mean is None else _per_channel("mean", mean, c)
         self._std = [1.0] * c if std is None else _per_channel("std", std, c)
@@ -254,6 +264,7 @@ class CoresetAugmentation:
         self._cache: dict = {}  # device -> (labels, mean, std) there
         self._device: Optional[torch.device] = None  # the model's, at the last epoch()
         self._torchvision = None
+        self._recording: Optional[Recording] = None  # the train pass's record, awaiting its selection
         self.stats: dict = {}
 
     def _make_source(self, images, labels, *, image_size, weak, channels, num_workers, pin_memory, prefetch_factor,
@@ -339,6 +350,7 @@ class CoresetAugmentation:
             stats["selected"] = True
         elif self.method == "full":
             self._ever_selected[:] = True
+        self._recording = None  # a record serves the selection right after its epoch only
         n = len(self.source)
         _check_rows_fit(n, self.copies * (n if self.method == "full" else
                                           0 if self._subset is None else self._subset.numel()))
@@ -358,7 +370,10 @@ class CoresetAugmentation:
                      maxloss_intersection=self._maxloss_intersection)
         self.stats = stats
         self._epoch += 1
-        return EpochBatches(self, rows, batch_size, device, stats)
+        recording = None
+        if self.selection_pass == "train" and self._needs_forward() and (e + 1) % self.select_every == 0:
+            recording = self._recording = Recording(n, device, self.embedding == "last-layer-features")
+        return EpochBatches(self, rows, batch_size, device, stats, recording=recording, model=model)
 
     def transform_eval(self, images_u8: torch.Tensor) -> torch.Tensor:
         """The training normalisation without augmentation: uint8 (M, C, H, W) -> ``out_dtype``
@@ -419,7 +434,9 @@ class CoresetAugmentation:
         return {"epoch": self._epoch, "generators": {k: g.get_state() for k, g in self._gen.items()},
                 "subset": copy(self._subset), "weights": copy(self._subset_weights), "coreset": sel,
                 "maxloss_intersection": self._maxloss_intersection, "ever_selected": self._ever_selected.clone(),
-                "stats": dict(self.stats), "config": self._config()}
+                "stats": dict(self.stats), "config": self._config(),
+                # between a "train"-pass recording epoch and its selection: what was recorded
+                "recording": None if self._recording is None else self._recording.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict`: the next :meth:`epoch` yields the same batches as the
@@ -442,12 +459,14 @@ class CoresetAugmentation:
         self._maxloss_intersection = state.get("maxloss_intersection")
         self._ever_selected = state["ever_selected"].clone()
         self.stats = dict(state.get("stats", {}))
+        recording = state.get("recording")
+        self._recording = None if recording is None else Recording.from_state(recording, self._device or dev)
 
     def _config(self) -> dict:
         """What a state belongs to: the settings that decide which rows an epoch has."""
         return {"n": len(self.source), "method": self.method, "fraction": self.fraction, "seed": self.seed,
                 "copies": self.copies, "select_every": self.select_every, "subset_only": self.subset_only,
-                "aug_mode": self.aug_mode, "weights": self.weights}
+                "aug_mode": self.aug_mode, "weights": self.weights, "selection_pass": self.selection_pass}
 
     # -- selection -----------------------------------------------------------------------
     def _select(self, net: nn.Module, device: torch.device, batch_size: int, rank: int, world: int) -> float:
@@ -455,17 +474,16 @@ class CoresetAugmentation:
         labels = self._on(device)[0]
         n = labels.numel()
         clock = Clock(device)
-        need_forward = self.method != "random" or self.track_maxloss
+        need_forward = self._needs_forward()
         if self.method == "random":  # needs no forward pass; one below only feeds the overlap figure
             chosen = select_random(labels, self.fraction, generator=self._gen["select"])
             selection_s = clock.lap()
         if need_forward:
-            rows = None if world == 1 else torch.arange(rank, n, world, device=device)
             chunk = batch_size if isinstance(self.source, DatasetSource) else max(batch_size, FORWARD_CHUNK)
+            rows, logits, feats = self._selection_outputs(net, device, chunk, labels, rank, world)
             y = labels if rows is None else labels[rows]
-            logits, feats = self._clean_forward(net, device, chunk, rows, y)
             losses = F.cross_entropy(logits, y, reduction="none")
-            all_losses = (lambda: losses) if world == 1 else (lambda: _gather_losses(losses, n, world, self.group))
+            all_losses = (lambda: losses) if world == 1 else (lambda: _gather_losses(losses, rows, n, self.group))
         if self.method == "max-loss":
             chosen = select_max_loss(all_losses(), labels, self.fraction)
         elif self.method == "coreset":
@@ -484,6 +502,49 @@ class CoresetAugmentation:
                 select_max_loss(all_losses(), labels, self.fraction).indices.cpu()
             self._maxloss_intersection = _overlap(self._subset, top)
         return selection_s
+
+    def _needs_forward(self) -> bool:
+        return self.method in ("coreset", "max-loss") or (self.track_maxloss and self.method == "random")
+
+    def _selection_outputs(self, net: nn.Module, device, chunk: int, labels: torch.Tensor, rank: int, world: int):
+        """``(rows, logits, features)`` of this rank for the selection: rows ``r, r + W, ...``
+        of a clean pass (``rows`` None in one process: every row, in order), or with the
+        ``"train"`` pass the rows recorded in the epoch before (each row on the lowest rank
+        that recorded it) plus a clean pass over the rows no rank recorded."""
+        n = labels.numel()
+        rec = self._recording
+        if rec is None:
+            rows = None if world == 1 else torch.arange(rank, n, world, device=device)
+            y = labels if rows is None else labels[rows]
+            return (rows,) + self._clean_forward(net, device, chunk, rows, y)
+        seen = rec.seen.to(device)
+        if world == 1:
+            mine = seen
+            missing = (~seen).nonzero().squeeze(1)
+        else:  # the lowest rank that recorded a row keeps it; the rows nobody saw, shared r::W
+            import torch.distributed as dist
+
+            owner = torch.where(seen, world - rank, 0).to(torch.int32)
+            dist.all_reduce(owner, op=dist.ReduceOp.MAX, group=self.group)
+            mine = seen & (owner == world - rank)
+            missing = (owner == 0).nonzero().squeeze(1)[rank::world]
+        kept = mine.nonzero().squeeze(1)
+        logits = None if rec.logits is None else rec.logits.to(device)[kept]
+        feats = None if rec.features is None else rec.features.to(device)[kept]
+        if missing.numel():
+            extra_logits, extra_feats = self._clean_forward(net, device, chunk, missing, labels[missing])
+            logits = extra_logits if logits is None else torch.cat([logits, extra_logits])
+            if extra_feats is not None:
+                feats = extra_feats if feats is None else torch.cat([feats, extra_feats])
+        rows = torch.cat([kept, missing])
+        if world == 1:  # every row once: back to dataset order, as the clean pass gives them
+            order = torch.argsort(rows)
+            rows, logits = rows[order], logits[order]
+            feats = None if feats is None else feats[order]
+            _check_classes(logits, labels, self._epoch)
+            return None, logits, feats
+        _check_classes(logits, labels[rows], self._epoch)
+        return rows, logits, feats
 
     @torch.no_grad()
     def _clean_forward(self, net: nn.Module, device, chunk: int, rows: Optional[torch.Tensor], labels: torch.Tensor):
@@ -565,9 +626,11 @@ class CoresetAugmentation:
 class EpochBatches:
     """One epoch's batches ``(x, y, w)`` (see :meth:`CoresetAugmentation.epoch`)."""
 
-    def __init__(self, aug: CoresetAugmentation, rows: EpochRows, batch_size: int, device, stats: dict):
+    def __init__(self, aug: CoresetAugmentation, rows: EpochRows, batch_size: int, device, stats: dict, *,
+                 recording: Optional[Recording] = None, model: Optional[nn.Module] = None):
         self._aug, self._batch_size, self.device, self._stats = aug, batch_size, device, stats
         self.rows, self._weak = weak_first(rows, batch_size)
+        self._recording, self._model = recording, model
         self._it: Optional[Iterator[Batch]] = None
 
     def __len__(self) -> int:
@@ -583,16 +646,30 @@ class EpochBatches:
     def _batches(self) -> Iterator[Batch]:
         aug, dev, bs = self._aug, self.device, self._batch_size
         index_cpu, _, weight = self.rows
-        y = aug._on(dev)[0][to_device_async(index_cpu, dev)]
+        index_dev = to_device_async(index_cpu, dev)
+        y = aug._on(dev)[0][index_dev]
         w = to_device_async(weight, dev)
+        recorder = None if self._recording is None else \
+            Recorder(self._recording, self._model, aug.features if self._recording.with_features else None)
+        try:
+            yield from self._batches_of(index_cpu, index_dev, y, w, recorder)
+        finally:
+            if recorder is not None:
+                recorder.close()
+
+    def _batches_of(self, index_cpu, index_dev, y, w, recorder) -> Iterator[Batch]:
+        aug, dev, bs = self._aug, self.device, self._batch_size
         timer = PhaseTimer(dev)
         if aug.augment_impl == "torchvision":
             xs = aug._torchvision_batches(self.rows, bs, dev)
-            for b in range(len(self._weak)):
+            for b, n_weak in enumerate(self._weak):
+                sl = slice(b * bs, (b + 1) * bs)
                 t = timer.start()
                 x = next(xs)
                 timer.stop("augment", t)
-                yield x, y[b * bs:(b + 1) * bs], w[b * bs:(b + 1) * bs]
+                if recorder is not None:
+                    recorder.expect(x, index_dev[sl][:n_weak], n_weak)
+                yield x, y[sl], w[sl]
             self._stats["augment_s"] = timer.totals().get("augment", 0.0)
             return
         workers = isinstance(aug.source, DatasetSource)
@@ -610,6 +687,8 @@ class EpochBatches:
             load_s += time.perf_counter() - waited
             x = aug._augment_batch(images, index, n_weak)
             timer.stop("augment", t)
+            if recorder is not None:
+                recorder.expect(x, index_dev[sl][:n_weak], n_weak)
             yield x, y[sl], w[sl]
         self._stats["augment_s"] = timer.totals().get("augment", 0.0)
         if workers:
@@ -710,7 +789,7 @@ def _check_state(state, aug: "CoresetAugmentation") -> None:
     if config is not None:
         here = aug._config()
         for key, value in here.items():
-            if config.get(key) != value:
+            if key in config and config[key] != value:
                 raise ValueError(f"state: {key} is {config.get(key)!r} there and {value!r} here: a state of "
                                  f"another configuration")
     epoch = state["epoch"]
@@ -729,6 +808,14 @@ def _check_state(state, aug: "CoresetAugmentation") -> None:
         shape = tuple(ever.shape) if isinstance(ever, torch.Tensor) else type(ever).__name__
         raise ValueError(f"state: ever_selected must be a bool tensor of shape ({n},) (one flag per example), "
                          f"got {shape}: a state of a dataset of another size")
+    recording = state.get("recording")
+    if recording is not None:
+        seen, logits = recording.get("seen"), recording.get("logits")
+        if not isinstance(seen, torch.Tensor) or seen.dtype != torch.bool or tuple(seen.shape) != (n,) or (
+                logits is not None and (logits.dim() != 2 or logits.shape[0] != n)):
+            raise ValueError(f"state: recording must hold a bool seen ({n},) and logits ({n}, classes)")
+        if logits is not None and not bool(torch.isfinite(logits).all()):
+            raise ValueError("state: recording.logits must be finite")
     subset, weights = state["subset"], state["weights"]
     if (subset is None) != (weights is None):
         raise ValueError("state: subset and weights must both be set or both be None")
@@ -776,15 +863,15 @@ def _rank_world(group) -> Tuple[int, int]:
     return dist.get_rank(group), dist.get_world_size(group)
 
 
-def _gather_losses(losses_shard: torch.Tensor, n: int, world: int, group) -> torch.Tensor:
-    """Every example's loss from the ranks' shards (rank r holds rows r, r + W, ...)."""
-    width = -(-n // world)
-    buf = torch.zeros(width, dtype=torch.float32, device=losses_shard.device)
-    buf[:losses_shard.numel()] = losses_shard.float()
-    out = torch.empty(world * width, dtype=torch.float32, device=losses_shard.device)
-    all_gather_into(out, buf, group)
-    # out[r·width + j] is row j·W + r; the padding is exactly the rows >= n, all at the end
-    return out.view(world, width).t().reshape(-1)[:n]
+def _gather_losses(losses: torch.Tensor, rows: torch.Tensor, n: int, group) -> torch.Tensor:
+    """Every example's loss from the ranks' shares (rank r holds ``losses`` of its ``rows``;
+    the ranks' rows are disjoint and cover 0..n-1): one all_reduce of an (n,) vector."""
+    import torch.distributed as dist
+
+    out = torch.zeros(n, dtype=torch.float32, device=losses.device)
+    out[rows] = losses.float()
+    dist.all_reduce(out, group=group)
+    return out
 
 
 def _overlap(a: torch.Tensor, b: torch.Tensor) -> float:
