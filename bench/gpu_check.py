@@ -10,8 +10,8 @@ on an H100/H200):
    ``build_info()`` from a fresh interpreter.
 2. ``tests``: the CUDA tests, the GPU-only ones first, then every test parametrised over
    devices with its CUDA case (``gpu_check_plugin`` orders and selects them).
-3. ``selector``, ``augment``, ``loss``, ``train``: benchmarks with their peers in the same
-   run (see each ``bench_*`` function), each in its own process. The machine has no
+3. ``selector``, ``augment``, ``loss``, ``train``, ``folder``: benchmarks with their peers in
+   the same run (see each ``bench_*`` function), each in its own process. The machine has no
    network: peers it lacks (apricot, kornia, Liger) are installed first from the wheels in
    ``.whl/`` (fetched elsewhere by ``make gpu-wheels``), with ``--no-index`` into a private
    folder on PYTHONPATH; without that folder their figures say "skipped".
@@ -43,10 +43,10 @@ ROOT = Path(__file__).resolve().parent.parent
 # `make gpu-wheels` fills WHEELS; the peers are installed from it into PEER_SITE
 WHEELS = ROOT / ".whl"
 PEER_SITE = ROOT / "build" / "gpu-check-peers"
-BENCH_PHASES = ("selector", "augment", "loss", "train")
+BENCH_PHASES = ("selector", "augment", "loss", "train", "folder")
 PHASES = ("build", "tests") + BENCH_PHASES
 # Seconds per phase; the sum stays under 10 minutes with room for start-up and reporting.
-BUDGET_S = {"build": 210, "tests": 130, "selector": 75, "augment": 45, "loss": 25, "train": 90}
+BUDGET_S = {"build": 200, "tests": 120, "selector": 70, "augment": 40, "loss": 20, "train": 65, "folder": 65}
 TOTAL_S = 580
 
 # The GPU targets (reported, never asserted): name -> (description, check on the result)
@@ -57,6 +57,9 @@ TARGETS = {
     "augment_vs_floor": ("augmentation within 2× of the memory-bandwidth floor", lambda v: v <= 2.0),
     "loss_vs_unfused": ("weighted CE ≥ 1.5× the unfused expression", lambda v: v >= 1.5),
     "train_coreset10_vs_full": ("coreset 10% epoch ≥ 3× faster than full", lambda v: v >= 3.0),
+    "folder_full_vs_torchvision": ("folder of JPEGs, full (r=4): ≥ 3× the torchvision pipeline", lambda v: v >= 3.0),
+    "folder_coreset10_vs_floor": ("folder of JPEGs, coreset 10%: within 1.5× of the decode floor",
+                                  lambda v: v <= 1.5),
 }
 
 
@@ -371,7 +374,44 @@ def bench_train(deadline: float, out: dict) -> None:
             out[f"train_{label}_vs_full"] = full / v
 
 
-BENCHES = {"selector": bench_selector, "augment": bench_augment, "loss": bench_loss, "train": bench_train}
+def bench_folder(deadline: float, out: dict) -> None:
+    """One epoch of float32 batches on the GPU from a folder of 2,000 generated 500x375 JPEGs
+    (``folder_pipelines.py``), 8 DataLoader workers: the decode floor, torchvision per image
+    and CoresetAugmentation, for full (r = 4) and coreset 10%, AutoAugment (ImageNet);
+    ``folder_<pipeline>_ms_per_image`` and the two target ratios."""
+    import torchvision
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import folder_pipelines as fp
+    from image_data import jpeg_folder
+
+    workers = min(8, os.cpu_count() or 1)
+    images = 2000
+    folder = torchvision.datasets.ImageFolder(str(jpeg_folder(images, processes=os.cpu_count() or 1)))
+    out.update(folder_images=images, folder_workers=workers)
+    runs = [("decode_floor", lambda: fp.decode_floor(folder, workers))]
+    for setting in fp.SETTINGS:
+        key = setting.replace("-", "")
+        runs.append((f"coreaug_{key}", lambda s=setting: fp.coreaug_epoch(folder, s, workers, "cuda")))
+        runs.append((f"torchvision_{key}", lambda s=setting: fp.torchvision_epoch(folder, s, workers, "cuda")))
+    for name, make in runs:
+        if deadline - time.time() < 8:
+            out[f"folder_{name}_ms_per_image"] = "skipped (time budget)"
+            continue
+        try:
+            epoch = make()
+            out[f"folder_{name}_ms_per_image"] = _wall_ms(epoch) / images
+        except Exception as exc:  # reported, the other figures stand
+            out[f"folder_{name}_ms_per_image"] = f"failed: {type(exc).__name__}: {exc}"[:200]
+    get = lambda name: out.get(f"folder_{name}_ms_per_image")  # noqa: E731
+    if all(isinstance(get(k), float) for k in ("torchvision_full", "coreaug_full")):
+        out["folder_full_vs_torchvision"] = get("torchvision_full") / get("coreaug_full")
+    if all(isinstance(get(k), float) for k in ("decode_floor", "coreaug_coreset10")):
+        out["folder_coreset10_vs_floor"] = get("coreaug_coreset10") / get("decode_floor")
+
+
+BENCHES = {"selector": bench_selector, "augment": bench_augment, "loss": bench_loss, "train": bench_train,
+           "folder": bench_folder}
 
 
 # ---- the driver ----------------------------------------------------------------------------

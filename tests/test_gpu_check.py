@@ -63,14 +63,15 @@ def test_report_marks_each_target_from_the_figures(tmp_path):
             "loss": {"loss_vs_unfused": 1.6},
             "train": {"train_full_epoch_s": 30.0, "train_coreset10_epoch_s": 8.0,
                       "train_coreset30_epoch_s": "failed: RuntimeError: boom"},
+            "folder": {"folder_full_vs_torchvision": 4.1, "folder_coreset10_vs_floor": 1.7},
         },
     }
     verdicts = {text: ok for text, _, ok in gpu_check.evaluate(result)}
-    assert list(verdicts.values()) == [True, False, True, False, True, True]  # 30 / 8 = 3.75x
+    assert list(verdicts.values()) == [True, False, True, False, True, True, True, False]  # 30 / 8 = 3.75x
     js, md = gpu_check.write_report(result, tmp_path)
     assert js.name == "NVIDIA-H200.json" and json.loads(js.read_text())["wall_s"] == 512.0
     text = md.read_text()
-    assert text.count("| PASS |") == 4 and text.count("| FAIL |") == 2
+    assert text.count("| PASS |") == 5 and text.count("| FAIL |") == 3
     assert "FAILED tests/test_x.py::test_y[cuda]" in text and "failed: RuntimeError: boom" in text
     empty = {text: ok for text, _, ok in gpu_check.evaluate({"benchmarks": {}})}
     assert set(empty.values()) == {None}

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from ..loading import WEAK_MODES
 from ..policies import POLICIES
-from .config import AUGMENT_IMPLS, DATASETS, METHODS, MODELS, SUBSET_WEIGHTS, TrainConfig, UsageError
+from .config import (AUGMENT_IMPLS, DATASETS, METHODS, MODELS, SELECTION_PASSES, SUBSET_WEIGHTS, TrainConfig,
+                     UsageError)
 
 PROG = "coreaug-train"
 
@@ -129,6 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fused: this library's augmentation op on the device; torchvision: torchvision v2 "
                         "transforms per image in a DataLoader with 2 workers (what most training scripts "
                         "do), as a baseline")
+    g.add_argument("--selection-pass", choices=SELECTION_PASSES, default=d.selection_pass,
+                   help="clean: a forward pass in eval mode over the originals at each selection (the paper's); "
+                        "train: the training steps' own outputs on the weakly augmented originals during the "
+                        "epoch before (no extra pass; train mode, weights up to an epoch old)")
     g.add_argument("--group-batches", type=int, metavar="K",
                    help="shuffle each example's original and strong copies within a window of K batches, so "
                         "that its image is decoded once per epoch (a worker reads K batches at a time); 0: a "

@@ -7,7 +7,7 @@ import os
 from typing import Optional
 
 from .._rows import WEIGHTS as SUBSET_WEIGHTS
-from ..coreset_augmentation import AUGMENT_IMPLS
+from ..coreset_augmentation import AUGMENT_IMPLS, SELECTION_PASSES
 from ..loading import MIN_IMAGE_SIZE, WEAK_MODES
 from ..policies import POLICIES
 
@@ -51,6 +51,7 @@ class TrainConfig:
     workers: Optional[int] = None     # folder: DataLoader workers that decode (default min(8, CPUs))
     weights: Optional[str] = None     # a local state dict to start the model from
     group_batches: Optional[int] = None  # an example's rows in a window of N batches (folder: 4)
+    selection_pass: str = "clean"     # or "train": logits from the training steps of the epoch before
     label_noise: float = 0.0
     imbalance: Optional[float] = None
     model: Optional[str] = None
@@ -96,6 +97,7 @@ class TrainConfig:
         _choice("subset-weights", c.subset_weights, SUBSET_WEIGHTS)
         _choice("lr-decay", c.lr_decay, ("step", "cosine"))
         _choice("loss-normalize", c.loss_normalize, ("weights", "count"))
+        _choice("selection-pass", c.selection_pass, SELECTION_PASSES)
         if c.method in SUBSET_METHODS and not (0.0 < c.fraction <= 1.0):
             raise UsageError(f"--fraction must be in (0, 1], got {c.fraction}")
         if c.method == "none":

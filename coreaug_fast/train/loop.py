@@ -96,7 +96,8 @@ class Trainer:
             mean=ds.mean, std=ds.std, method=cfg.method, subset_only=cfg.subset_only, aug_mode=cfg.aug_mode,
             weights=cfg.subset_weights, embedding=cfg.embedding, features=features, seed=cfg.seed, amp=self.amp,
             augment_impl=getattr(cfg, "augment_impl", "fused"), group=self.ddp.group if self.ddp else None,
-            track_maxloss=True, group_batches=cfg.group_batches, **from_disk)
+            track_maxloss=True, group_batches=cfg.group_batches, selection_pass=cfg.selection_pass,
+            **from_disk)
         self.epoch = 0
         self.records: list = []
         self.elapsed_s = 0.0
