@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import random
+import warnings
 from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
@@ -89,7 +90,13 @@ def to_uint8_chw(image, channels: int) -> torch.Tensor:
         mode = "RGB" if channels == 3 else "L"
         if image.mode != mode:
             image = image.convert(mode)
-        return _tv_functional().pil_to_tensor(image)
+        # torchvision's pil_to_tensor, without its second copy: np.asarray takes the pixels out
+        # of PIL once (read-only memory torch only reads), the permute is a view (HWC storage)
+        pixels = np.asarray(image)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "not writable": nothing writes to it
+            t = torch.from_numpy(pixels)
+        return t.permute(2, 0, 1) if t.dim() == 3 else t[None]
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8:
             raise ValueError(f"the image is a {image.dtype} ndarray; give uint8 images (0..255)")
@@ -218,6 +225,15 @@ def center_view(image: torch.Tensor, size: int, resize: int) -> torch.Tensor:
 
 # ---- whole batches, in a worker ------------------------------------------------------------
 
+def _batch_buffer(shape) -> torch.Tensor:
+    """A uint8 tensor for a batch: in a DataLoader worker, in shared memory from the start (a
+    tensor a worker returns is moved there otherwise: one more copy of every batch)."""
+    if torch.utils.data.get_worker_info() is None or not hasattr(torch.UntypedStorage, "_new_shared"):
+        return torch.empty(shape, dtype=torch.uint8)
+    storage = torch.UntypedStorage._new_shared(math.prod(shape))
+    return torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)
+
+
 class Failed(NamedTuple):
     """What a worker returns instead of a batch when an item could not be read (an exception
     raised in a worker would reach the user wrapped in DataLoader's traceback text)."""
@@ -226,33 +242,35 @@ class Failed(NamedTuple):
 
 
 class BatchReader(torch.utils.data.Dataset):
-    """Item ``b`` is batch ``b`` of a list of rows, read and shaped in the worker that gets it.
+    """Item ``t`` is one worker task: the rows at positions ``parts[t]`` of ``index``, read and
+    shaped in the worker that gets it.
 
-    Rows ``starts[b]:starts[b + 1]`` of ``index`` make batch ``b``. Each distinct dataset item of
-    a batch is read once; each of its rows is then cut from it: ``"random-crop"`` rows by
-    :func:`random_resized_crop` under the row's stream (:func:`row_rng` of ``seed`` and the row's
-    position), ``"center"`` rows by :func:`center_view` (one per item, shared by its rows).
+    Each distinct dataset item of a task is read once; each of its rows is then cut from it:
+    ``"random-crop"`` rows by :func:`random_resized_crop` under the row's own stream
+    (:func:`row_rng` of ``seed`` and the row's position), ``"center"`` rows by
+    :func:`center_view` (one per item, shared by its rows). A row's pixels depend on its
+    position and item alone, not on which task reads it.
 
-    Returns (uint8 (B, channels, size, size), int64 (B,) labels as the items give them), or
-    :class:`Failed`.
+    Returns (uint8 (R, channels, size, size), int64 (R,) labels as the items give them), rows
+    in the order of ``parts[t]``, or :class:`Failed`.
     """
 
-    def __init__(self, dataset, index: torch.Tensor, starts: List[int], *, channels: int, size: int,
+    def __init__(self, dataset, index: torch.Tensor, parts: List[torch.Tensor], *, channels: int, size: int,
                  geometry: str, resize: int = 0, seed: int = 0):
-        self.dataset, self.index, self.starts = dataset, index, starts
+        self.dataset, self.index, self.parts = dataset, index, parts
         self.channels, self.size, self.geometry = channels, size, geometry
         self.resize, self.seed = resize, seed
 
     def __len__(self) -> int:
-        return len(self.starts) - 1
+        return len(self.parts)
 
-    def __getitem__(self, b: int):
-        lo, hi = self.starts[b], self.starts[b + 1]
-        rows_of = {}  # item -> its rows in this batch, in order (one read per item)
-        for r, i in enumerate(self.index[lo:hi].tolist()):
+    def __getitem__(self, t: int):
+        positions = self.parts[t].tolist()
+        rows_of = {}  # item -> its rows in this task, in order (one read per item)
+        for r, i in enumerate(self.index[self.parts[t]].tolist()):
             rows_of.setdefault(i, []).append(r)
-        out = torch.empty((hi - lo, self.channels, self.size, self.size), dtype=torch.uint8)
-        labels = torch.empty(hi - lo, dtype=torch.long)
+        out = _batch_buffer((len(positions), self.channels, self.size, self.size))
+        labels = torch.empty(len(positions), dtype=torch.long)
         try:
             for i, rows in rows_of.items():
                 image, label = read_item(self.dataset, i, self.channels)
@@ -261,7 +279,12 @@ class BatchReader(torch.utils.data.Dataset):
                     out[rows] = center_view(image, self.size, self.resize)
                     continue
                 for r in rows:
-                    out[r] = random_resized_crop(image, self.size, row_rng(self.seed, lo + r))
+                    out[r] = random_resized_crop(image, self.size, row_rng(self.seed, positions[r]))
         except ItemError as e:
             return Failed(e)
         return out, labels
+
+
+def consecutive(starts: List[int]) -> List[torch.Tensor]:
+    """Tasks of consecutive rows: ``arange(starts[b], starts[b + 1])`` for each b."""
+    return [torch.arange(lo, hi) for lo, hi in zip(starts[:-1], starts[1:])]

@@ -23,8 +23,8 @@ import torch
 
 from . import _checks
 from .augment import to_device_async
-from .loading import (MIN_IMAGE_SIZE, WEAK_MODES, BatchReader, Failed, ItemError, check_label, eval_resize,
-                      item_path, read_item)
+from .loading import (MIN_IMAGE_SIZE, WEAK_MODES, BatchReader, Failed, ItemError, check_label, consecutive,
+                      eval_resize, item_path, read_item)
 
 Batch = Tuple[torch.Tensor, Optional[torch.Tensor]]
 
@@ -139,16 +139,34 @@ class DatasetSource:
     def train_batches(self, index: torch.Tensor, starts: List[int], device: torch.device, *,
                       staged: bool = False, seed: int = 0, window: int = 1) -> Iterator[Batch]:
         """Batch ``b``: rows ``index[starts[b]:starts[b + 1]]``, each cut from its image in a
-        worker (``seed`` seeds the rows' crop streams), uint8 on ``device``. A worker task
-        reads ``window`` consecutive batches at once (each image once for all its rows there)."""
+        worker (``seed`` seeds the rows' crop streams), uint8 on ``device``.
+
+        The batches are read ``window`` at a time: a window's rows are split into one worker
+        task per batch, by example (all the rows of an example in one task, so its image is
+        read once), and the window's batches are put together from the tasks' rows on
+        ``device`` (the window is held there until its last batch is yielded)."""
         geometry = "random-crop" if self.weak == "resized-crop" else "center"
-        windows = starts[:-1:window] + [starts[-1]]
-        reader = BatchReader(self.dataset, index, windows, channels=self.channels, size=self.image_size,
+        bounds = starts[::window] + ([starts[-1]] if (len(starts) - 1) % window else [])
+        windows = list(zip(bounds[:-1], bounds[1:]))
+        tasks, sizes = [], []
+        for w, (lo, hi) in enumerate(windows):
+            count = min(window, len(starts) - 1 - w * window)  # batches in this window
+            positions = torch.arange(lo, hi)
+            owner = index[lo:hi] % count
+            tasks += [positions[owner == t] for t in range(count)]
+            sizes.append(count)
+        reader = BatchReader(self.dataset, index, tasks, channels=self.channels, size=self.image_size,
                              geometry=geometry, resize=self.resize, seed=seed)
-        batch = 0
-        for images, _ in self.load(reader, device):
-            lo = starts[batch]
-            while batch < len(starts) - 1 and starts[batch + 1] - lo <= images.shape[0]:
+        loaded = self.load(reader, device)
+        first_task, batch = 0, 0
+        for (lo, hi), count in zip(windows, sizes):
+            parts = [next(loaded)[0] for _ in range(count)]
+            positions = torch.cat(tasks[first_task:first_task + count]) - lo
+            first_task += count
+            images = torch.cat(parts) if count > 1 else parts[0]
+            if count > 1:  # back to the window's row order (one gather, on the device)
+                images = images[torch.argsort(positions).to(images.device)]
+            for _ in range(count):
                 yield images[starts[batch] - lo:starts[batch + 1] - lo], None
                 batch += 1
 
@@ -162,7 +180,7 @@ class DatasetSource:
         """(uint8 centre views, int64 labels from the items) of ``dataset`` (another one, e.g. a
         validation split, read the same way), ``chunk`` items at a time, on ``device``."""
         index = torch.arange(len(dataset)) if rows is None else rows.cpu().long()
-        reader = BatchReader(dataset, index, batch_starts(index.numel(), chunk), channels=self.channels,
+        reader = BatchReader(dataset, index, consecutive(batch_starts(index.numel(), chunk)), channels=self.channels,
                              size=self.image_size, geometry="center", resize=self.resize)
         return self.load(reader, device)
 

@@ -183,7 +183,8 @@ def items(n=5, seed=0):
 def test_a_batch_reads_each_item_once_and_cuts_every_row(geometry):
     ds = Counting(items())
     index = torch.tensor([3, 3, 3, 1, 0, 0, 4])
-    reader = loading.BatchReader(ds, index, [0, 4, 7], channels=3, size=12, geometry=geometry, resize=14, seed=5)
+    reader = loading.BatchReader(ds, index, loading.consecutive([0, 4, 7]), channels=3, size=12, geometry=geometry,
+                                 resize=14, seed=5)
     x0, y0 = reader[0]
     x1, y1 = reader[1]
     assert sorted(ds.reads) == [0, 1, 3, 4]  # item 3 read once for its three rows
@@ -201,6 +202,19 @@ def test_a_batch_reads_each_item_once_and_cuts_every_row(geometry):
         assert not torch.equal(x[0], x[1])  # copies of one image get their own crops
 
 
+def test_a_rows_pixels_depend_on_its_position_not_on_the_task_that_reads_it():
+    ds = Counting(items())
+    index = torch.tensor([3, 1, 3, 0, 4, 3, 1])
+    kw = dict(channels=3, size=10, geometry="random-crop", seed=2)
+    whole = loading.BatchReader(ds, index, [torch.arange(7)], **kw)[0][0]
+    parts = [torch.tensor([5, 0, 2]), torch.tensor([1, 6]), torch.tensor([3, 4])]
+    pieces = loading.BatchReader(ds, index, parts, **kw)
+    got = torch.empty_like(whole)
+    for t, pos in enumerate(parts):
+        got[pos] = pieces[t][0]
+    assert torch.equal(got, whole)
+
+
 def test_a_failed_item_comes_back_as_a_value_not_a_worker_traceback():
     class Broken(torch.utils.data.Dataset):
         def __len__(self):
@@ -210,7 +224,7 @@ def test_a_failed_item_comes_back_as_a_value_not_a_worker_traceback():
             if i == 2:
                 raise OSError("image file is truncated (7 bytes not processed)")
             return torch.zeros(3, 8, 8, dtype=torch.uint8), 0
-    out = loading.BatchReader(Broken(), torch.tensor([0, 2, 1]), [0, 3], channels=3, size=8, geometry="center",
+    out = loading.BatchReader(Broken(), torch.tensor([0, 2, 1]), [torch.arange(3)], channels=3, size=8, geometry="center",
                               resize=8)[0]
     assert isinstance(out, loading.Failed) and out.error.index == 2
     assert out.error.describe() == "dataset item 2: cannot be read (OSError: image file is truncated (7 bytes " \
