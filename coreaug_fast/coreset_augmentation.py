@@ -165,9 +165,11 @@ class CoresetAugmentation:
             row reads its image). ``k >= 1``: the examples are shuffled, and each example's
             rows (its original and its strong copies) are shuffled within a window of k
             consecutive batches, so its image is decoded once per epoch (twice where it
-            straddles two windows); a DataLoader task then reads a whole window (k batches).
-            Default 4 for a dataset: a batch mixes rows of about k times more examples than
-            with k = 1 (see the README's paired comparison), at k batches per worker task.
+            straddles two windows); a window is read as k worker tasks split by example and
+            put together on the device (which holds one window, k batches of uint8 rows).
+            Default 16 for a dataset: the smallest window after which a paired comparison
+            over 10 seeds showed no accuracy difference to the uniform shuffle (README;
+            1 and 4 trailed it by a few tenths of a point).
 
     Attributes:
         selection: the current :class:`Coreset` (None before the first selection and for

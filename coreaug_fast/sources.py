@@ -6,10 +6,11 @@ piece that differs between data held as a tensor and data read from a dataset.
   rows are gathered into a (pinned) staging buffer and copied asynchronously.
 * :class:`DatasetSource`: a map-style dataset of ``(image, label)`` items of any size, read in
   ``DataLoader`` workers a whole batch per task (:mod:`coreaug_fast.loading`): memory stays
-  bounded by batch size x window x workers x prefetch, never by N. An example's rows (its
-  original and its strong copies) are kept within a window of a few batches in the epoch's
-  order (:attr:`group_batches`), and a worker reads a whole window, so each source image is
-  decoded once per epoch (twice for the few examples whose rows straddle two windows).
+  bounded by a window of batches on the device plus batch size x workers x prefetch in
+  flight, never by N. An example's rows (its original and its strong copies) are kept within
+  a window of a few batches in the epoch's order (:attr:`group_batches`), and each worker
+  task reads all the rows of its examples, so each source image is decoded once per epoch
+  (twice for the few examples whose rows straddle two windows).
 
 Both give, per batch, ``(images, index)``: uint8 images on the device and either the rows'
 positions in ``images`` (an int64 index on the device) or None (``images`` holds the rows
@@ -101,7 +102,7 @@ class DatasetSource:
         num_workers, pin_memory, prefetch_factor: as ``torch.utils.data.DataLoader``'s.
     """
 
-    group_batches = 4  # the default of CoresetAugmentation(group_batches=): decode each image once
+    group_batches = 16  # the default of CoresetAugmentation(group_batches=): decode each image once
 
     def __init__(self, dataset, *, image_size: int, weak: str, channels: int = 3, num_workers: int = 0,
                  pin_memory: Optional[bool] = None, prefetch_factor: Optional[int] = None, name: str = "images"):

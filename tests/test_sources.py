@@ -206,8 +206,8 @@ def test_each_image_is_decoded_once_per_epoch_but_at_window_boundaries(folder, b
     assert sorted(set(ds.reads)) == list(range(n))
 
 
-def test_a_dataset_groups_in_windows_of_four_batches_by_default(folder):
-    assert make(folder).group_batches == 4
+def test_a_dataset_groups_in_windows_of_sixteen_batches_by_default(folder):
+    assert make(folder).group_batches == 16
 
 
 @pytest.mark.parametrize("window", [2, 3, 8])

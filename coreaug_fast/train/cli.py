@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--group-batches", type=int, metavar="K",
                    help="shuffle each example's original and strong copies within a window of K batches, so "
                         "that its image is decoded once per epoch (a worker reads K batches at a time); 0: a "
-                        "uniform shuffle of all rows. Default 4 for --dataset folder, 0 otherwise")
+                        "uniform shuffle of all rows. Default 16 for --dataset folder, 0 otherwise")
     g.add_argument("--subset-only", action="store_true",
                    help="train on the weighted subset and its copies alone (paper Sec. 5.2)")
     g.add_argument("--subset-weights", choices=SUBSET_WEIGHTS, default=d.subset_weights,

@@ -50,7 +50,7 @@ class TrainConfig:
     weak: Optional[str] = None        # crop-flip; folder: resized-crop by default
     workers: Optional[int] = None     # folder: DataLoader workers that decode (default min(8, CPUs))
     weights: Optional[str] = None     # a local state dict to start the model from
-    group_batches: Optional[int] = None  # an example's rows in a window of N batches (folder: 4)
+    group_batches: Optional[int] = None  # an example's rows in a window of N batches (folder: 16)
     selection_pass: str = "clean"     # or "train": logits from the training steps of the epoch before
     label_noise: float = 0.0
     imbalance: Optional[float] = None
