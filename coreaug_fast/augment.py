@@ -26,7 +26,6 @@ left to right (``coreaug_fast.reference.augment`` is that, written out):
 from __future__ import annotations
 
 import functools
-import math
 from typing import NamedTuple, Optional, Sequence, Union
 
 import torch
@@ -522,16 +521,8 @@ class Augmenter:
             copy k of image ``index[i]``. The parameters, on the images' device, are in
             :attr:`last_params`.
         """
-        _check_images(images)
-        if index is not None:
-            _checks.check_tensor("index", index, dim=1, integer=True)
-        _checks.check_same_device(images=images, index=index)
-        _check_generator(generator)
+        index = self._call_rows(images, index, generator, check)
         device = images.device
-        if index is None:
-            index = torch.arange(images.shape[0], device=device)
-        else:
-            _check_index(index, images.shape[0], None, check)
         m = index.shape[0]
         drawn = self._draw(self.copies * m, images.shape[2], images.shape[3], generator)
         ops, mags, offsets, flips = (to_device_async(t, device) for t in drawn)
@@ -541,6 +532,20 @@ class Augmenter:
         self.last_params = params
         crop = None if offsets is None else torch.cat([offsets.long(), flips.long()[:, None]], 1)
         return self._run(images, params, crop)
+
+    @staticmethod
+    def _call_rows(images, index, generator, check: bool) -> torch.Tensor:
+        """A call's checked arguments; the rows' images as an index on the images' device
+        (every image, in order, when ``index`` is None)."""
+        _check_images(images)
+        if index is not None:
+            _checks.check_tensor("index", index, dim=1, integer=True)
+        _checks.check_same_device(images=images, index=index)
+        _check_generator(generator)
+        if index is None:
+            return torch.arange(images.shape[0], device=images.device)
+        _check_index(index, images.shape[0], None, check)
+        return index
 
     def batch(self, images: torch.Tensor, weak: int, index: Optional[torch.Tensor] = None,
               generator: Optional[torch.Generator] = None, *, check: bool = True) -> torch.Tensor:
@@ -565,18 +570,10 @@ class Augmenter:
         Returns:
             (M, C, H, W) in ``out_dtype`` on the images' device.
         """
-        _check_images(images)
-        if index is not None:
-            _checks.check_tensor("index", index, dim=1, integer=True)
-        _checks.check_same_device(images=images, index=index)
-        _check_generator(generator)
+        index = self._call_rows(images, index, generator, check)
         device = images.device
-        rows = images.shape[0] if index is None else index.shape[0]
+        rows = index.shape[0]
         weak = _checks.check_int("weak", weak, low=0, high=rows)
-        if index is None:
-            index = torch.arange(rows, device=device)
-        else:
-            _check_index(index, images.shape[0], None, check)
         gen_device = generator.device if generator is not None else torch.device("cpu")
         strong = rows - weak
         parts = []

@@ -646,7 +646,7 @@ class EpochBatches:
         return self._it
 
     def _batches(self) -> Iterator[Batch]:
-        aug, dev, bs = self._aug, self.device, self._batch_size
+        aug, dev = self._aug, self.device
         index_cpu, _, weight = self.rows
         index_dev = to_device_async(index_cpu, dev)
         y = aug._on(dev)[0][index_dev]

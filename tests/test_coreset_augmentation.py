@@ -10,11 +10,10 @@ import pytest
 import torch
 import torch.nn as nn
 
-import coreaug_fast
 import coreaug_fast.coreset_augmentation as ca
 from coreaug_fast import CoresetAugmentation
 
-from host_syncs import count_host_syncs
+from host_syncs import count_host_syncs, training_steps_syncs
 
 N, C, S = 60, 3, 8  # 60 images of 3x8x8, 5 classes x 12
 
@@ -293,15 +292,8 @@ def _ours(events):
 
 
 def _step_syncs(aug, model):
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     batches = aug.epoch(model, batch_size=16)  # selection: allowed to synchronise
-    with count_host_syncs() as syncs:
-        for x, y, w in batches:
-            loss = coreaug_fast.weighted_cross_entropy(model(x), y, w, check=False)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-    return syncs.events
+    return training_steps_syncs(batches, model)
 
 
 @pytest.mark.parametrize("staged", [False, True])

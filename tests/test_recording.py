@@ -10,10 +10,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-import coreaug_fast
 import coreaug_fast.coreset_augmentation as ca
 from coreaug_fast import CoresetAugmentation
-from host_syncs import count_host_syncs
+from host_syncs import training_steps_syncs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -191,13 +190,7 @@ def test_recording_adds_no_host_synchronisation_to_the_training_step():
     train_epoch(aug, model, opt)
     batches = aug.epoch(model, batch_size=10)  # a recording epoch
     assert aug._recording is not None
-    with count_host_syncs() as syncs:
-        for x, y, w in batches:
-            loss = coreaug_fast.weighted_cross_entropy(model(x), y, w, check=False)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-    assert syncs.events == []
+    assert training_steps_syncs(batches, model) == []
     assert bool(aug._recording.seen.all())
 
 

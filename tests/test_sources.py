@@ -6,7 +6,6 @@ selection pass (same subset as on the tensor of the same views), evaluation batc
 errors for unreadable files, memory that does not grow with N, and DDP shares."""
 import math
 import os
-import resource
 import subprocess
 import sys
 import textwrap
@@ -16,9 +15,8 @@ import torch
 import torch.nn as nn
 
 import coreaug_fast
-import coreaug_fast.coreset_augmentation as ca
 from coreaug_fast import CoresetAugmentation, loading, sources
-from coreaug_fast._rows import EpochRows, epoch_rows, shard, shuffle
+from coreaug_fast._rows import epoch_rows, shard, shuffle
 from coreaug_fast.reference.augment import apply_augment_reference
 from image_folders import make_folder
 
