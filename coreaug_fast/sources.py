@@ -144,8 +144,9 @@ class DatasetSource:
 
         The batches are read ``window`` at a time: a window's rows are split into one worker
         task per batch, by example (all the rows of an example in one task, so its image is
-        read once), and the window's batches are put together from the tasks' rows on
-        ``device`` (the window is held there until its last batch is yielded)."""
+        read once); each batch of the window is then its tasks' rows on ``device`` with the
+        index of its own rows among them (the window is held there until its last batch is
+        yielded)."""
         geometry = "random-crop" if self.weak == "resized-crop" else "center"
         bounds = starts[::window] + ([starts[-1]] if (len(starts) - 1) % window else [])
         windows = list(zip(bounds[:-1], bounds[1:]))
@@ -160,15 +161,23 @@ class DatasetSource:
                              geometry=geometry, resize=self.resize, seed=seed)
         loaded = self.load(reader, device)
         first_task, batch = 0, 0
+        buffer = None  # one window's rows, reused by every window (no fresh pages to fault in)
         for (lo, hi), count in zip(windows, sizes):
             parts = [next(loaded)[0] for _ in range(count)]
-            positions = torch.cat(tasks[first_task:first_task + count]) - lo
+            if count == 1:  # one task, the window's rows in order
+                yield parts[0], None
+                batch += 1
+                first_task += 1
+                continue
+            # the window's rows in task order; each batch reads its rows by index (the fused
+            # op gathers), so no row is copied back into window order
+            if buffer is None or buffer.shape[0] < hi - lo:
+                buffer = torch.empty((hi - lo,) + tuple(parts[0].shape[1:]), dtype=torch.uint8, device=device)
+            images = torch.cat(parts, out=buffer[:hi - lo])
+            where = torch.argsort(torch.cat(tasks[first_task:first_task + count])).to(images.device)
             first_task += count
-            images = torch.cat(parts) if count > 1 else parts[0]
-            if count > 1:  # back to the window's row order (one gather, on the device)
-                images = images[torch.argsort(positions).to(images.device)]
             for _ in range(count):
-                yield images[starts[batch] - lo:starts[batch + 1] - lo], None
+                yield images, where[starts[batch] - lo:starts[batch + 1] - lo]
                 batch += 1
 
     def eval_batches(self, rows: Optional[torch.Tensor], chunk: int, device: torch.device) -> Iterator[torch.Tensor]:
