@@ -10,7 +10,7 @@ from ._version import __version__
 from . import reference
 from . import analysis
 from ._ext import ExtensionNotBuiltError, build_info
-from .embeddings import FactoredEmbeddings, gradient_embeddings
+from .embeddings import FactoredEmbeddings, LazyEmbeddings, gradient_embeddings
 from .selection import Coreset, select_coreset, select_max_loss, select_random
 from .augment import OPS, Augmenter, AugmentParams, apply_augment, crop_flip
 from .loss import weighted_cross_entropy
@@ -24,6 +24,7 @@ __all__ = [
     "CoresetAugmentation",
     "ExtensionNotBuiltError",
     "FactoredEmbeddings",
+    "LazyEmbeddings",
     "OPS",
     "apply_augment",
     "build_info",
