@@ -14,10 +14,11 @@ Groups (peers side by side):
   one round on the CPU) shapes, random logits, labels in random order; also with features
   (d = 512) at the two small shapes. Each runs in its own process, which holds the inputs
   and runs the rounds when told to (the timed region is the step alone); ``extra_info``
-  holds ``peak_rss_bytes`` (that process's peak resident set, ru_maxrss: every allocation
-  torch makes counts), ``inputs_bytes`` (logits and features), ``rss_before_bytes``
-  (resident before the first round: interpreter, torch, inputs) and on a GPU
-  ``peak_gpu_extra_bytes`` (the caching allocator's peak beyond the inputs).
+  holds ``peak_rss_bytes`` (that process's peak resident set, every allocation torch makes
+  counted: Linux's VmHWM, its own high-water mark; ru_maxrss elsewhere, which also counts
+  what the parent had resident when it forked), ``inputs_bytes`` (logits and features),
+  ``rss_before_bytes`` (resident before the first round: interpreter, torch, inputs) and on
+  a GPU ``peak_gpu_extra_bytes`` (the caching allocator's peak beyond the inputs).
 
 Run: ``.venv/bin/python -m pytest bench/bench_selection.py --benchmark-only``.
 """
@@ -237,11 +238,23 @@ def test_selection_step_gpu(benchmark, shape, features):
     _step_bench(benchmark, shape, "cuda", features, rounds=3)
 
 
+def _resident() -> "tuple[int, int]":
+    """(resident bytes now, this process's peak resident bytes)."""
+    try:
+        with open("/proc/self/status") as f:
+            kb = {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in f) if k in ("VmRSS", "VmHWM")}
+        return kb["VmRSS"] * 1024, kb["VmHWM"] * 1024
+    except (OSError, KeyError, ValueError):
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        peak *= 1 if sys.platform == "darwin" else 1024
+        return peak, peak
+
+
 def _serve_step(shape: str, device: str, features: int) -> None:
     """The step process: inputs first (on ``device``), then "go" -> one step -> "done", and
     "report" -> the memory figures as one JSON line."""
-    import resource
-
     classes, per, c = SHAPES[shape]
     n = classes * per
     g = torch.Generator(device=device).manual_seed(0)
@@ -256,7 +269,7 @@ def _serve_step(shape: str, device: str, features: int) -> None:
         sync()
         return out
 
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    rss_before = _resident()[0]
     gpu_before = torch.cuda.memory_allocated() if device == "cuda" else 0
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -269,7 +282,7 @@ def _serve_step(shape: str, device: str, features: int) -> None:
         elif line.strip() == "report":
             break
     info = {"picks": picks, "rss_before_bytes": rss_before,
-            "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "peak_rss_bytes": _resident()[1],
             "inputs_bytes": (logits.numel() + (feats.numel() if features else 0)) * 4,
             "threads": torch.get_num_threads()}
     if device == "cuda":
