@@ -1,14 +1,32 @@
 """select_coreset against apricot's lazy FacilityLocationSelection and a CRAIG-style numpy
-lazy greedy, on the same data with the same similarity (s = max‖·‖² − ‖·‖², apricot's).
+lazy greedy, on the same data with the same similarity (s = max‖·‖² − ‖·‖², apricot's); and
+the selection step of a training run at dataset shapes, time and peak memory.
 
 Groups (peers side by side):
   per-class n=5000 d=10 k=500, per-class n=10000 d=1024 k=1000 (CPU: ours, apricot, numpy;
   GPU: Triton), CIFAR10 scale (10 classes × 5000, d=10, 10%), ImageNet scale (1000 classes ×
   1300, factored grad 1000 ⊗ features 512, 10%). GPU benchmarks skip without a GPU.
 
+  ``step <shape>``: what CoresetAugmentation does once the logits (n, C) float32 of the
+  selection pass are held: ``gradient_embeddings(logits, labels, lazy=True)`` then
+  ``select_coreset(emb, labels, 0.1)`` ("distance", lazy greedy), at CIFAR-10 (10 × 5,000,
+  C = 10), TinyImageNet (200 × 500, C = 200) and ImageNet-1k (1,000 × 1,300, C = 1,000;
+  one round on the CPU) shapes, random logits, labels in random order; also with features
+  (d = 512) at the two small shapes. Each runs in its own process, which holds the inputs
+  and runs the rounds when told to (the timed region is the step alone); ``extra_info``
+  holds ``peak_rss_bytes`` (that process's peak resident set, every allocation torch makes
+  counted: Linux's VmHWM, its own high-water mark; ru_maxrss elsewhere, which also counts
+  what the parent had resident when it forked), ``inputs_bytes`` (logits and features),
+  ``rss_before_bytes`` (resident before the first round: interpreter, torch, inputs) and on
+  a GPU ``peak_gpu_extra_bytes`` (the caching allocator's peak beyond the inputs).
+
 Run: ``.venv/bin/python -m pytest bench/bench_selection.py --benchmark-only``.
 """
 import heapq
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -154,3 +172,123 @@ def test_imagenet_scale_factored_triton(benchmark):
         return out
 
     benchmark.pedantic(run, rounds=3, warmup_rounds=1)
+
+
+# ---------------------------------------------------------------- the selection step at dataset shapes
+
+# name -> (classes, rows per class, logits C)
+SHAPES = {"cifar10": (10, 5000, 10), "tinyimagenet": (200, 500, 200), "imagenet1k": (1000, 1300, 1000)}
+
+
+class _StepProcess:
+    """A process (this file, run as a script) that builds one shape's inputs, then runs the
+    selection step each time :meth:`step` is called, and reports its peak memory at the end."""
+
+    def __init__(self, shape: str, device: str, features: int):
+        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), shape, device, str(features)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self._expect("ready")
+
+    def _expect(self, word):
+        line = self.proc.stdout.readline().strip()
+        if line != word:
+            self.proc.kill()
+            raise RuntimeError(f"selection step process: expected {word!r}, got {line!r} (exit {self.proc.poll()})")
+
+    def step(self):
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+        self._expect("done")
+
+    def report(self) -> dict:
+        self.proc.stdin.write("report\n")
+        self.proc.stdin.flush()
+        out = json.loads(self.proc.stdout.readline())
+        self.proc.wait(timeout=60)
+        return out
+
+
+def _step_bench(benchmark, shape, device, features, rounds):
+    classes, per, c = SHAPES[shape]
+    worker = _StepProcess(shape, device, features)
+    benchmark.group = f"step {shape}: {classes} x {per}, C={c}, 10%"
+    try:
+        benchmark.pedantic(worker.step, rounds=rounds, warmup_rounds=0)
+    finally:
+        info = worker.report()
+    benchmark.extra_info.update(classes=classes, rows_per_class=per, logits=c, features=features,
+                                device=device, similarity="distance", optimizer="lazy", **info)
+
+
+@pytest.mark.parametrize("features", [0, 512])
+@pytest.mark.parametrize("shape", ["cifar10", "tinyimagenet"])
+def test_selection_step_cpu(benchmark, shape, features):
+    _step_bench(benchmark, shape, "cpu", features, rounds=3)
+
+
+def test_selection_step_cpu_imagenet1k(benchmark):
+    """5.2 GB of logits, ~1/2 minute a round on 2 cores: one round."""
+    _step_bench(benchmark, "imagenet1k", "cpu", 0, rounds=1)
+
+
+@requires_gpu
+@pytest.mark.parametrize("features", [0, 512])
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_selection_step_gpu(benchmark, shape, features):
+    _step_bench(benchmark, shape, "cuda", features, rounds=3)
+
+
+def _resident() -> "tuple[int, int]":
+    """(resident bytes now, this process's peak resident bytes)."""
+    try:
+        with open("/proc/self/status") as f:
+            kb = {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in f) if k in ("VmRSS", "VmHWM")}
+        return kb["VmRSS"] * 1024, kb["VmHWM"] * 1024
+    except (OSError, KeyError, ValueError):
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        peak *= 1 if sys.platform == "darwin" else 1024
+        return peak, peak
+
+
+def _serve_step(shape: str, device: str, features: int) -> None:
+    """The step process: inputs first (on ``device``), then "go" -> one step -> "done", and
+    "report" -> the memory figures as one JSON line."""
+    classes, per, c = SHAPES[shape]
+    n = classes * per
+    g = torch.Generator(device=device).manual_seed(0)
+    labels = torch.arange(n, device=device) % classes
+    labels = labels[torch.randperm(n, generator=g, device=device)]
+    logits = torch.randn(n, c, generator=g, device=device)
+    feats = torch.randn(n, features, generator=g, device=device) if features else None
+
+    def step():
+        emb = coreaug_fast.gradient_embeddings(logits, labels, feats, lazy=True)
+        out = coreaug_fast.select_coreset(emb, labels, 0.1, progress=False)
+        sync()
+        return out
+
+    rss_before = _resident()[0]
+    gpu_before = torch.cuda.memory_allocated() if device == "cuda" else 0
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    picks = 0
+    print("ready", flush=True)
+    for line in sys.stdin:
+        if line.strip() == "go":
+            picks = len(step())
+            print("done", flush=True)
+        elif line.strip() == "report":
+            break
+    info = {"picks": picks, "rss_before_bytes": rss_before,
+            "peak_rss_bytes": _resident()[1],
+            "inputs_bytes": (logits.numel() + (feats.numel() if features else 0)) * 4,
+            "threads": torch.get_num_threads()}
+    if device == "cuda":
+        info["peak_gpu_extra_bytes"] = torch.cuda.max_memory_allocated() - gpu_before
+    print(json.dumps(info), flush=True)
+
+
+if __name__ == "__main__":
+    _serve_step(sys.argv[1], sys.argv[2], int(sys.argv[3]))

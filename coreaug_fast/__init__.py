@@ -14,7 +14,7 @@ _interrupt.install()  # before torch is imported: Ctrl-C in a command line's sta
 from . import reference
 from . import analysis
 from ._ext import ExtensionNotBuiltError, build_info
-from .embeddings import FactoredEmbeddings, gradient_embeddings
+from .embeddings import FactoredEmbeddings, LazyEmbeddings, gradient_embeddings
 from .selection import Coreset, select_coreset, select_max_loss, select_random
 from .augment import OPS, Augmenter, AugmentParams, apply_augment, crop_flip
 from .loss import weighted_cross_entropy
@@ -28,6 +28,7 @@ __all__ = [
     "CoresetAugmentation",
     "ExtensionNotBuiltError",
     "FactoredEmbeddings",
+    "LazyEmbeddings",
     "OPS",
     "apply_augment",
     "build_info",

@@ -17,6 +17,7 @@ or a dataset read in DataLoader workers) -> augmented on the model's device.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from typing import Iterator, List, Optional, Tuple
 
@@ -484,12 +485,16 @@ class CoresetAugmentation:
             chunk = batch_size if isinstance(self.source, DatasetSource) else max(batch_size, FORWARD_CHUNK)
             rows, logits, feats = self._selection_outputs(net, device, chunk, labels, rank, world)
             y = labels if rows is None else labels[rows]
-            losses = F.cross_entropy(logits, y, reduction="none")
-            all_losses = (lambda: losses) if world == 1 else (lambda: _gather_losses(losses, rows, n, self.group))
+
+            @functools.lru_cache(maxsize=None)
+            def all_losses():  # every example's loss, made once and only when asked for
+                losses = _cross_entropy_rows(logits, y)
+                return losses if world == 1 else _gather_losses(losses, rows, n, self.group)
         if self.method == "max-loss":
             chosen = select_max_loss(all_losses(), labels, self.fraction)
         elif self.method == "coreset":
-            emb = gradient_embeddings(logits, y, feats)
+            # lazy: the selector makes softmax - onehot class by class, never a second (n, C)
+            emb = gradient_embeddings(logits, y, feats, lazy=True)
             chosen = select_coreset(emb, y, self.fraction, similarity=self.similarity, optimizer=self.optimizer,
                                     generator=self._gen["select"], indices=rows,
                                     group=self.group if world > 1 else None)
@@ -520,17 +525,28 @@ class CoresetAugmentation:
             y = labels if rows is None else labels[rows]
             return (rows,) + self._clean_forward(net, device, chunk, rows, y)
         seen = rec.seen.to(device)
-        if world == 1:
-            mine = seen
+        if world == 1:  # the record in dataset order, its gaps filled in place: no copy of it
             missing = (~seen).nonzero().squeeze(1)
-        else:  # the lowest rank that recorded a row keeps it; the rows nobody saw, shared r::W
-            import torch.distributed as dist
+            logits = None if rec.logits is None else rec.logits.to(device)
+            feats = None if rec.features is None else rec.features.to(device)
+            if missing.numel():
+                extra_logits, extra_feats = self._clean_forward(net, device, chunk, missing, labels[missing])
+                if logits is None:
+                    logits = extra_logits.new_zeros((n, extra_logits.shape[1]))
+                logits[missing] = extra_logits
+                if extra_feats is not None:
+                    if feats is None:
+                        feats = extra_feats.new_zeros((n,) + tuple(extra_feats.shape[1:]))
+                    feats[missing] = extra_feats
+            _check_classes(logits, labels, self._epoch)
+            return None, logits, feats
+        # the lowest rank that recorded a row keeps it; the rows nobody saw are shared r::W
+        import torch.distributed as dist
 
-            owner = torch.where(seen, world - rank, 0).to(torch.int32)
-            dist.all_reduce(owner, op=dist.ReduceOp.MAX, group=self.group)
-            mine = seen & (owner == world - rank)
-            missing = (owner == 0).nonzero().squeeze(1)[rank::world]
-        kept = mine.nonzero().squeeze(1)
+        owner = torch.where(seen, world - rank, 0).to(torch.int32)
+        dist.all_reduce(owner, op=dist.ReduceOp.MAX, group=self.group)
+        kept = (seen & (owner == world - rank)).nonzero().squeeze(1)
+        missing = (owner == 0).nonzero().squeeze(1)[rank::world]
         logits = None if rec.logits is None else rec.logits.to(device)[kept]
         feats = None if rec.features is None else rec.features.to(device)[kept]
         if missing.numel():
@@ -539,12 +555,6 @@ class CoresetAugmentation:
             if extra_feats is not None:
                 feats = extra_feats if feats is None else torch.cat([feats, extra_feats])
         rows = torch.cat([kept, missing])
-        if world == 1:  # every row once: back to dataset order, as the clean pass gives them
-            order = torch.argsort(rows)
-            rows, logits = rows[order], logits[order]
-            feats = None if feats is None else feats[order]
-            _check_classes(logits, labels, self._epoch)
-            return None, logits, feats
         _check_classes(logits, labels[rows], self._epoch)
         return rows, logits, feats
 
@@ -761,11 +771,24 @@ def _check_output(out, rows: int, epoch: int) -> torch.Tensor:
     return out.float()
 
 
+#: Rows per chunk of the losses of a selection pass: cross-entropy makes a log-softmax the
+#: size of its input, which at ImageNet scale (1.28M x 1,000) would be 5 GB at once.
+LOSS_CHUNK = 8192
+
+
+def _cross_entropy_rows(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-row cross-entropy, float32 (n,), in chunks (each row's value is the same)."""
+    return torch.cat([F.cross_entropy(part, y, reduction="none")
+                      for part, y in zip(logits.split(LOSS_CHUNK), labels.split(LOSS_CHUNK))]) \
+        if logits.shape[0] else logits.new_zeros(0)
+
+
 def _check_classes(logits: torch.Tensor, labels: torch.Tensor, epoch: int) -> None:
-    """The selection pass's logits are finite and cover every label (one host sync)."""
-    finite = torch.isfinite(logits).all(1)
-    if not bool(finite.all()):
-        bad = int((~finite).sum())
+    """The selection pass's logits are finite and cover every label (one host sync; no
+    temporary of the logits' size)."""
+    lo, hi = torch.aminmax(logits) if logits.numel() else (logits.new_zeros(()), logits.new_zeros(()))
+    if not (bool(torch.isfinite(lo)) and bool(torch.isfinite(hi))):
+        bad = int((~torch.isfinite(logits).all(1)).sum())
         raise ValueError(f"model: its output in the selection pass of epoch {epoch} is not finite (NaN or inf "
                          f"in {bad} of {logits.shape[0]} rows): the training has diverged (lower the learning "
                          "rate) or the inputs are broken")

@@ -4,8 +4,10 @@
 sharded path) both call this module: argument checks (:func:`check_arguments`), the
 grouping of rows by class and the picks per class (:class:`ClassGroups`, with the one
 fraction → k rule :func:`picks_for_fraction`), and :func:`select_local`, which runs a
-backend on rows grouped by class. Nothing here imports :mod:`~coreaug_fast.selection` or
-:mod:`~coreaug_fast.distributed`, so imports run one way: selection → distributed → engine.
+backend on rows grouped by class, a run of whole classes at a time (:data:`CHUNK_BYTES`),
+so that besides the caller's tensors only one run's rows exist at once. Nothing here
+imports :mod:`~coreaug_fast.selection` or :mod:`~coreaug_fast.distributed`, so imports run
+one way: selection → distributed → engine → class_rows.
 """
 from __future__ import annotations
 
@@ -19,7 +21,8 @@ from typing import NamedTuple, Optional
 
 import torch
 
-from . import _checks, _ext
+from . import _checks, _ext, class_rows
+from .embeddings import LazyEmbeddings
 
 SIMILARITIES = ("distance", "sqdistance", "exp")
 OPTIMIZERS = ("naive", "lazy", "stochastic")
@@ -53,6 +56,12 @@ MAX_MATRIX_BYTES = _matrix_bytes_from_env()
 
 #: Estimated work (cost-matrix multiply-adds) above which ``progress=None`` shows a bar.
 PROGRESS_WORK = 2e11
+
+#: Largest run of classes (bytes of float32 rows, x and features) prepared and handed to
+#: the backend at once; a class larger than this is a run of its own. On a GPU the run may
+#: also be as large as the cost matrices allowed there (see :func:`run_bytes`), so that one
+#: launch still covers many classes. Results do not depend on it.
+CHUNK_BYTES = 256 << 20
 
 # Squared distances are formed in float32 as ‖x_i‖² + ‖x_j‖² − 2 x_i·x_j (up to 4 R², R the
 # largest row norm) and a class's gains sum up to n_c of them: both must stay finite.
@@ -194,7 +203,20 @@ def check_labels(labels, n: Optional[int]) -> torch.Tensor:
 
 
 def check_embeddings(embeddings):
-    """(x, features or None), shapes and dtypes checked."""
+    """(x, features or None), shapes and dtypes checked. For :class:`LazyEmbeddings`, x is
+    the lazy object itself (it has ``shape`` and ``device``) and the features its own."""
+    if isinstance(embeddings, LazyEmbeddings):
+        lg, t, h = embeddings.logits, embeddings.targets, embeddings.features
+        _checks.check_tensor("embeddings.logits", lg, dim=2, floating=True)
+        _checks.check_tensor("embeddings.targets", t, dim=1, integer=True)
+        if t.dtype != torch.long:
+            raise ValueError(f"embeddings.targets must be int64, got {t.dtype}")
+        if h is not None:
+            _checks.check_tensor("embeddings.features", h, dim=2, floating=True)
+        _checks.check_same_device(**{"embeddings.logits": lg, "embeddings.targets": t, "embeddings.features": h})
+        _checks.check_rows(lg.shape[0], **{"embeddings.targets": t, "embeddings.features": h})
+        _checks.check_range("embeddings.targets", t, 0, lg.shape[1])
+        return embeddings, None if h is None else h.detach()
     if isinstance(embeddings, tuple) and not isinstance(embeddings, torch.Tensor):
         if len(embeddings) != 2:
             raise ValueError(f"factored embeddings must be a (grad, features) pair, got {len(embeddings)} items")
@@ -234,22 +256,26 @@ class Checked(NamedTuple):
     h_max: float
 
 
-def _largest_values(x: torch.Tensor, h: Optional[torch.Tensor]):
+def _largest_values(x, h: Optional[torch.Tensor]):
     """max |x| and max |h| in one host sync; NaN or inf anywhere raises the usual
-    "contains NaN or inf" error naming the tensor."""
+    "contains NaN or inf" error naming the tensor. For :class:`LazyEmbeddings` the logits
+    must be finite (-inf too is refused) and max |x| is the bound 1."""
     def largest(t):
         if not t.numel():
             return t.new_zeros((), dtype=torch.float64)
         lo, hi = torch.aminmax(t)  # no |t| copy of the embeddings; NaN propagates
         return torch.maximum(hi.double(), -lo.double())  # float64: 1e300 stays finite here
 
-    parts = [largest(x)] if h is None else [largest(x), largest(h)]
+    lazy = isinstance(x, LazyEmbeddings)
+    parts = [largest(x.logits if lazy else x)] + ([] if h is None else [largest(h)])
     values = torch.stack(parts).tolist()
-    names = ["embeddings" if h is None else "embeddings.grad", "embeddings.features"]
+    names = ["embeddings.logits" if lazy else "embeddings" if h is None else "embeddings.grad",
+             "embeddings.features"]
     for name, v in zip(names, values):
         if not math.isfinite(v):
             raise ValueError(f"{name} contains NaN or inf")
-    return values[0], values[1] if h is not None else 0.0
+    # softmax − onehot lies in [−1, 1]: a bound is all check_magnitude needs
+    return 1.0 if lazy else values[0], values[1] if h is not None else 0.0
 
 
 def check_magnitude(checked: Checked, largest_class: int) -> None:
@@ -306,47 +332,6 @@ def check_arguments(embeddings, labels, indices, fraction, budget, similarity, o
 
 # ------------------------------------------------------------------ the run
 
-def centred(x: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-    """Rows minus their class mean. Any per-class offset leaves the distances unchanged;
-    the mean makes the norms small, so the expansion ‖x‖² + ‖y‖² − 2x·y cancels far less.
-    segment_reduce is deterministic (index_add_ on CUDA is not), so the result is too."""
-    counts = (offsets[1:] - offsets[:-1]).to(x.device)
-    if x.shape[0] == 0:
-        return x
-    means = torch.segment_reduce(x, "mean", lengths=counts, axis=0)
-    return x - torch.repeat_interleave(means, counts, dim=0)
-
-
-def unit_scaled(t: torch.Tensor, counts: torch.Tensor):
-    """``(t, scale)``: the rows of ``t`` (n, D) float32, grouped by class, multiplied in place
-    by their class's power of two 2^-e that brings its largest |entry| into [0.5, 1) (1 for an
-    all-zero class), and those (m,) float32 factors. ``counts``: (m,) rows per class on the
-    device of ``t``. Multiplying by a power of two is exact, so distances and gains scale
-    exactly; without it, float32 squared norms of rows of size 1e-20 underflow to 0 and every
-    row looks like a duplicate of every other."""
-    row_max = torch.maximum(t.amax(1), -t.amin(1))
-    _, exponent = torch.frexp(torch.segment_reduce(row_max, "max", lengths=counts))
-    scale = torch.ldexp(torch.ones(counts.numel(), device=t.device), (-exponent).clamp(-126, 126))
-    t.mul_(torch.repeat_interleave(scale, counts, output_size=t.shape[0])[:, None])
-    return t, scale
-
-
-def normalised(xs: torch.Tensor, hs: Optional[torch.Tensor], groups: "ClassGroups", similarity: str):
-    """``(xs, hs, gain_unit)``: the rows of each class scaled in place by :func:`unit_scaled`
-    (x and h each by its own), and the (m,) float64 factor that turns the gains computed on
-    them back into gains of the given rows. "exp" costs are not scale invariant: its rows stay
-    as they are (gain_unit None)."""
-    if similarity == "exp" or xs.shape[0] == 0 or xs.shape[1] == 0 or (hs is not None and hs.shape[1] == 0):
-        return xs, hs, None
-    counts = groups.counts.to(xs.device)
-    xs, sx = unit_scaled(xs, counts)
-    unit = sx.double()
-    if hs is not None:
-        hs, sh = unit_scaled(hs, counts)
-        unit = unit * sh.double()
-    return xs, hs, (1.0 / unit if similarity == "distance" else 1.0 / unit ** 2)
-
-
 def run_backend(backend, x, h, offsets, budgets, total, sim, opt, epsilon, seed):
     """One call of a backend on rows grouped by class. Returns (rows, gains, assignment)
     with rows into x and positions into this call's output."""
@@ -367,21 +352,43 @@ def run_backend(backend, x, h, offsets, budgets, total, sim, opt, epsilon, seed)
     return rows.to(dev), gains.to(dev), assign.to(dev)
 
 
-def chunks(groups: ClassGroups, width: int, enabled: bool):
-    """Class ranges [lo, hi) to run one call each: one range, or ~50 of similar work when a
-    progress bar is shown."""
-    m = groups.counts.numel()
-    if not enabled or m <= 1:
-        return [(0, m)]
-    work = groups.counts.double() ** 2 * width
-    target = float(work.sum()) / 50
-    ranges, lo, acc = [], 0, 0.0
-    for c in range(m):
-        acc += float(work[c])
-        if acc >= target or c == m - 1:
-            ranges.append((lo, c + 1))
-            lo, acc = c + 1, 0.0
-    return ranges
+def run_bytes(backend: str, device: torch.device) -> int:
+    """The most bytes one run of classes may take: :data:`CHUNK_BYTES`, or on a GPU with
+    the Triton backend as much as its stored cost matrices may take there, if more (one
+    launch then still covers many classes: one greedy program per class)."""
+    if backend == "triton" and device.type == "cuda":
+        from .kernels import greedy
+
+        return max(CHUNK_BYTES, greedy.matrix_budget(device, MAX_MATRIX_BYTES))
+    return CHUNK_BYTES
+
+
+def runs(groups: ClassGroups, width: int, backend: str, limit: int, progress: bool):
+    """Class ranges [lo, hi) to prepare and run one call each: consecutive classes whose
+    float32 rows (``width`` floats each; with the Triton backend plus their stored cost
+    matrices) take at most ``limit`` bytes, a larger class alone; with a progress bar,
+    also cut into ~50 ranges of similar work."""
+    counts = groups.counts.tolist()
+    m = len(counts)
+    if m == 0:
+        return [(0, 0)]
+    cuts, used = {0, m}, 0
+    for c, n in enumerate(counts):
+        size = 4 * n * (width + ((n + 15) // 16 * 16 if backend == "triton" else 0))
+        if used and used + size > limit:
+            cuts.add(c)
+            used = 0
+        used += size
+    if progress and m > 1:
+        work = [float(n) ** 2 * width for n in counts]
+        target, acc = sum(work) / 50, 0.0
+        for c in range(m):
+            acc += work[c]
+            if acc >= target:
+                cuts.add(c + 1)
+                acc = 0.0
+    cuts = sorted(cuts)
+    return list(zip(cuts[:-1], cuts[1:]))
 
 
 def _progress_bar(groups: ClassGroups, width: int, backend: str, progress: Optional[bool]):
@@ -407,39 +414,43 @@ def _stochastic_seed(optimizer: str, generator: Optional[torch.Generator]) -> in
     return int(torch.randint(0, 2**62, (1,), generator=generator, device=gdev))
 
 
-def select_local(x: torch.Tensor, h: Optional[torch.Tensor], groups: ClassGroups, *, similarity: str,
+def select_local(x, h: Optional[torch.Tensor], groups: ClassGroups, *, similarity: str,
                  optimizer: str, epsilon: float, backend: str, generator: Optional[torch.Generator],
                  progress: Optional[bool], indices: Optional[torch.Tensor] = None) -> Coreset:
     """Greedy facility location per class on one process, arguments already checked.
 
     Args:
-        x: (n, D) floating rows, or the grad factor (n, C) when ``h`` (n, d) is given.
+        x: (n, D) floating rows, or the grad factor (n, C) when ``h`` (n, d) is given, or a
+            :class:`LazyEmbeddings` (``h`` then its features or None). Not changed.
         groups: the rows' :class:`ClassGroups` (picks per class included).
         backend: ``"triton"`` or ``"torch"`` (resolved, not ``"auto"``); the rest as
             :func:`~coreaug_fast.select_coreset`.
 
     Returns:
         A :class:`Coreset` on the device of ``x``.
+
+    Memory: the classes run a few at a time (:func:`runs`); each run's rows are float32
+    copies (computed from the logits for lazy embeddings), centred and scaled
+    (:mod:`~coreaug_fast.class_rows`), in one buffer that every run reuses (CPU) or freed
+    before the next run's are made (CUDA).
     """
     device = x.device
-    perm = groups.perm
-    xs = x[perm].float().contiguous()
-    hs = None if h is None else h[perm].float().contiguous()
-    if hs is None:
-        xs = centred(xs, groups.offsets)
-    xs, hs, gain_unit = normalised(xs, hs, groups, similarity)  # in place: xs and hs are copies here
     seed = _stochastic_seed(optimizer, generator)
-    width = xs.shape[1] + (0 if hs is None else hs.shape[1])
+    width = x.shape[1] + (0 if h is None else h.shape[1])
     bar = _progress_bar(groups, width, backend, progress)
     rows_l, gains_l, assign_l = [], [], []
-    pos = 0
-    for lo, hi in chunks(groups, width, bar is not None):
+    pos, work = 0, {}
+    for lo, hi in runs(groups, width, backend, run_bytes(backend, device), bar is not None):
         r0, r1 = int(groups.offsets[lo]), int(groups.offsets[hi])
+        xs, hs, gain_unit = class_rows.prepared(x, h, groups.perm[r0:r1], groups.counts[lo:hi], similarity, work)
         off = groups.offsets[lo:hi + 1] - r0
         bud = groups.budgets[lo:hi].contiguous()
         tot = int(bud.sum())
-        r, g, a = run_backend(backend, xs[r0:r1], None if hs is None else hs[r0:r1], off, bud, tot,
-                              similarity, optimizer, epsilon, seed + lo)
+        r, g, a = run_backend(backend, xs, hs, off, bud, tot, similarity, optimizer, epsilon, seed + lo)
+        del xs, hs  # before the next run's rows are made (on CUDA; CPU runs share ``work``)
+        if gain_unit is not None:
+            per_pick = torch.repeat_interleave(gain_unit, bud.to(gain_unit.device), output_size=tot)
+            g = (g.double() * per_pick.to(g.device)).float()
         rows_l.append(r + r0)
         gains_l.append(g)
         assign_l.append(torch.where(a >= 0, a + pos, a))
@@ -448,11 +459,7 @@ def select_local(x: torch.Tensor, h: Optional[torch.Tensor], groups: ClassGroups
             bar.update(hi - lo)
     if bar is not None:
         bar.close()
-    gains = torch.cat(gains_l)
-    if gain_unit is not None:
-        per_pick = torch.repeat_interleave(gain_unit, groups.budgets.to(device), output_size=groups.total)
-        gains = (gains.double() * per_pick).float()
-    return _assemble(groups, torch.cat(rows_l), gains, torch.cat(assign_l), device, indices)
+    return _assemble(groups, torch.cat(rows_l), torch.cat(gains_l), torch.cat(assign_l), device, indices)
 
 
 def _assemble(groups: ClassGroups, rows_sorted, gains, assign_sorted, device, indices) -> Coreset:

@@ -29,16 +29,17 @@ from typing import Optional, Sequence, Union
 import torch
 
 from . import _checks, engine
+from .embeddings import LazyEmbeddings
 from .engine import BACKENDS, OPTIMIZERS, SIMILARITIES, ClassGroups, Coreset, picks_for_fraction
 
-__all__ = ["BACKENDS", "MAX_MATRIX_BYTES", "OPTIMIZERS", "PROGRESS_WORK", "SIMILARITIES", "Coreset",
+__all__ = ["BACKENDS", "CHUNK_BYTES", "MAX_MATRIX_BYTES", "OPTIMIZERS", "PROGRESS_WORK", "SIMILARITIES", "Coreset",
            "picks_for_fraction", "select_coreset", "select_max_loss", "select_random"]
 
 
 def __getattr__(name: str):
     # The engine reads these at every call; a copy bound here would go stale and an assignment
     # to it would silently change nothing. Set them on coreaug_fast.engine.
-    if name in ("MAX_MATRIX_BYTES", "PROGRESS_WORK"):
+    if name in ("CHUNK_BYTES", "MAX_MATRIX_BYTES", "PROGRESS_WORK"):
         return getattr(engine, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
@@ -55,8 +56,15 @@ def select_coreset(embeddings, labels: torch.Tensor, fraction: Optional[float] =
         embeddings: (n, D) floating tensor (float32, float16, bfloat16 or float64; any
             strides), e.g. from :func:`coreaug_fast.gradient_embeddings`; or a
             :class:`~coreaug_fast.FactoredEmbeddings` / ``(grad (n, C), features (n, d))``
-            pair standing for the rows grad ⊗ features, never materialised. Computed in
-            float32; plain rows are centred per class first.
+            pair standing for the rows grad ⊗ features, never materialised; or a
+            :class:`~coreaug_fast.LazyEmbeddings` (``gradient_embeddings(..., lazy=True)``;
+            its logits must be finite), whose rows are computed a few classes at a time:
+            the same result as its :meth:`~coreaug_fast.LazyEmbeddings.materialize`, bit
+            for bit, without the (n, C) embeddings ever existing (with ``group=`` they are
+            materialised: the sharded path exchanges rows). Computed in float32; plain rows
+            are centred per class first. Classes are prepared and selected in runs of
+            about :data:`coreaug_fast.engine.CHUNK_BYTES` of float32 rows, so beyond the
+            inputs the selection holds one run's rows and each worker thread's cost matrix.
         labels: (n,) integer class ids >= 0, same device. Classes need not be contiguous.
         fraction: picks per class ``k_c = ceil(fraction · n_c)``, fraction in (0, 1], computed
             exactly on the fraction's decimal form (0.07 of 100 rows is 7):
@@ -113,6 +121,10 @@ def select_coreset(embeddings, labels: torch.Tensor, fraction: Optional[float] =
     budget = _wide_budget(budget)
     if group is not None:
         from .distributed import select_coreset_sharded
+
+        if isinstance(embeddings, LazyEmbeddings):
+            engine.check_embeddings(embeddings)  # its targets, before the op reads them
+            embeddings = embeddings.materialize()
 
         return select_coreset_sharded(embeddings, labels, fraction, budget=budget, similarity=similarity,
                                       optimizer=optimizer, epsilon=epsilon, backend=backend, generator=generator,

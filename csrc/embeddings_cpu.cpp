@@ -4,10 +4,10 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include <cmath>
-#include <limits>
+#include <vector>
 
 #include "common.h"
+#include "embeddings_cpu.h"
 
 namespace coreaug {
 
@@ -27,19 +27,8 @@ at::Tensor gradient_embeddings_cpu(const at::Tensor& logits, const at::Tensor& t
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* xp = x.data_ptr<scalar_t>();
     at::parallel_for(0, n, 256, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        const scalar_t* row = xp + i * c;
-        acc_t mx = -std::numeric_limits<acc_t>::infinity();
-        for (int64_t j = 0; j < c; ++j) mx = std::max(mx, static_cast<acc_t>(row[j]));
-        // A float running sum over tens of thousands of classes drifts by ~1e-5 relative.
-        double sum = 0;
-        for (int64_t j = 0; j < c; ++j) sum += std::exp(static_cast<acc_t>(row[j]) - mx);
-        const acc_t inv = static_cast<acc_t>(1.0 / sum);
-        float* o = op + i * c;
-        for (int64_t j = 0; j < c; ++j) {
-          o[j] = static_cast<float>(std::exp(static_cast<acc_t>(row[j]) - mx) * inv - (j == tp[i]));
-        }
-      }
+      std::vector<acc_t> e(static_cast<size_t>(c));
+      for (int64_t i = begin; i < end; ++i) gradient_row(xp + i * c, c, tp[i], e.data(), op + i * c);
     });
   });
   return out;

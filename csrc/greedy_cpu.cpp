@@ -249,14 +249,33 @@ void add_to(const float* __restrict k, int64_t len, double* __restrict col) {
   for (int64_t j = 0; j < len; ++j) col[j] += static_cast<double>(k[j]);
 }
 
+// out[r] = Σ_c v[r·d + c]² in double, each row in column order, for rows r < R: R chains
+// that do not wait on each other (one row's chain is latency-bound).
+template <int R>
+void sq_sums(const float* v, int64_t d, double* out) {
+  double acc[R] = {};
+  for (int64_t c = 0; c < d; ++c)
+    for (int r = 0; r < R; ++r) acc[r] += double(v[r * d + c]) * v[r * d + c];
+  for (int r = 0; r < R; ++r) out[r] = acc[r];
+}
+
 // The squared norms of the (plain or factored) rows, in double then rounded.
 std::vector<float> row_norms(const ClassProblem& p, int64_t np) {
   std::vector<float> out(np, 0.f);
-  for (int64_t i = 0; i < p.n; ++i) {
-    double na = 0, nh = 0;
-    for (int64_t c = 0; c < p.da; ++c) na += double(p.a[i * p.da + c]) * p.a[i * p.da + c];
-    for (int64_t c = 0; c < p.dh; ++c) nh += double(p.h[i * p.dh + c]) * p.h[i * p.dh + c];
-    out[i] = static_cast<float>(p.dh ? na * nh : na);
+  constexpr int kRows = 4;
+  double na[kRows], nh[kRows] = {};
+  for (int64_t i0 = 0; i0 < p.n; i0 += kRows) {
+    const int rows = static_cast<int>(std::min<int64_t>(kRows, p.n - i0));
+    if (rows == kRows) {
+      sq_sums<kRows>(p.a + i0 * p.da, p.da, na);
+      if (p.dh) sq_sums<kRows>(p.h + i0 * p.dh, p.dh, nh);
+    } else {
+      for (int r = 0; r < rows; ++r) {
+        sq_sums<1>(p.a + (i0 + r) * p.da, p.da, na + r);
+        if (p.dh) sq_sums<1>(p.h + (i0 + r) * p.dh, p.dh, nh + r);
+      }
+    }
+    for (int r = 0; r < rows; ++r) out[i0 + r] = static_cast<float>(p.dh ? na[r] * nh[r] : na[r]);
   }
   return out;
 }

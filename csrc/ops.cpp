@@ -22,6 +22,18 @@ TORCH_LIBRARY(coreaug, m) {
   m.def("facility_location(Tensor x, Tensor? features, Tensor offsets, Tensor budgets, int total, "
         "str similarity, str optimizer, float epsilon, int seed, int max_matrix_bytes) "
         "-> (Tensor, Tensor, Tensor)");
+  // The rows one run of the selector compares, written into out (R, D) float32 contiguous:
+  // row r is source[rows[r]] as float32, or softmax(source[rows[r]]) − onehot(targets[rows[r]])
+  // (gradient_embeddings' bits) when targets (N,) int64 is given; the R rows are grouped by
+  // class, counts (K,) int64 CPU rows per class. Then per class, with centre, rows minus
+  // their class mean (segment_reduce's: the float running sum in row order over n_c); with
+  // scale, rows times the power of two that brings the class's largest |entry| into
+  // [0.5, 1) (1 for an all-zero class). Returns the (K,) float32 factors (ones without
+  // scale). source (N, D) floating with unit column stride; rows (R,) int64 in [0, N).
+  // CPU only: CUDA tensors take the torch composite it matches bit for bit
+  // (coreaug_fast.class_rows).
+  m.def("class_rows_(Tensor(a!) out, Tensor source, Tensor? targets, Tensor rows, Tensor counts, bool centre, "
+        "bool scale) -> Tensor");
   // Per-row weighted cross-entropy: loss[i] = weights[i] · CE(logits[i], targets[i]) with
   // F.cross_entropy's label smoothing, (N,) float32 (float64 for float64 logits), and
   // lse[i] = logsumexp(logits[i]), (N,) float64: 8 bytes a row buy float32-accurate

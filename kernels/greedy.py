@@ -236,7 +236,7 @@ def _greedy_block_sizes(device: torch.device, stored: bool):
     return (16, 256, 1024) if stored else (16, 64, 1024)
 
 
-def _matrix_budget(device: torch.device, max_matrix_bytes: int) -> int:
+def matrix_budget(device: torch.device, max_matrix_bytes: int) -> int:
     """Bytes the stored cost matrices may take: ``max_matrix_bytes``, or on a GPU less when
     60% of what is free (to the driver, plus PyTorch's cached free blocks) is smaller."""
     if device.type != "cuda":
@@ -283,7 +283,7 @@ def facility_location(x, h, offsets: torch.Tensor, budgets: torch.Tensor, total:
             return rows, gains, assign
         npad, mat_off = matrix_layout(counts)  # on the host, as class_cost_matrices lays them out
         if stored is None:
-            stored = int(mat_off[-1]) * 4 <= _matrix_budget(device, max_matrix_bytes)
+            stored = int(mat_off[-1]) * 4 <= matrix_budget(device, max_matrix_bytes)
         costs, _, _, cmax = class_cost_matrices(emb, offsets, sim, store=stored)
         factored = xh is not None
         dim = xa.shape[1] * (xh.shape[1] if factored else 1)

@@ -154,9 +154,9 @@ def test_features_hook_gives_the_factored_embedding(monkeypatch):
     got = {}
     real = ca.gradient_embeddings
 
-    def spy(logits, targets, features=None):
+    def spy(logits, targets, features=None, **kw):
         got["features"] = features
-        return real(logits, targets, features)
+        return real(logits, targets, features, **kw)
     monkeypatch.setattr(ca, "gradient_embeddings", spy)
     aug = make(features=model.fc)
     assert aug.embedding == "last-layer-features"

@@ -1,4 +1,5 @@
-"""gradient_embeddings: the compiled op against the float64 reference, on every device."""
+"""gradient_embeddings: the compiled op against the float64 reference, on every device;
+its lazy form (LazyEmbeddings) against the op."""
 import numpy as np
 import pytest
 import torch
@@ -52,6 +53,27 @@ def test_factored_embeddings(device):
     torch.testing.assert_close(full.double(), (ref[:, :, None] * h.double()[:, None, :]).reshape(9, 20), rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("with_features", [False, True])
+def test_lazy_embeddings_keep_the_inputs_and_give_the_same_bits(device, with_features):
+    logits, targets = _inputs(30, 7, device)
+    h = torch.randn(30, 4, device=device) if with_features else None
+    logits.requires_grad_(True)
+    lazy = coreaug_fast.gradient_embeddings(logits, targets.int(), h, lazy=True)
+    assert isinstance(lazy, coreaug_fast.LazyEmbeddings)
+    assert lazy.logits.data_ptr() == logits.data_ptr() and not lazy.logits.requires_grad  # no copy
+    assert lazy.targets.dtype == torch.long and lazy.shape == (30, 7) and lazy.device == logits.device
+    eager = coreaug_fast.gradient_embeddings(logits, targets, h)
+    full = lazy.materialize()
+    if with_features:
+        assert isinstance(full, coreaug_fast.FactoredEmbeddings)
+        assert torch.equal(full.grad, eager.grad) and torch.equal(full.features, eager.features)
+        eager = eager.grad
+    else:
+        assert torch.equal(full, eager)
+    rows = torch.tensor([29, 0, 5, 5], device=device)
+    assert torch.equal(lazy.grad_rows(rows), eager[rows])
+
+
 def test_detached_from_autograd(device):
     logits, targets = _inputs(5, 3, device)
     logits.requires_grad_(True)
@@ -74,6 +96,10 @@ def test_detached_from_autograd(device):
 def test_bad_input_raises_value_error(logits, targets, features, match):
     with pytest.raises(ValueError, match=match):
         coreaug_fast.gradient_embeddings(logits, targets, features)
+    with pytest.raises(ValueError, match=match):  # lazy: the same checks, at once
+        coreaug_fast.gradient_embeddings(logits, targets, features, lazy=True)
+    with pytest.raises(ValueError, match="lazy must be True or False, got 1"):
+        coreaug_fast.gradient_embeddings(torch.zeros(2, 3), torch.zeros(2, dtype=torch.long), lazy=1)
 
 
 def test_raw_op_rejects_bad_targets_on_cpu():

@@ -58,7 +58,8 @@ def test_report_marks_each_target_from_the_figures(tmp_path):
         "build_info": {"extension": True, "cuda_kernels": True},
         "tests": {"passed": 40, "failed": ["tests/test_x.py::test_y[cuda]"], "skipped": 2, "deselected": 300},
         "benchmarks": {
-            "selector": {"selector_cifar10_ms": 12.5, "selector_n10k_d1024_ms": 75.0},
+            "selector": {"selector_cifar10_ms": 12.5, "selector_n10k_d1024_ms": 75.0,
+                         "selector_imagenet_ms": 1500.0},
             "augment": {"augment_vs_kornia": 14.0, "augment_vs_floor": 2.5},
             "loss": {"loss_vs_unfused": 1.6},
             "train": {"train_full_epoch_s": 30.0, "train_coreset10_epoch_s": 8.0,
@@ -67,11 +68,11 @@ def test_report_marks_each_target_from_the_figures(tmp_path):
         },
     }
     verdicts = {text: ok for text, _, ok in gpu_check.evaluate(result)}
-    assert list(verdicts.values()) == [True, False, True, False, True, True, True, False]  # 30 / 8 = 3.75x
+    assert list(verdicts.values()) == [True, False, True, True, False, True, True, True, False]  # 30 / 8 = 3.75x
     js, md = gpu_check.write_report(result, tmp_path)
     assert js.name == "NVIDIA-H200.json" and json.loads(js.read_text())["wall_s"] == 512.0
     text = md.read_text()
-    assert text.count("| PASS |") == 5 and text.count("| FAIL |") == 3
+    assert text.count("| PASS |") == 6 and text.count("| FAIL |") == 3
     assert "FAILED tests/test_x.py::test_y[cuda]" in text and "failed: RuntimeError: boom" in text
     empty = {text: ok for text, _, ok in gpu_check.evaluate({"benchmarks": {}})}
     assert set(empty.values()) == {None}

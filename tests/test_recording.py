@@ -49,9 +49,9 @@ def spy(monkeypatch):
     got = {"emb": [], "clean": []}
     real_emb, real_clean = ca.gradient_embeddings, ca.CoresetAugmentation._clean_forward
 
-    def emb(logits, targets, features=None):
+    def emb(logits, targets, features=None, **kw):
         got["emb"].append((logits.clone(), None if features is None else features.clone()))
-        return real_emb(logits, targets, features)
+        return real_emb(logits, targets, features, **kw)
 
     def clean(self, net, device, chunk, rows, labels):
         got["clean"].append(None if rows is None else rows.clone())
