@@ -21,7 +21,6 @@ import numpy as np
 import torch
 
 STREAMS = ("init", "shuffle", "augment", "select")
-WEIGHTS = ("gamma", "normalized", "uniform")
 
 
 class EpochRows(NamedTuple):

@@ -26,26 +26,21 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import _checks
-from ._rows import (WEIGHTS, EpochRows, epoch_rows, mix_windows, rank_seed, scale_weights, shard, shuffle,
+from ._rows import (EpochRows, epoch_rows, mix_windows, rank_seed, scale_weights, shard, shuffle,
                     stream_seeds, weak_first)
 from ._timing import Clock, PhaseTimer
 from .augment import MAX_COPIES, Augmenter, to_device_async
-from .loading import MIN_IMAGE_SIZE, WEAK_MODES
+from .loading import MIN_IMAGE_SIZE
 from .recording import Recorder, Recording
 from .sources import (DatasetSource, TensorSource, batch_starts, check_dataset, check_labels_of, dataset_labels,
                       read_labels)
 from .embeddings import gradient_embeddings
 from .selection import Coreset, select_coreset, select_max_loss, select_random
 
-METHODS = ("coreset", "random", "max-loss", "none", "full")
-SUBSET_METHODS = ("coreset", "random", "max-loss")
-AUG_MODES = ("append", "inplace")
-EMBEDDINGS = ("last-layer", "last-layer-features")
-SIMILARITIES = ("distance", "sqdistance", "exp")
-OPTIMIZERS = ("lazy", "naive", "stochastic")
+from .vocabulary import (AUG_MODES, AUGMENT_IMPLS, EMBEDDINGS, METHODS, OPTIMIZERS, SELECTION_PASSES,  # noqa: E402
+                         SIMILARITIES, SUBSET_METHODS, WEAK_MODES, WEIGHTS)
+
 OUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-AUGMENT_IMPLS = ("fused", "torchvision")
-SELECTION_PASSES = ("clean", "train")
 #: The default of ``weights=``, chosen from a paired comparison on digits (see the README).
 DEFAULT_WEIGHTS = "uniform"
 #: Rows per chunk of the clean forward pass (at least the batch size).

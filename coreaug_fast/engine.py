@@ -22,11 +22,9 @@ from typing import NamedTuple, Optional
 import torch
 
 from . import _checks, _ext, class_rows
+from .vocabulary import BACKENDS, OPTIMIZERS, SIMILARITIES
 from .embeddings import LazyEmbeddings
 
-SIMILARITIES = ("distance", "sqdistance", "exp")
-OPTIMIZERS = ("naive", "lazy", "stochastic")
-BACKENDS = ("auto", "triton", "torch")
 
 _DEFAULT_MATRIX_BYTES = 2 << 30
 

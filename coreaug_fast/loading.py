@@ -35,7 +35,6 @@ import torch
 
 from .torchvision_augment import sample_seed
 
-WEAK_MODES = ("crop-flip", "resized-crop")
 #: RandomResizedCrop's defaults (the ImageNet convention).
 RRC_SCALE = (0.08, 1.0)
 RRC_RATIO = (3.0 / 4.0, 4.0 / 3.0)

@@ -26,15 +26,7 @@ ignore it."""
 MAX_OPS = 16
 """The most ops one row of the op may chain (``kMaxOps`` of ``csrc/augment_math.h``)."""
 
-POLICIES = (
-    "randaugment",
-    "autoaugment-imagenet",
-    "autoaugment-cifar10",
-    "autoaugment-svhn",
-    "trivialaugment",
-)
-"""Every policy name :class:`~coreaug_fast.Augmenter` and
-:class:`~coreaug_fast.torchvision_augment.TorchvisionAugment` accept (the one list of them)."""
+from .vocabulary import POLICIES  # noqa: E402,F401 (the names live with every other name)
 
 AUTOAUGMENT_BINS = 10
 """AutoAugment's number of magnitude bins (torchvision fixes it: ``magnitudes_fn(10, H, W)``)."""

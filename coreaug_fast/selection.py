@@ -30,7 +30,8 @@ import torch
 
 from . import _checks, engine
 from .embeddings import LazyEmbeddings
-from .engine import BACKENDS, OPTIMIZERS, SIMILARITIES, ClassGroups, Coreset, picks_for_fraction
+from .engine import ClassGroups, Coreset, picks_for_fraction
+from .vocabulary import BACKENDS, OPTIMIZERS, SIMILARITIES
 
 __all__ = ["BACKENDS", "CHUNK_BYTES", "MAX_MATRIX_BYTES", "OPTIMIZERS", "PROGRESS_WORK", "SIMILARITIES", "Coreset",
            "picks_for_fraction", "select_coreset", "select_max_loss", "select_random"]

@@ -24,7 +24,8 @@ import torch
 
 from . import _checks
 from .augment import to_device_async
-from .loading import (MIN_IMAGE_SIZE, WEAK_MODES, BatchReader, Failed, ItemError, check_label, consecutive,
+from .vocabulary import WEAK_MODES
+from .loading import (MIN_IMAGE_SIZE, BatchReader, Failed, ItemError, check_label, consecutive,
                       eval_resize, item_path, read_item)
 
 Batch = Tuple[torch.Tensor, Optional[torch.Tensor]]

@@ -16,10 +16,9 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from ..loading import WEAK_MODES
-from ..policies import POLICIES
-from .config import (AUGMENT_IMPLS, DATASETS, METHODS, MODELS, SELECTION_PASSES, SUBSET_WEIGHTS, TrainConfig,
-                     UsageError)
+from ..vocabulary import (AUG_MODES, AUGMENT_IMPLS, EMBEDDINGS, METHODS, POLICIES, SELECTION_PASSES, WEAK_MODES)
+from ..vocabulary import WEIGHTS as SUBSET_WEIGHTS
+from .config import DATASETS, MODELS, TrainConfig, UsageError
 
 PROG = "coreaug-train"
 
@@ -124,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "Caltech256, TinyImageNet, ImageNet), autoaugment-cifar10, autoaugment-svhn, trivialaugment")
     g.add_argument("--num-ops", type=int, metavar="N", help="--policy randaugment: ops per copy, 1..16 (default 2)")
     g.add_argument("--magnitude", type=int, help="--policy randaugment: magnitude bin of 31, 0..30 (default 9)")
-    g.add_argument("--aug-mode", choices=("append", "inplace"), default=d.aug_mode,
+    g.add_argument("--aug-mode", choices=AUG_MODES, default=d.aug_mode,
                    help="append strong copies to the originals, or replace the selected originals (paper App. D.6)")
     g.add_argument("--augment-impl", choices=AUGMENT_IMPLS, default=d.augment_impl,
                    help="fused: this library's augmentation op on the device; torchvision: torchvision v2 "
@@ -144,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="copies of selected j weigh w_j / r with w_j = 1 (uniform, the default: best in a "
                         "10-seed paired comparison), gamma_j (paper Alg. 1) or gamma_j / mean(gamma) "
                         "(the authors' released code with --enable_coreset_augment_weights)")
-    g.add_argument("--embedding", choices=("last-layer", "last-layer-features"), default=d.embedding,
+    g.add_argument("--embedding", choices=EMBEDDINGS, default=d.embedding,
                    help="gradient w.r.t. the logits, or w.r.t. the last layer's weights (kept factored)")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int,

@@ -6,13 +6,11 @@ import math
 import os
 from typing import Optional
 
-from .._rows import WEIGHTS as SUBSET_WEIGHTS
-from ..coreset_augmentation import AUGMENT_IMPLS, SELECTION_PASSES
-from ..loading import MIN_IMAGE_SIZE, WEAK_MODES
-from ..policies import POLICIES
+from ..loading import MIN_IMAGE_SIZE
+from ..vocabulary import (AUG_MODES, AUGMENT_IMPLS, EMBEDDINGS, METHODS, POLICIES, SELECTION_PASSES, SUBSET_METHODS,
+                          WEAK_MODES)
+from ..vocabulary import WEIGHTS as SUBSET_WEIGHTS
 
-METHODS = ("none", "full", "random", "max-loss", "coreset")
-SUBSET_METHODS = ("random", "max-loss", "coreset")
 DATASETS = ("digits", "mnist5k", "cifar10", "svhn", "cifar10-lt", "synthetic", "folder")
 #: torchvision's ImageNet ResNets (any image size), for ``folder`` datasets as in the paper's
 #: Caltech256 (ResNet18) and TinyImageNet / ImageNet (ResNet50) runs.
@@ -91,9 +89,9 @@ class TrainConfig:
         _choice("method", c.method, METHODS)
         c.model = c.model or DEFAULT_MODEL[c.dataset]
         _choice("model", c.model, MODELS)
-        _choice("aug-mode", c.aug_mode, ("append", "inplace"))
+        _choice("aug-mode", c.aug_mode, AUG_MODES)
         _choice("augment-impl", c.augment_impl, AUGMENT_IMPLS)
-        _choice("embedding", c.embedding, ("last-layer", "last-layer-features"))
+        _choice("embedding", c.embedding, EMBEDDINGS)
         _choice("subset-weights", c.subset_weights, SUBSET_WEIGHTS)
         _choice("lr-decay", c.lr_decay, ("step", "cosine"))
         _choice("loss-normalize", c.loss_normalize, ("weights", "count"))
