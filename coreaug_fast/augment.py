@@ -30,12 +30,11 @@ from typing import NamedTuple, Optional, Sequence, Union
 
 import torch
 
-from . import _checks, _ext
-from .policies import MAX_OPS, OPS, SIGNED
+from . import checks, _ext
+from .policies import MAX_OPS, OP_ID, OPS, SIGNED
 from .policy_sampler import make_sampler, randaugment_magnitudes  # noqa: F401 (re-exported)
 
-_OP_ID = {name: i for i, name in enumerate(OPS)}
-_FACTOR_OPS = [_OP_ID[k] for k in ("Brightness", "Color", "Contrast", "Sharpness")]
+_FACTOR_OPS = [OP_ID[k] for k in ("Brightness", "Color", "Contrast", "Sharpness")]
 # Integers that reach the C++/CUDA op are bounded here, where a clear message is possible:
 # crop arithmetic runs in 32 bits there (padding 2**32 would wrap to no shift).
 MAX_PADDING = 2 ** 30
@@ -52,28 +51,20 @@ def to_device_async(t: Optional[torch.Tensor], device: torch.device) -> Optional
     return t.to(device)
 
 
-def _check_images(images) -> None:
-    _checks.check_tensor("images", images, dim=4)
-    if images.dtype != torch.uint8:
-        raise ValueError(f"images must be uint8, got {images.dtype}")
-    if images.shape[1] not in (1, 3):
-        raise ValueError(f"images must have 1 or 3 channels (N, C, H, W), got shape {tuple(images.shape)}")
-
-
 def _check_index(index, num_images: int, rows: Optional[int], check: bool = True) -> None:
     """Type and shape always; the values (one host sync on a GPU) when ``check``. The
     kernels never read out of bounds: without the check, a row whose index is outside
     [0, N) comes out all zeros on the GPU (the CPU op checks indices itself and raises)."""
-    _checks.check_tensor("index", index, dim=1, integer=True)
+    checks.check_tensor("index", index, dim=1, integer=True)
     if rows is not None:
-        _checks.check_rows(rows, index=index)
+        checks.check_rows(rows, index=index)
     if check:
-        _checks.check_range("index", index, 0, num_images)
+        checks.check_range("index", index, 0, num_images)
 
 
 def _check_ops_shape(ops, magnitudes) -> None:
-    _checks.check_tensor("ops", ops, dim=2, integer=True)
-    _checks.check_tensor("magnitudes", magnitudes, dim=2, floating=True)
+    checks.check_tensor("ops", ops, dim=2, integer=True)
+    checks.check_tensor("magnitudes", magnitudes, dim=2, floating=True)
     if ops.shape != magnitudes.shape:
         raise ValueError(f"ops {tuple(ops.shape)} and magnitudes {tuple(magnitudes.shape)} must have one shape (M, L)")
     if ops.shape[1] > MAX_OPS:
@@ -83,17 +74,17 @@ def _check_ops_shape(ops, magnitudes) -> None:
 def _check_ops(ops, magnitudes) -> None:
     """Ids and magnitudes (reads the values: one device sync on a GPU)."""
     _check_ops_shape(ops, magnitudes)
-    _checks.check_range("ops", ops, 0, len(OPS))
-    _checks.check_finite("magnitudes", magnitudes)
+    checks.check_range("ops", ops, 0, len(OPS))
+    checks.check_finite("magnitudes", magnitudes)
     if ops.numel() == 0:
         return
     m = magnitudes.float()
     rules = [
         (torch.isin(ops, torch.tensor(_FACTOR_OPS, device=ops.device)) & (m < -1),
          "Brightness/Color/Contrast/Sharpness magnitudes must be >= -1 (factor 1 + m >= 0)"),
-        ((ops == _OP_ID["Posterize"]) & ((m < 0) | (m >= 9)),
+        ((ops == OP_ID["Posterize"]) & ((m < 0) | (m >= 9)),
          "Posterize magnitudes (bits kept, truncated) must lie in [0, 9)"),
-        ((ops == _OP_ID["Solarize"]) & (m > 255), "Solarize thresholds must be <= 255"),
+        ((ops == OP_ID["Solarize"]) & (m > 255), "Solarize thresholds must be <= 255"),
     ]
     for bad, message in rules:
         if bool(bad.any()):
@@ -109,7 +100,7 @@ def _fill_list(fill, channels: int) -> list:
     if len(values) not in (1, channels):
         raise ValueError(f"fill must be an int or {channels} ints, got {fill!r}")
     try:
-        values = [_checks.check_int("fill", v) for v in values]
+        values = [checks.check_int("fill", v) for v in values]
     except ValueError:
         raise ValueError(f"fill must be an int or {channels} ints, got {fill!r}") from None
     if not all(0 <= v <= 255 for v in values):
@@ -119,21 +110,14 @@ def _fill_list(fill, channels: int) -> list:
 
 def _check_interpolation(interpolation) -> None:
     mode = getattr(interpolation, "value", interpolation)
-    _checks.check_choice("interpolation", mode, ["nearest"])
+    checks.check_choice("interpolation", mode, ["nearest"])
 
 
 def _check_padding(padding) -> int:
     try:
-        return _checks.check_int("padding", padding, low=0, high=MAX_PADDING)
+        return checks.check_int("padding", padding, low=0, high=MAX_PADDING)
     except ValueError:
         raise ValueError(f"padding must be an int >= 0 (at most {MAX_PADDING}), got {padding!r}") from None
-
-
-def _check_bool(name: str, value) -> bool:
-    """A Python or NumPy bool (``bool('no')`` is True: a string must not pass for one)."""
-    if isinstance(value, bool) or (type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_")):
-        return bool(value)
-    raise ValueError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
 
 
 @functools.lru_cache(maxsize=64)
@@ -162,29 +146,11 @@ def _check_normalised_finite(mean: Optional[tuple], std: tuple, out_dtype: torch
                              f"{float(out[x])} for x = {x}; the normalised value of every uint8 must be finite")
 
 
-def _stats(name, value) -> Optional[list]:
-    """Per-channel (or one) finite floats from a number, a sequence, an array or a tensor."""
-    if value is None:
-        return None
-    if isinstance(value, torch.Tensor) or hasattr(value, "__array__"):
-        value = torch.as_tensor(value).flatten().tolist()  # a tensor / ndarray of channel values
-    values = list(value) if isinstance(value, (list, tuple)) else [value]
-    try:
-        values = [_checks.check_float(name, v) for v in values]
-    except ValueError:
-        raise ValueError(f"{name} must be a finite float or one per channel, got {value!r}") from None
-    if not values:
-        raise ValueError(f"{name} must be a finite float or one per channel, got {value!r}")
-    return values
-
-
 def _normalisation(mean, std, out_dtype: torch.dtype):
     """(mean, std) as lists of floats (or None, None) for an output of ``out_dtype``: both or
     neither, in x / 255 units, a floating ``out_dtype``, and every normalised uint8 finite."""
-    _checks.check_choice("out_dtype", out_dtype, [torch.float32, torch.float16, torch.bfloat16, torch.uint8])
-    mean_values, std_values = _stats("mean", mean), _stats("std", std)
-    if std_values is not None and any(s == 0 for s in std_values):
-        raise ValueError(f"std must be nonzero, got {std!r}")
+    checks.check_choice("out_dtype", out_dtype, [torch.float32, torch.float16, torch.bfloat16, torch.uint8])
+    mean_values, std_values = checks.check_mean_std(mean, std)
     if out_dtype == torch.uint8 and (mean_values is not None or std_values is not None):
         raise ValueError("mean/std need a floating out_dtype, got uint8")
     if (mean is None) != (std is None):
@@ -205,8 +171,8 @@ def _check_stats_channels(mean, std, channels: int) -> None:
 
 
 def _check_crop_shapes(offsets, flips) -> None:
-    _checks.check_tensor("offsets", offsets, dim=2, integer=True)
-    _checks.check_tensor("flips", flips, dim=1)
+    checks.check_tensor("offsets", offsets, dim=2, integer=True)
+    checks.check_tensor("flips", flips, dim=1)
     if offsets.shape[1] != 2:
         raise ValueError(f"offsets must be (M, 2) (top, left), got shape {tuple(offsets.shape)}")
 
@@ -230,12 +196,12 @@ def _crop_tensor(offsets, flips, padding: int, rows: int, device, check: bool = 
     _check_crop_shapes(offsets, flips)
     if flips.dtype != torch.bool and (flips.is_floating_point() or flips.is_complex()):
         raise ValueError(f"flips must be bool (or integer 0/1), got {flips.dtype}")
-    _checks.check_rows(rows, offsets=offsets, flips=flips)
-    _checks.check_same_device(offsets=offsets, flips=flips, images=torch.empty(0, device=device))
+    checks.check_rows(rows, offsets=offsets, flips=flips)
+    checks.check_same_device(offsets=offsets, flips=flips, images=torch.empty(0, device=device))
     if check:
-        _checks.check_range("offsets", offsets, 0, 2 * padding + 1)
+        checks.check_range("offsets", offsets, 0, 2 * padding + 1)
         if flips.dtype != torch.bool:
-            _checks.check_range("flips", flips, 0, 2)
+            checks.check_range("flips", flips, 0, 2)
     return torch.cat([offsets.long(), flips.long()[:, None]], 1).contiguous()
 
 
@@ -273,11 +239,11 @@ def apply_augment(images: torch.Tensor, ops: torch.Tensor, magnitudes: torch.Ten
             out of range (these four only with ``check``), tensors on different devices.
         ExtensionNotBuiltError: the compiled extension is missing.
     """
-    _check_images(images)
+    checks.check_images("images", images)
     _check_ops_shape(ops, magnitudes)
     if index is not None:
-        _checks.check_tensor("index", index, dim=1, integer=True)
-    _checks.check_same_device(images=images, ops=ops, magnitudes=magnitudes, index=index)
+        checks.check_tensor("index", index, dim=1, integer=True)
+    checks.check_same_device(images=images, ops=ops, magnitudes=magnitudes, index=index)
     if check:
         _check_ops(ops, magnitudes)
     _check_interpolation(interpolation)
@@ -320,11 +286,11 @@ def crop_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, 
     Returns:
         (M, C, H, W) in ``out_dtype`` on the device of ``images``.
     """
-    _check_images(images)
+    checks.check_images("images", images)
     padding = _check_padding(padding)
     if index is not None:
-        _checks.check_tensor("index", index, dim=1, integer=True)
-    _checks.check_same_device(images=images, offsets=offsets if isinstance(offsets, torch.Tensor) else None,
+        checks.check_tensor("index", index, dim=1, integer=True)
+    checks.check_same_device(images=images, offsets=offsets if isinstance(offsets, torch.Tensor) else None,
                               flips=flips if isinstance(flips, torch.Tensor) else None, index=index)
     rows = _crop_flip_rows(offsets, flips, index, images.shape[0])
     crop = _crop_tensor(offsets, flips, padding, rows, images.device, check)
@@ -425,9 +391,9 @@ class Augmenter:
                  out_dtype: torch.dtype = torch.float32, fill: "Union[int, Sequence[int], None]" = 0, *,
                  policy: str = "randaugment") -> None:
         sampler = make_sampler(policy, num_ops, magnitude, num_magnitude_bins)
-        copies = _checks.check_int("copies", copies, low=1, high=MAX_COPIES)
+        copies = checks.check_int("copies", copies, low=1, high=MAX_COPIES)
         padding = _check_padding(padding)
-        flip = _check_bool("flip", flip)
+        flip = checks.check_bool("flip", flip)
         self.mean, self.std = _normalisation(mean, std, out_dtype)
         self.policy = sampler.policy
         self.num_ops = getattr(sampler, "ops_per_row", None) if self.policy == "randaugment" else None
@@ -487,10 +453,10 @@ class Augmenter:
         (R, num_ops), then sign bits (R, num_ops)), crop offsets (R, 2), flip bits (R,),
         with R = copies * M; the returned tensors are on that device.
         """
-        _checks.check_tensor("source", source, dim=1, integer=True)
-        height = _checks.check_int("height", height, low=1)
-        width = _checks.check_int("width", width, low=1)
-        _check_generator(generator)
+        checks.check_tensor("source", source, dim=1, integer=True)
+        height = checks.check_int("height", height, low=1)
+        width = checks.check_int("width", width, low=1)
+        checks.check_generator("generator", generator, cpu_or_cuda=True)
         device = generator.device if generator is not None else torch.device("cpu")
         m = source.shape[0]
         ops, mags, offsets, flips = self._draw(self.copies * m, height, width, generator)
@@ -537,11 +503,11 @@ class Augmenter:
     def _call_rows(images, index, generator, check: bool) -> torch.Tensor:
         """A call's checked arguments; the rows' images as an index on the images' device
         (every image, in order, when ``index`` is None)."""
-        _check_images(images)
+        checks.check_images("images", images)
         if index is not None:
-            _checks.check_tensor("index", index, dim=1, integer=True)
-        _checks.check_same_device(images=images, index=index)
-        _check_generator(generator)
+            checks.check_tensor("index", index, dim=1, integer=True)
+        checks.check_same_device(images=images, index=index)
+        checks.check_generator("generator", generator, cpu_or_cuda=True)
         if index is None:
             return torch.arange(images.shape[0], device=images.device)
         _check_index(index, images.shape[0], None, check)
@@ -573,7 +539,7 @@ class Augmenter:
         index = self._call_rows(images, index, generator, check)
         device = images.device
         rows = index.shape[0]
-        weak = _checks.check_int("weak", weak, low=0, high=rows)
+        weak = checks.check_int("weak", weak, low=0, high=rows)
         gen_device = generator.device if generator is not None else torch.device("cpu")
         strong = rows - weak
         parts = []
@@ -601,7 +567,7 @@ class Augmenter:
 
     def apply(self, images: torch.Tensor, params: AugmentParams) -> torch.Tensor:
         """Replay ``params`` (from :attr:`last_params` or :meth:`sample`) on ``images``."""
-        _check_images(images)
+        checks.check_images("images", images)
         if not isinstance(params, AugmentParams):
             raise ValueError(f"params must be an AugmentParams, got {type(params).__name__}")
         params = params.to(images.device)
@@ -623,15 +589,6 @@ class Augmenter:
             images, params.ops.int().contiguous(), params.magnitudes.float().contiguous(),
             params.source.long().contiguous(), None if crop is None else crop.contiguous(), self.padding,
             fill_values, out_dtype, self.mean, self.std)
-
-
-def _check_generator(generator) -> None:
-    if generator is None:
-        return
-    if not isinstance(generator, torch.Generator):
-        raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__} {generator!r}")
-    if generator.device.type not in ("cpu", "cuda"):
-        raise ValueError(f"generator must be on the CPU or a CUDA device, got one on {generator.device}")
 
 
 if _ext.available():

@@ -23,6 +23,9 @@ centre; Brightness/Color/Contrast/Sharpness the enhancement factor minus one
 pixel units (pixels >= m are inverted, m <= 255); Identity/AutoContrast/Equalize/Invert
 ignore it."""
 
+OP_ID = {name: i for i, name in enumerate(OPS)}
+"""An op's id (its position in :data:`OPS`), by name."""
+
 MAX_OPS = 16
 """The most ops one row of the op may chain (``kMaxOps`` of ``csrc/augment_math.h``)."""
 

@@ -30,12 +30,12 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
-from . import _checks
-from .policies import (AUTOAUGMENT_BINS, AUTOAUGMENT_SPACE, AUTOAUGMENT_SUBPOLICIES, MAX_OPS, OPS, POLICIES,
+from . import checks
+from .policies import (AUTOAUGMENT_BINS, AUTOAUGMENT_SPACE, AUTOAUGMENT_SUBPOLICIES, MAX_OPS, OP_ID, OPS,
                        RANDAUGMENT_SPACE, SIGNED, TRIVIALAUGMENT_SPACE)
+from .vocabulary import POLICIES
 
 MAX_BINS = 2 ** 16
-_OP_ID = {name: i for i, name in enumerate(OPS)}
 Tables = Dict[str, torch.Tensor]
 
 
@@ -84,7 +84,7 @@ def _signed_mask() -> torch.Tensor:
 
 
 def _space_ids(space: dict) -> torch.Tensor:
-    return torch.tensor([_OP_ID[name] for name in space], dtype=torch.long)
+    return torch.tensor([OP_ID[name] for name in space], dtype=torch.long)
 
 
 def _negate_signed(ops: torch.Tensor, mags: torch.Tensor, u: torch.Tensor, signed: torch.Tensor) -> torch.Tensor:
@@ -129,7 +129,7 @@ class RandAugmentSampler(PolicySampler):
         ops = torch.randint(0, len(RANDAUGMENT_SPACE), (rows, self.ops_per_row), generator=generator, device=device)
         negate = torch.randint(0, 2, (rows, self.ops_per_row), generator=generator, device=device).bool()
         mags = tables["magnitudes"][ops]
-        signed = (ops >= _OP_ID["ShearX"]) & (ops <= _OP_ID["Sharpness"])
+        signed = (ops >= OP_ID["ShearX"]) & (ops <= OP_ID["Sharpness"])
         return ops, torch.where(negate & signed, -mags, mags)
 
 
@@ -144,7 +144,7 @@ class AutoAugmentSampler(PolicySampler):
         steps = [step for sub in self.subpolicies for step in sub]
         shape = (len(self.subpolicies), self.ops_per_row)
         return {
-            "ops": torch.tensor([_OP_ID[name] for name, _, _ in steps], dtype=torch.long).view(shape),
+            "ops": torch.tensor([OP_ID[name] for name, _, _ in steps], dtype=torch.long).view(shape),
             # float32, as torchvision's `torch.rand(()) <= p` compares
             "probabilities": torch.tensor([p for _, p, _ in steps], dtype=torch.float32).view(shape),
             "bins": torch.tensor([0 if b is None else b for _, _, b in steps], dtype=torch.long).view(shape),
@@ -205,13 +205,13 @@ def make_sampler(policy: str = "randaugment", num_ops: Optional[int] = None, mag
             raise ValueError(f"{name} is not a setting of policy {policy!r}, which {why}; got {name}={value!r} "
                              f"(leave it None)")
     if policy == "randaugment":  # checked in this order since the first version
-        num_ops = _checks.check_int("num_ops", 2 if num_ops is None else num_ops, low=0, high=MAX_OPS)
+        num_ops = checks.check_int("num_ops", 2 if num_ops is None else num_ops, low=0, high=MAX_OPS)
     if "num_magnitude_bins" in takes:
-        num_magnitude_bins = _checks.check_int("num_magnitude_bins", 31 if num_magnitude_bins is None
-                                               else num_magnitude_bins, low=2, high=MAX_BINS)
+        num_magnitude_bins = checks.check_int("num_magnitude_bins", 31 if num_magnitude_bins is None
+                                              else num_magnitude_bins, low=2, high=MAX_BINS)
     if policy == "randaugment":
-        magnitude = _checks.check_int("magnitude", 9 if magnitude is None else magnitude, low=0,
-                                      high=num_magnitude_bins - 1)
+        magnitude = checks.check_int("magnitude", 9 if magnitude is None else magnitude, low=0,
+                                     high=num_magnitude_bins - 1)
         return RandAugmentSampler(num_ops, magnitude, num_magnitude_bins)
     if policy == "trivialaugment":
         return TrivialAugmentSampler(num_magnitude_bins)

@@ -18,7 +18,7 @@ from typing import Iterator, Sequence
 
 import torch
 
-from . import _checks
+from . import checks
 from .policy_sampler import AutoAugmentSampler, RandAugmentSampler, TrivialAugmentSampler, make_sampler
 
 _MASK64 = (1 << 64) - 1
@@ -104,7 +104,8 @@ class TorchvisionAugment:
         num_magnitude_bins: >= 2 (default 31); ``"randaugment"`` and ``"trivialaugment"``.
         padding: RandomCrop padding (zero fill); 0 = no crop.
         flip: random horizontal flips (a bool or NumPy bool).
-        mean, std: per-channel normalisation of x/255, one value per channel.
+        mean, std: per-channel normalisation of x/255, one value per channel (std nonzero,
+            as torchvision's ``Normalize`` requires).
         num_workers: DataLoader worker processes (0 = in this process).
 
     The arguments are those of :class:`~coreaug_fast.Augmenter`, checked the same way (an
@@ -115,11 +116,7 @@ class TorchvisionAugment:
                  std: Sequence[float], policy: str = "randaugment", num_ops: "int | None" = None,
                  magnitude: "int | None" = None, num_magnitude_bins: "int | None" = None,
                  num_workers: int = 2) -> None:
-        from .augment import _check_bool
-
-        _checks.check_tensor("images_u8", images_u8, dim=4)
-        if images_u8.dtype != torch.uint8:
-            raise ValueError(f"images_u8 must be uint8, got {images_u8.dtype}")
+        checks.check_images("images_u8", images_u8, channels=None)
         if images_u8.device.type != "cpu":
             raise ValueError(f"images_u8 must be a CPU tensor (workers read it), got {images_u8.device}")
         sampler = make_sampler(policy, num_ops, magnitude, num_magnitude_bins)
@@ -127,17 +124,14 @@ class TorchvisionAugment:
         self.num_ops = sampler.ops_per_row if isinstance(sampler, RandAugmentSampler) else None
         self.magnitude = getattr(sampler, "magnitude", None)
         self.num_magnitude_bins = getattr(sampler, "num_magnitude_bins", None)
-        self.padding = _checks.check_int("padding", padding, low=0, high=images_u8.shape[-1])
-        self.num_workers = _checks.check_int("num_workers", num_workers, low=0, high=256)
+        self.padding = checks.check_int("padding", padding, low=0, high=images_u8.shape[-1])
+        self.num_workers = checks.check_int("num_workers", num_workers, low=0, high=256)
         channels = images_u8.shape[1]
-        self.mean = [_checks.check_float("mean", m) for m in mean]
-        self.std = [_checks.check_float("std", s) for s in std]
-        if len(self.mean) != channels or len(self.std) != channels:
-            raise ValueError(f"mean and std need {channels} values (one per channel), "
-                             f"got {len(self.mean)} and {len(self.std)}")
-        if any(s <= 0 for s in self.std):
-            raise ValueError(f"std must be positive, got {list(std)}")
-        self.flip = _check_bool("flip", flip)
+        self.mean, self.std = checks.check_mean_std(mean, std)
+        counts = [None if v is None else len(v) for v in (self.mean, self.std)]
+        if counts != [channels, channels]:
+            raise ValueError(f"mean and std need {channels} values (one per channel), got {counts[0]} and {counts[1]}")
+        self.flip = checks.check_bool("flip", flip)
         self.images = images_u8.contiguous()
         self.weak_tf, self.strong_tf = build_transforms(
             size=images_u8.shape[-2:], padding=self.padding, flip=self.flip, mean=self.mean, std=self.std,
@@ -159,14 +153,14 @@ class TorchvisionAugment:
             float32 (B, C, H, W) normalised batches on ``device``; batch b holds rows
             ``b * batch_size ...`` of the call.
         """
-        _checks.check_tensor("index", index, dim=1, integer=True)
-        _checks.check_tensor("strong", strong, dim=1)
+        checks.check_tensor("index", index, dim=1, integer=True)
+        checks.check_tensor("strong", strong, dim=1)
         if strong.dtype != torch.bool:
             raise ValueError(f"strong must be a bool tensor, got {strong.dtype}")
-        _checks.check_rows(index.numel(), strong=strong)
-        _checks.check_range("index", index, 0, self.images.shape[0])
-        batch_size = _checks.check_int("batch_size", batch_size, low=1)
-        seed = _checks.check_int("seed", seed, low=0, high=2**63 - 1)
+        checks.check_rows(index.numel(), strong=strong)
+        checks.check_range("index", index, 0, self.images.shape[0])
+        batch_size = checks.check_int("batch_size", batch_size, low=1)
+        seed = checks.check_int("seed", seed, low=0, high=2**63 - 1)
         device = torch.device(device)
         rows = _Rows(self.images, index.cpu().long(), strong.cpu(), seed, self.weak_tf, self.strong_tf)
         if len(rows) == 0:

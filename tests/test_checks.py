@@ -3,42 +3,42 @@ import numpy as np
 import pytest
 import torch
 
-from coreaug_fast import _checks
+from coreaug_fast import checks
 from host_syncs import count_host_syncs
 
 
 @pytest.mark.parametrize("value", [3, np.int64(3), np.uint8(3), torch.tensor(3)])
 def test_check_int_accepts_what_operator_index_accepts(value):
-    out = _checks.check_int("k", value, low=0)
+    out = checks.check_int("k", value, low=0)
     assert out == 3 and type(out) is int
 
 
 @pytest.mark.parametrize("value", [True, 3.0, "3", None, np.float32(3), torch.tensor([3])])
 def test_check_int_rejects_non_integers(value):
     with pytest.raises(ValueError, match="^k must be an integer"):
-        _checks.check_int("k", value)
+        checks.check_int("k", value)
 
 
 def test_check_int_bounds_name_the_argument():
     with pytest.raises(ValueError, match=r"padding must be in \[0, 255\], got 4294967296"):
-        _checks.check_int("padding", 2**32, low=0, high=255)
+        checks.check_int("padding", 2**32, low=0, high=255)
 
 
 @pytest.mark.parametrize("value", [0.1, np.float32(0.1), np.float64(0.1), 1, torch.tensor(0.1)])
 def test_check_float_accepts_real_scalars(value):
-    assert _checks.check_float("eps", value) == pytest.approx(0.1 if value != 1 else 1.0)
+    assert checks.check_float("eps", value) == pytest.approx(0.1 if value != 1 else 1.0)
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), np.float64("-inf")])
 def test_check_float_rejects_non_finite(value):
     with pytest.raises(ValueError, match="^lr must be finite"):
-        _checks.check_float("lr", value)
+        checks.check_float("lr", value)
 
 
 @pytest.mark.parametrize("value", [True, "0.1", None, [0.1]])
 def test_check_float_rejects_non_numbers(value):
     with pytest.raises(ValueError, match="^lr must be a real number"):
-        _checks.check_float("lr", value)
+        checks.check_float("lr", value)
 
 
 def test_sync_counter_sees_value_reads_and_data_dependent_shapes():

@@ -37,7 +37,7 @@ import torch
 from torch.func import functional_call, jacrev, vmap
 from tqdm.auto import tqdm
 
-from .. import _checks
+from .. import checks
 from .measures import BinnedMeasures, binned_measures
 
 _OUTPUTS = ("logits", "target")
@@ -133,7 +133,7 @@ def subsample(targets: torch.Tensor, max_examples: int, seed: int = 0,
         except TypeError:
             raise ValueError(f"classes must be a sequence of integer class ids, got {classes!r}") from None
         # each checked: torch.as_tensor(..., dtype=long) would turn 0.5 into class 0
-        classes = [_checks.check_int("classes", c) for c in classes]
+        classes = [checks.check_int("classes", c) for c in classes]
         wanted = torch.as_tensor(classes, dtype=torch.long)
         missing = [c for c in wanted.tolist() if not bool((targets == c).any())]
         if wanted.numel() == 0 or missing:
@@ -186,7 +186,7 @@ def network_jacobian(model: torch.nn.Module, images: torch.Tensor, targets: Opti
     params, frozen, buffers = _trainable(model)
     if not params:
         raise ValueError("model has no trainable parameters (requires_grad=True)")
-    _checks.check_choice("output", output, _OUTPUTS)
+    checks.check_choice("output", output, _OUTPUTS)
     _check_int("chunk_size", chunk_size, 1)
     sizes = [p.numel() for p in params.values()]
     n, num_params = images.shape[0], sum(sizes)
@@ -201,7 +201,7 @@ def network_jacobian(model: torch.nn.Module, images: torch.Tensor, targets: Opti
         if output == "target":
             if targets is None or targets.shape != (n,):
                 raise ValueError(f"output='target' needs targets of shape ({n},)")
-            _checks.check_range("targets", targets, 0, num_classes)
+            checks.check_range("targets", targets, 0, num_classes)
         jac = torch.empty(n * per_row, num_params, dtype=dtype, device=device)
 
         def logits(p, x):
@@ -282,8 +282,8 @@ def _check_arguments(model, images, targets, augment, max_examples, output, seed
     """:func:`jacobian_spectrum`'s argument checks; returns the model's trainable parameters."""
     if not isinstance(model, torch.nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    _checks.check_tensor("images", images)
-    _checks.check_tensor("targets", targets, dim=1, integer=True)
+    checks.check_tensor("images", images)
+    checks.check_tensor("targets", targets, dim=1, integer=True)
     if images.dim() < 1 or images.shape[0] != targets.shape[0]:
         raise ValueError(f"images has {images.shape[0] if images.dim() else 0} rows but targets has "
                          f"{targets.shape[0]}")
@@ -291,8 +291,8 @@ def _check_arguments(model, images, targets, augment, max_examples, output, seed
     _check_int("chunk_size", chunk_size, 1)
     _check_int("seed", seed, 0)
     _check_int("num_bins", num_bins, 1)
-    _checks.check_choice("output", output, _OUTPUTS)
-    _checks.check_choice("method", method, _METHODS)
+    checks.check_choice("output", output, _OUTPUTS)
+    checks.check_choice("method", method, _METHODS)
     if augment is not None and not callable(augment):
         raise ValueError(f"augment must be callable, got {type(augment).__name__}")
     if images.shape[0] == 0:
@@ -319,7 +319,7 @@ def _augmented(augment, x: torch.Tensor, seed: int) -> torch.Tensor:
     if x_aug.dim() < 1 or x_aug.shape[0] != x.shape[0]:
         raise ValueError(f"augment turned {x.shape[0]} images into {tuple(x_aug.shape)}; "
                          "it must keep one output per input")
-    _checks.check_finite("augment(images)", x_aug)
+    checks.check_finite("augment(images)", x_aug)
     return x_aug
 
 
@@ -376,7 +376,7 @@ def jacobian_spectrum(model: torch.nn.Module, images: torch.Tensor, targets: tor
     idx = subsample(targets, max_examples, seed, classes)
     x = images[idx.to(images.device)]
     y = targets[idx.to(targets.device)].to(device=device, dtype=torch.long)
-    _checks.check_finite("images", x)
+    checks.check_finite("images", x)
     # fail before the expensive part: output shape, target range, enough singular values
     was_training = model.training
     model.eval()
@@ -385,7 +385,7 @@ def jacobian_spectrum(model: torch.nn.Module, images: torch.Tensor, targets: tor
     finally:
         model.train(was_training)
     if output == "target":
-        _checks.check_range("targets", y, 0, num_classes)
+        checks.check_range("targets", y, 0, num_classes)
     rows = x.shape[0] * (num_classes if output == "logits" else 1)
     num_params = sum(p.numel() for p in params)
     if augment is not None and num_bins > min(rows, num_params):

@@ -183,8 +183,8 @@ def _choice(flag: str, value, choices) -> None:
 
 
 def _float(flag: str, value, low, high, *, low_open: bool = False, high_open: bool = False) -> float:
-    """A finite real number (``_checks.check_float`` semantics) in the given interval."""
-    from .._checks import check_float
+    """A finite real number (``checks.check_float`` semantics) in the given interval."""
+    from ..checks import check_float
 
     try:
         v = check_float(f"--{flag}", value)
@@ -201,8 +201,8 @@ def _float(flag: str, value, low, high, *, low_open: bool = False, high_open: bo
 
 
 def _int(flag: str, value, low: int, high: int) -> int:
-    """An integer (``_checks.check_int`` semantics) in [low, high]."""
-    from .._checks import check_int
+    """An integer (``checks.check_int`` semantics) in [low, high]."""
+    from ..checks import check_int
 
     try:
         return check_int(f"--{flag}", value, low=low, high=high)
