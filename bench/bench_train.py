@@ -18,7 +18,7 @@ import torch
 from conftest import requires_gpu, sync
 
 from coreaug_fast.train import TrainConfig, Trainer
-from coreaug_fast.train import _api
+from coreaug_fast.train.loop import IMPLEMENTATION
 from coreaug_fast.train.data import load_dataset
 
 ROUNDS = 3
@@ -74,7 +74,7 @@ def test_epoch_time_coreset_vs_full(benchmark, case):
     benchmark.extra_info.update({
         "case": case,
         "device": torch.cuda.get_device_name() if base["device"] == "cuda" else "cpu (1 thread)",
-        "implementation": _api.IMPLEMENTATION,
+        "implementation": IMPLEMENTATION,
         "epoch_s": times,
         "speedup_vs_full": {k: full["method_s"] / v["method_s"] for k, v in times.items()},
         "speedup_vs_full_R20": {

@@ -22,11 +22,11 @@ from typing import Iterator, List, Optional, Tuple
 
 import torch
 
-from . import _checks
+from . import checks
 from .augment import to_device_async
 from .vocabulary import WEAK_MODES
 from .loading import (MIN_IMAGE_SIZE, BatchReader, Failed, ItemError, check_label, consecutive,
-                      eval_resize, item_path, read_item)
+                      eval_resize, read_item)
 
 Batch = Tuple[torch.Tensor, Optional[torch.Tensor]]
 
@@ -37,12 +37,20 @@ def batch_starts(rows: int, batch_size: int) -> List[int]:
 
 
 class TensorSource:
-    """Rows of a uint8 (N, C, H, W) tensor held in device or host memory."""
+    """Rows of a uint8 (N, C, H, W) tensor held in device or host memory.
+
+    Attributes:
+        images: the tensor.
+        pin_memory: pin the host staging buffers (None: when the batches go to CUDA).
+        staged: gather every batch on the host into a staging buffer, even where the images
+            are on the batches' device (the path host-resident images take; set it to run
+            that path on a machine whose only device is the host). Default False.
+    """
 
     group_batches = 0  # the default of CoresetAugmentation(group_batches=): nothing to decode
 
-    def __init__(self, images: torch.Tensor, pin_memory: Optional[bool] = None):
-        self.images, self.pin_memory = images, pin_memory
+    def __init__(self, images: torch.Tensor, pin_memory: Optional[bool] = None, *, staged: bool = False):
+        self.images, self.pin_memory, self.staged = images, pin_memory, staged
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -61,11 +69,11 @@ class TensorSource:
         return h if h == w else None
 
     def train_batches(self, index: torch.Tensor, starts: List[int], device: torch.device, *,
-                      staged: bool = False, seed: int = 0, window: int = 1) -> Iterator[Batch]:
-        """Batch ``b``: rows ``index[starts[b]:starts[b + 1]]`` (int64 CPU). ``staged`` forces the
-        host-gather path even where the images are on ``device``; ``seed`` and ``window`` are
+                      seed: int = 0, window: int = 1) -> Iterator[Batch]:
+        """Batch ``b``: rows ``index[starts[b]:starts[b + 1]]`` (int64 CPU), gathered on the host
+        when the images are not on ``device`` (or :attr:`staged`); ``seed`` and ``window`` are
         for sources that read from disk."""
-        staged = staged or self.images.device != device
+        staged = self.staged or self.images.device != device
         # one transfer per epoch for what every batch slices: no per-batch copies or checks
         index_dev = None if staged else to_device_async(index, self.images.device)
         for lo, hi in zip(starts[:-1], starts[1:]):
@@ -109,14 +117,14 @@ class DatasetSource:
                  pin_memory: Optional[bool] = None, prefetch_factor: Optional[int] = None, name: str = "images"):
         check_dataset(dataset, name)
         self.dataset = dataset
-        self.image_size = _checks.check_int("image_size", image_size, low=MIN_IMAGE_SIZE)
-        _checks.check_choice("weak", weak, WEAK_MODES)
+        self.image_size = checks.check_int("image_size", image_size, low=MIN_IMAGE_SIZE)
+        checks.check_choice("weak", weak, WEAK_MODES)
         self.weak = weak
         self.channels = channels
-        self.num_workers = _checks.check_int("num_workers", num_workers, low=0)
+        self.num_workers = checks.check_int("num_workers", num_workers, low=0)
         self.pin_memory = pin_memory
         if prefetch_factor is not None:
-            prefetch_factor = _checks.check_int("prefetch_factor", prefetch_factor, low=1)
+            prefetch_factor = checks.check_int("prefetch_factor", prefetch_factor, low=1)
             if self.num_workers == 0:
                 raise ValueError("prefetch_factor needs num_workers > 0 (as in DataLoader)")
         self.prefetch_factor = prefetch_factor
@@ -139,7 +147,7 @@ class DatasetSource:
         return self.image_size
 
     def train_batches(self, index: torch.Tensor, starts: List[int], device: torch.device, *,
-                      staged: bool = False, seed: int = 0, window: int = 1) -> Iterator[Batch]:
+                      seed: int = 0, window: int = 1) -> Iterator[Batch]:
         """Batch ``b``: rows ``index[starts[b]:starts[b + 1]]``, each cut from its image in a
         worker (``seed`` seeds the rows' crop streams), uint8 on ``device``.
 
@@ -224,70 +232,45 @@ def check_dataset(dataset, name: str = "images") -> None:
         raise ValueError(f"{name} is an empty dataset")
 
 
-def dataset_labels(dataset) -> Optional[torch.Tensor]:
-    """int64 (N,) labels a dataset states without reading its images: ``targets`` (torchvision
-    folders, CIFAR, ...), looked through ``torch.utils.data.Subset``; None when it has none."""
-    if isinstance(dataset, torch.utils.data.Subset):
-        inner = dataset_labels(dataset.dataset)
-        return None if inner is None else inner[torch.as_tensor(dataset.indices, dtype=torch.long)]
-    targets = getattr(dataset, "targets", None)
-    if targets is None:
-        return None
-    try:
-        labels = torch.as_tensor(targets)
-    except (TypeError, ValueError, RuntimeError):
-        return None
-    if labels.dim() != 1 or labels.numel() != len(dataset) or labels.is_floating_point():
-        return None
-    return labels.long()
+def check_images_labels(images, labels) -> None:
+    """uint8 (N, C, H, W) images, C = 1 or 3, and their integer (N,) labels >= 0."""
+    checks.check_images("images", images)
+    checks.check_tensor("labels", labels, dim=1, integer=True)
+    if labels.shape[0] != images.shape[0]:
+        raise ValueError(f"labels has {labels.shape[0]} rows for {images.shape[0]} images")
+    if labels.numel() and int(labels.min()) < 0:
+        raise ValueError("labels must be >= 0")
 
 
-def dataset_classes(dataset) -> Optional[int]:
-    """The number of classes a dataset states (``classes``), through ``Subset``; None if none."""
-    if isinstance(dataset, torch.utils.data.Subset):
-        return dataset_classes(dataset.dataset)
-    classes = getattr(dataset, "classes", None)
-    return len(classes) if isinstance(classes, (list, tuple)) and classes else None
+def make_source(images, labels, *, image_size: Optional[int], weak: str, channels: Optional[int], num_workers: int,
+                pin_memory: Optional[bool], prefetch_factor: Optional[int], augment_impl: str):
+    """The source of :class:`~coreaug_fast.CoresetAugmentation`'s rows: a :class:`TensorSource`
+    for a uint8 tensor (its ``labels`` checked against it), a :class:`DatasetSource` for a
+    dataset. The settings that apply to the other kind only are refused, naming them."""
+    if isinstance(images, torch.Tensor):
+        check_images_labels(images, labels)
+        for name, value in (("image_size", image_size), ("channels", channels), ("prefetch_factor", prefetch_factor)):
+            if value is not None:
+                raise ValueError(f"{name} applies to a dataset; a tensor's images are used at their own "
+                                 f"shape {tuple(images.shape[1:])}")
+        if num_workers:
+            raise ValueError("num_workers applies to a dataset; a tensor's batches are gathered by index")
+        if weak != "crop-flip":
+            raise ValueError(f'weak={weak!r} needs a dataset (images of any size, cropped in DataLoader '
+                             f'workers); for a uint8 tensor use weak="crop-flip"')
+        return TensorSource(images, pin_memory)
+    check_dataset(images)
+    if image_size is None:
+        raise ValueError("image_size is needed with a dataset: the side of the square rows every image is "
+                         f"cropped or resized to, >= {MIN_IMAGE_SIZE} (e.g. 224)")
+    if augment_impl != "fused":
+        raise ValueError(f'augment_impl={augment_impl!r} takes a uint8 tensor; a dataset is augmented by '
+                         f'the fused op ("fused")')
+    channels = 3 if channels is None else channels
+    checks.check_choice("channels", channels, (1, 3))
+    return DatasetSource(images, image_size=image_size, weak=weak, channels=channels, num_workers=num_workers,
+                         pin_memory=pin_memory, prefetch_factor=prefetch_factor)
 
 
-def read_labels(source: DatasetSource, progress: Optional[bool] = None) -> torch.Tensor:
-    """Every item's label by one pass over the dataset (its images are read too: a dataset
-    without ``targets`` gives no other way), in the source's workers, with a progress bar."""
-    from tqdm.auto import tqdm
-
-    n = len(source.dataset)
-    out = torch.empty(n, dtype=torch.long)
-    chunk = 256
-    it = source.eval_items(source.dataset, None, chunk, torch.device("cpu"))
-    bar = tqdm(total=n, desc="reading labels", unit="img", disable=None if progress is None else not progress)
-    pos = 0
-    with bar:
-        for _, labels in it:
-            out[pos:pos + labels.numel()] = labels
-            pos += labels.numel()
-            bar.update(labels.numel())
-    return out
-
-
-def check_labels_of(dataset, labels: torch.Tensor) -> None:
-    """Labels in [0, C) when the dataset states its C classes; >= 0 otherwise."""
-    if labels.numel() == 0:
-        return
-    classes = dataset_classes(dataset)
-    lo, hi = int(labels.min()), int(labels.max())
-    if lo < 0:
-        at = int((labels < 0).nonzero()[0])
-        raise ValueError(f"labels: item {at}{_path(dataset, at)} has label {lo}; class ids are 0..C-1")
-    if classes is not None and hi >= classes:
-        at = int((labels >= classes).nonzero()[0])
-        raise ValueError(f"labels: item {at}{_path(dataset, at)} has label {hi}, outside 0..{classes - 1} "
-                         f"(the dataset has {classes} classes)")
-
-
-def _path(dataset, index: int) -> str:
-    path = item_path(dataset, index)
-    return f" ({path})" if path else ""
-
-
-__all__ = ["TensorSource", "DatasetSource", "batch_starts", "check_dataset", "check_label", "dataset_labels",
-           "dataset_classes", "read_labels", "check_labels_of"]
+__all__ = ["TensorSource", "DatasetSource", "batch_starts", "check_dataset", "check_images_labels", "check_label",
+           "make_source"]

@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 
 import coreaug_fast.coreset_augmentation as ca
+import coreaug_fast.selection_pass as selection_pass
 from coreaug_fast import CoresetAugmentation
 
 from host_syncs import count_host_syncs, training_steps_syncs
@@ -56,13 +57,13 @@ def selections(monkeypatch):
     """Every selection result, as the selector returned it."""
     got = []
     for name in ("select_coreset", "select_random", "select_max_loss"):
-        real = getattr(ca, name)
+        real = getattr(selection_pass, name)
 
         def f(*a, _real=real, _name=name, **kw):
             out = _real(*a, **kw)
             got.append((_name, out))
             return out
-        monkeypatch.setattr(ca, name, f)
+        monkeypatch.setattr(selection_pass, name, f)
     return got
 
 
@@ -152,12 +153,12 @@ def test_features_hook_gives_the_factored_embedding(monkeypatch):
     model = Net()
     model.eval()
     got = {}
-    real = ca.gradient_embeddings
+    real = selection_pass.gradient_embeddings
 
     def spy(logits, targets, features=None, **kw):
         got["features"] = features
         return real(logits, targets, features, **kw)
-    monkeypatch.setattr(ca, "gradient_embeddings", spy)
+    monkeypatch.setattr(selection_pass, "gradient_embeddings", spy)
     aug = make(features=model.fc)
     assert aug.embedding == "last-layer-features"
     aug.epoch(model, batch_size=16)
@@ -203,7 +204,7 @@ def test_host_resident_images_give_the_same_batches_as_device_resident():
     (forced here, as this machine's only device is the host)."""
     model = Net()
     a, b = make(), make()
-    b._force_staging = True
+    b.source.staged = True
     for _ in range(2):
         xa, ya, wa = collect(a.epoch(model, batch_size=16))
         xb, yb, wb = collect(b.epoch(model, batch_size=16))
@@ -299,7 +300,7 @@ def _step_syncs(aug, model):
 @pytest.mark.parametrize("staged", [False, True])
 def test_batches_and_training_step_do_not_synchronise_the_host(staged, chains):
     aug = make()
-    aug._force_staging = staged
+    aug.source.staged = staged
     events = _step_syncs(aug, Net())
     assert _ours(events) == [], _ours(events)
 

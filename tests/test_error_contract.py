@@ -311,7 +311,7 @@ ROWS = [
            ("params", "Augmenter().apply(IMG, Augmenter().sample(torch.tensor([0]), 8, 8)._replace(flips=None))",
             "params.offsets and params.flips must both be set or both be None")),
     *_rows("CoresetAugmentation", V,
-           ("images", "CoresetAugmentation(IMG.float(), L2)", "images must be uint8 (N, C, H, W), got torch.float32"),
+           ("images", "CoresetAugmentation(IMG.float(), L2)", "images must be uint8, got torch.float32"),
            ("labels", "CoresetAugmentation(IMG, L2.float())", "labels must be an integer tensor, got torch.float32"),
            ("labels", "CoresetAugmentation(IMG, L2[:1])", "labels has 1 rows for 2 images"),
            ("labels", "CoresetAugmentation(IMG, -L2)", "labels must be >= 0"),

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-import coreaug_fast.coreset_augmentation as ca
+import coreaug_fast.selection_pass as selection_pass
 from coreaug_fast import CoresetAugmentation
 from host_syncs import training_steps_syncs
 
@@ -47,17 +47,17 @@ def spy(monkeypatch):
     """What each selection received: the logits (and features) of gradient_embeddings, and the
     rows of every clean forward pass."""
     got = {"emb": [], "clean": []}
-    real_emb, real_clean = ca.gradient_embeddings, ca.CoresetAugmentation._clean_forward
+    real_emb, real_clean = selection_pass.gradient_embeddings, selection_pass.SelectionPass.clean_forward
 
     def emb(logits, targets, features=None, **kw):
         got["emb"].append((logits.clone(), None if features is None else features.clone()))
         return real_emb(logits, targets, features, **kw)
 
-    def clean(self, net, device, chunk, rows, labels):
+    def clean(self, net, device, chunk, rows, labels, epoch):
         got["clean"].append(None if rows is None else rows.clone())
-        return real_clean(self, net, device, chunk, rows, labels)
-    monkeypatch.setattr(ca, "gradient_embeddings", emb)
-    monkeypatch.setattr(ca.CoresetAugmentation, "_clean_forward", clean)
+        return real_clean(self, net, device, chunk, rows, labels, epoch)
+    monkeypatch.setattr(selection_pass, "gradient_embeddings", emb)
+    monkeypatch.setattr(selection_pass.SelectionPass, "clean_forward", clean)
     return got
 
 

@@ -16,7 +16,7 @@ import torch.nn as nn
 
 import coreaug_fast
 from coreaug_fast import CoresetAugmentation, loading, sources
-from coreaug_fast._rows import epoch_rows, shard, shuffle
+from coreaug_fast.rows import epoch_rows, shard, shuffle
 from coreaug_fast.reference.augment import apply_augment_reference
 from image_folders import make_folder
 

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 import coreaug_fast.coreset_augmentation as ca
+import coreaug_fast.selection_pass as selection_pass
 from coreaug_fast.selection import picks_for_fraction
 from coreaug_fast.train import TrainConfig, Trainer, epoch_rows, main, train
-from coreaug_fast.train import _api, ddp
+from coreaug_fast.train import ddp, loop
 from coreaug_fast.train.data import load_dataset
 from coreaug_fast.train.models import build_model
 
@@ -41,11 +42,12 @@ def per_class_budget(labels, fraction):
 @pytest.fixture
 def recorder(monkeypatch):
     """Intercept what the loop hands the library: every loss call (targets, weights), every
-    weak/strong gather (dataset rows) and every selection result (the loss through the
-    loop's ``_api``, the rest where :class:`CoresetAugmentation` calls it)."""
+    weak/strong gather (dataset rows) and every selection result (each where the library
+    calls it: the loss in the loop, the Augmenter in :class:`CoresetAugmentation`, the
+    selectors in its selection pass)."""
     rec = {"loss": [], "weak": [], "strong": [], "selected": []}
 
-    real_loss = _api.weighted_cross_entropy
+    real_loss = loop.weighted_cross_entropy
     def loss(logits, targets, weights=None, **kw):
         rec["loss"].append((targets.detach().cpu().clone(), weights.detach().cpu().clone(), kw))
         return real_loss(logits, targets, weights, **kw)
@@ -63,10 +65,10 @@ def recorder(monkeypatch):
             return out
         return f
 
-    monkeypatch.setattr(_api, "weighted_cross_entropy", loss)
+    monkeypatch.setattr(loop, "weighted_cross_entropy", loss)
     monkeypatch.setattr(ca, "Augmenter", Augmenter)
     for name in ("select_coreset", "select_random"):
-        monkeypatch.setattr(ca, name, wrap(getattr(ca, name)))
+        monkeypatch.setattr(selection_pass, name, wrap(getattr(selection_pass, name)))
     return rec
 
 
@@ -356,7 +358,7 @@ def test_trainer_takes_a_user_model_and_optimises_its_parameters(tmp_path):
 # ------------------------------------------------------------------ DDP training (moved from test_distributed)
 
 def test_shard_takes_every_wth_row_and_pads_with_weight_zero():
-    from coreaug_fast._rows import EpochRows, shard
+    from coreaug_fast.rows import EpochRows, shard
     rows = EpochRows(torch.arange(10, 17), torch.zeros(7, dtype=torch.bool), torch.ones(7))
     parts = [shard(rows, r, 3) for r in range(3)]
     assert [p.index.numel() for p in parts] == [3, 3, 3]

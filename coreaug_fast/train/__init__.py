@@ -7,7 +7,7 @@ Importable pieces: :class:`Trainer` (one epoch at a time on
 run with checkpoints and logs), :class:`TrainConfig`, :func:`epoch_rows` (which rows an
 epoch trains on, with what weight) and :func:`main`.
 """
-from .._rows import EpochRows, epoch_rows
+from ..rows import EpochRows, epoch_rows
 from .cli import main
 from .config import TrainConfig, UsageError
 from .loop import Trainer, train

@@ -40,8 +40,7 @@ from typing import NamedTuple, Optional
 import torch
 import torch.distributed as dist
 
-from . import _api
-from ..loss import mean_divisor
+from ..loss import mean_divisor, weighted_cross_entropy
 from .config import UsageError
 
 
@@ -105,7 +104,7 @@ def batch_loss(logits, targets, weights, normalize: str, ctx: Context) -> torch.
     gradient: W · Σ_local w·CE / Σ_ranks :func:`~coreaug_fast.loss.mean_divisor` (Σ w, or for
     ``count`` the rows of weight > 0: the padding never counts), the single-process mean's
     divisor over the global batch."""
-    s = _api.weighted_cross_entropy(logits, targets, weights, reduction="sum", check=False)
+    s = weighted_cross_entropy(logits, targets, weights, reduction="sum", check=False)
     den = mean_divisor(weights, normalize).float().reshape(1)
     dist.all_reduce(den, group=ctx.group)
     return s * (ctx.world / den.clamp_min(torch.finfo(torch.float32).tiny)[0])

@@ -18,15 +18,25 @@ from typing import Optional
 import torch
 from tqdm.auto import tqdm
 
-from . import _api, checkpoint, ddp, files
-from .._rows import stream_seeds
-from .._timing import PhaseTimer
+from . import checkpoint, ddp, files
+from .. import coreset_augmentation, selection_pass
 from ..coreset_augmentation import CoresetAugmentation
+from ..loss import weighted_cross_entropy
+from ..rows import stream_seeds
+from ..timing import PhaseTimer
 from .config import TrainConfig, UsageError, run_name
 from .data import Dataset, load_dataset
 from .models import build_model, last_layer, load_weights
 from .report import RunLog, summarize
 from .schedule import WarmupDecay
+
+# Which module each op a run calls comes from (where the library calls it); written into every
+# run's summary so a figure is never mistaken for one measured with the fused ops.
+IMPLEMENTATION = {
+    f.__name__: f.__module__
+    for f in (selection_pass.select_coreset, selection_pass.select_random, selection_pass.select_max_loss,
+              coreset_augmentation.Augmenter, weighted_cross_entropy, selection_pass.gradient_embeddings)
+}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -164,8 +174,8 @@ class Trainer:
         if self.ddp:
             loss = ddp.batch_loss(logits, y, w, self.cfg.loss_normalize, self.ddp)
         else:
-            loss = _api.weighted_cross_entropy(logits, y, w, reduction="mean", normalize=self.cfg.loss_normalize,
-                                             check=False)
+            loss = weighted_cross_entropy(logits, y, w, reduction="mean", normalize=self.cfg.loss_normalize,
+                                          check=False)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -309,7 +319,7 @@ def _train(cfg: TrainConfig, dataset, ctx, epoch_lines: bool) -> dict:
         if epoch_lines and not cfg.quiet:
             tqdm.write(_epoch_line(cfg, rec))
     summary = summarize(cfg, trainer.records, trainer.elapsed_s, complete=trainer.epoch >= cfg.epochs,
-                        implementation=_api.IMPLEMENTATION, device=trainer.device)
+                        implementation=IMPLEMENTATION, device=trainer.device)
     if ctx is not None:
         summary["world_size"] = ctx.world
         if trainer.augmentation.subset is not None:

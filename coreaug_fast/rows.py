@@ -135,7 +135,6 @@ def shuffle(rows: EpochRows, generator: torch.Generator, num_examples: Optional[
     return EpochRows(*(t[perm] for t in rows))
 
 
-
 def mix_windows(rows: EpochRows, window: int, generator: torch.Generator) -> EpochRows:
     """Shuffle the rows uniformly within each run of ``window`` consecutive rows (the last run
     may be shorter), keeping the runs in place: after a grouped :func:`shuffle`, an example's
@@ -145,3 +144,63 @@ def mix_windows(rows: EpochRows, window: int, generator: torch.Generator) -> Epo
     key = (torch.arange(n) // window).double() + torch.rand(n, generator=generator, dtype=torch.float64)
     order = torch.argsort(key, stable=True)
     return EpochRows(*(t[order] for t in rows))
+
+
+def order(rows: EpochRows, num_examples: int, generator: torch.Generator, *, group_batches: int, batch_size: int,
+          rank: int = 0, world: int = 1) -> EpochRows:
+    """An epoch's rows in the order rank ``rank`` of ``world`` trains on them: shuffled
+    (``group_batches`` 0: uniformly; k >= 1: by example, :func:`shuffle`), the rank's share
+    (:func:`shard`: with k >= 1 one block, so an example stays on one rank), then for k > 1
+    mixed within windows of k batches (:func:`mix_windows`; after sharding, so a rank's
+    windows are its own batches). Every draw is from ``generator``."""
+    grouped = group_batches > 0
+    rows = shuffle(rows, generator, num_examples if grouped else None)
+    if world > 1:
+        rows = shard(rows, rank, world, blocks=grouped)
+    if group_batches > 1:
+        rows = mix_windows(rows, group_batches * batch_size, generator)
+    return rows
+
+
+def rank_rows(n: int, method: str, generator: torch.Generator, *, subset: Optional[torch.Tensor] = None,
+              subset_weights: Optional[torch.Tensor] = None, copies: int = 4, aug_mode: str = "append",
+              subset_only: bool = False, group_batches: int = 0, batch_size: int = 1, rank: int = 0,
+              world: int = 1) -> "tuple[EpochRows, int]":
+    """Rank ``rank``'s rows of one epoch (:func:`epoch_rows`) in training order (:func:`order`),
+    and the number of rows of the epoch over all ranks; refused first if the row tables would
+    not fit in memory (:func:`check_rows_fit`)."""
+    chosen = n if method == "full" else 0 if subset is None else subset.numel()
+    check_rows_fit(n, copies * chosen)
+    rows = epoch_rows(n, method, subset=subset, subset_weights=subset_weights, copies=copies, aug_mode=aug_mode,
+                      subset_only=subset_only)
+    total = rows.index.numel()
+    return order(rows, n, generator, group_batches=group_batches, batch_size=batch_size, rank=rank,
+                 world=world), total
+
+
+#: Bytes of the epoch's row tables per row (index, flag, weight, and the copies made while
+#: shuffling, sharding and ordering them), for the memory check before they are built.
+ROW_BYTES = 64
+
+
+def _available_bytes() -> Optional[int]:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_rows_fit(originals: int, copies: int) -> None:
+    """Refuse an epoch whose row tables alone would not fit in memory (``copies`` too large for
+    the data), with a message, instead of the OOM killer."""
+    rows = originals + copies
+    need = rows * ROW_BYTES
+    avail = _available_bytes()
+    if avail is not None and need > avail:
+        raise ValueError(f"copies: an epoch of {rows:,} rows ({originals:,} originals + {copies:,} strong copies) "
+                         f"needs about {need / 2**30:.1f} GiB for its row tables, more than the "
+                         f"{avail / 2**30:.1f} GiB of memory available; lower copies")
