@@ -32,7 +32,7 @@ from .augmentation_state import check_state
 from .epoch_batches import BatchBuilder, EpochBatches, eval_images
 from .labels import labels_of
 from .recording import Recording
-from .rows import EpochRows, rank_rows, rank_seed, scale_weights, stream_seeds
+from .rows import STREAMS, EpochRows, rank_rows, rank_seed, scale_weights, stream_seeds
 from .selection import Coreset
 from .selection_pass import SelectionPass
 from .sources import make_source
@@ -42,8 +42,9 @@ from .vocabulary import (AUG_MODES, AUGMENT_IMPLS, METHODS, OPTIMIZERS, SELECTIO
 OUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 #: The default of ``weights=``, chosen from a paired comparison on digits (see the README).
 DEFAULT_WEIGHTS = "uniform"
-#: The random streams of the object (of :data:`coreaug_fast.rows.STREAMS`), in its state.
-OWN_STREAMS = ("shuffle", "augment", "select")
+#: The random streams of the object, in its state: all of :data:`coreaug_fast.rows.STREAMS` but
+#: the model's initialisation, which the object does not make.
+OWN_STREAMS = tuple(name for name in STREAMS if name != "init")
 
 
 class CoresetAugmentation:

@@ -28,6 +28,10 @@ WEAK_MODES = ("crop-flip", "resized-crop")
 AUGMENT_IMPLS = ("fused", "torchvision")
 #: ``selection_pass=`` / ``--selection-pass``: where the selection's logits come from.
 SELECTION_PASSES = ("clean", "train")
+#: ``normalize=`` of the weighted loss / ``--loss-normalize``: what a batch's loss sum is divided by.
+LOSS_NORMALIZATIONS = ("weights", "count")
+#: ``--lr-decay``: the learning rate's decay after the warm-up.
+LR_DECAYS = ("step", "cosine")
 
 
 def code(names: tuple, name: str) -> int:

@@ -16,7 +16,8 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from ..vocabulary import (AUG_MODES, AUGMENT_IMPLS, EMBEDDINGS, METHODS, POLICIES, SELECTION_PASSES, WEAK_MODES)
+from ..vocabulary import (AUG_MODES, AUGMENT_IMPLS, EMBEDDINGS, LOSS_NORMALIZATIONS, LR_DECAYS, METHODS, POLICIES,
+                          SELECTION_PASSES, WEAK_MODES)
 from ..vocabulary import WEIGHTS as SUBSET_WEIGHTS
 from .config import DATASETS, MODELS, TrainConfig, UsageError
 
@@ -153,9 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum, in [0, 1)")
     g.add_argument("--weight-decay", type=float, default=d.weight_decay, help="L2 weight decay, in [0, 1)")
     g.add_argument("--warmup-epochs", type=int, help="linear warm-up length (default ceil(epochs / 40))")
-    g.add_argument("--lr-decay", choices=("step", "cosine"), default=d.lr_decay,
+    g.add_argument("--lr-decay", choices=LR_DECAYS, default=d.lr_decay,
                    help="step: x0.1 at 50%% and 75%% of training; cosine")
-    g.add_argument("--loss-normalize", choices=("weights", "count"), default=d.loss_normalize,
+    g.add_argument("--loss-normalize", choices=LOSS_NORMALIZATIONS, default=d.loss_normalize,
                    help="batch loss = sum(w * CE) / sum(w) (weights) or / its rows of weight > 0 (count)")
     g = p.add_argument_group("run")
     g.add_argument("--seed", type=int, default=d.seed,

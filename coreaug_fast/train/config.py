@@ -7,8 +7,8 @@ import os
 from typing import Optional
 
 from ..loading import MIN_IMAGE_SIZE
-from ..vocabulary import (AUG_MODES, AUGMENT_IMPLS, EMBEDDINGS, METHODS, POLICIES, SELECTION_PASSES, SUBSET_METHODS,
-                          WEAK_MODES)
+from ..vocabulary import (AUG_MODES, AUGMENT_IMPLS, EMBEDDINGS, LOSS_NORMALIZATIONS, LR_DECAYS, METHODS, POLICIES,
+                          SELECTION_PASSES, SUBSET_METHODS, WEAK_MODES)
 from ..vocabulary import WEIGHTS as SUBSET_WEIGHTS
 
 DATASETS = ("digits", "mnist5k", "cifar10", "svhn", "cifar10-lt", "synthetic", "folder")
@@ -93,8 +93,8 @@ class TrainConfig:
         _choice("augment-impl", c.augment_impl, AUGMENT_IMPLS)
         _choice("embedding", c.embedding, EMBEDDINGS)
         _choice("subset-weights", c.subset_weights, SUBSET_WEIGHTS)
-        _choice("lr-decay", c.lr_decay, ("step", "cosine"))
-        _choice("loss-normalize", c.loss_normalize, ("weights", "count"))
+        _choice("lr-decay", c.lr_decay, LR_DECAYS)
+        _choice("loss-normalize", c.loss_normalize, LOSS_NORMALIZATIONS)
         _choice("selection-pass", c.selection_pass, SELECTION_PASSES)
         if c.method in SUBSET_METHODS and not (0.0 < c.fraction <= 1.0):
             raise UsageError(f"--fraction must be in (0, 1], got {c.fraction}")
