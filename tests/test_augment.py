@@ -416,6 +416,32 @@ def test_public_names():
         assert name in coreaug_fast.__all__
 
 
+def _imports(module) -> set:
+    """The modules a module's source imports (relative ones with their dots), at any depth."""
+    import ast
+    import inspect
+
+    found = set()
+    for node in ast.walk(ast.parse(inspect.getsource(module))):
+        if isinstance(node, ast.ImportFrom):
+            found.add("." * node.level + (node.module or ""))
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+    return found
+
+
+def test_the_twin_imports_nothing_from_the_fast_path():
+    """reference/augment.py judges the fused op, so a wrong constant of the fast path must not
+    also fool it: it names the ops from the table module ``policies`` (which imports only the
+    vocabulary) and replays each by name with torchvision, never through augment.py, the
+    sampler or the extension."""
+    from coreaug_fast import policies
+    from coreaug_fast.reference import augment as twin
+
+    assert _imports(twin) == {"__future__", "math", "typing", "torch", "torchvision.transforms.v2", "..policies"}
+    assert _imports(policies) == {".vocabulary"}
+
+
 # ---- integers, scalars and arguments as users pass them ---------------------------------
 
 def test_padding_that_would_wrap_in_cpp_is_rejected():

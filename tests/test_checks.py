@@ -41,6 +41,48 @@ def test_check_float_rejects_non_numbers(value):
         checks.check_float("lr", value)
 
 
+@pytest.mark.parametrize("value,channels,want", [
+    (0.5, 3, [0.5, 0.5, 0.5]), ([0.1, 0.2, 0.3], 3, [0.1, 0.2, 0.3]), (np.float32(0.25), 1, [0.25]),
+    (torch.tensor([0.1, 0.2, 0.3]), 3, [0.1, 0.2, 0.3]), (np.array([[0.1, 0.2, 0.3]]), 3, [0.1, 0.2, 0.3]),
+    ((0.5,), None, [0.5]), (torch.tensor(0.5), None, [0.5]),
+])
+def test_per_channel_values_from_numbers_sequences_arrays_and_tensors(value, channels, want):
+    got = checks.check_per_channel("mean", value, channels)
+    assert got == pytest.approx(want) and all(type(v) is float for v in got)
+
+
+@pytest.mark.parametrize("value,channels,match", [
+    ("a", 3, "mean must be a finite float or one per channel, got 'a'"),
+    ([], None, r"mean must be a finite float or one per channel, got \[\]"),
+    ([0.5, float("inf")], 2, "mean must be a finite float or one per channel"),
+    ([0.5, 0.5], 3, "mean has 2 values for 3 channels"),
+])
+def test_per_channel_refuses_what_is_not_one_finite_float_per_channel(value, channels, match):
+    with pytest.raises(ValueError, match=match):
+        checks.check_per_channel("mean", value, channels)
+
+
+def test_one_std_rule_for_every_normalisation():
+    """std nonzero, as torchvision's Normalize: every entry point that normalises refuses 0
+    and takes a negative std (which flips the sign), with one message."""
+    from coreaug_fast import Augmenter, CoresetAugmentation, crop_flip
+    from coreaug_fast.torchvision_augment import TorchvisionAugment
+
+    images = torch.zeros(2, 3, 8, 8, dtype=torch.uint8)
+    labels = torch.zeros(2, dtype=torch.long)
+    offsets, flips = torch.zeros(2, 2, dtype=torch.long), torch.zeros(2, dtype=torch.bool)
+    entries = [
+        lambda std: Augmenter(mean=[0.5] * 3, std=std),
+        lambda std: crop_flip(images, offsets, flips, out_dtype=torch.float32, mean=[0.5] * 3, std=std),
+        lambda std: TorchvisionAugment(images, padding=0, flip=False, mean=[0.5] * 3, std=std, num_workers=0),
+        lambda std: CoresetAugmentation(images, labels, mean=[0.5] * 3, std=std),
+    ]
+    for make in entries:
+        make([-0.25, 0.25, 0.25])
+        with pytest.raises(ValueError, match=r"^std must be nonzero, got \[0.25, 0.0, 0.25\]"):
+            make([0.25, 0.0, 0.25])
+
+
 def test_sync_counter_sees_value_reads_and_data_dependent_shapes():
     x = torch.arange(6.0)
     with count_host_syncs() as syncs:
