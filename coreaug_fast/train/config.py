@@ -7,6 +7,7 @@ import os
 from typing import Optional
 
 from ..loading import MIN_IMAGE_SIZE
+from ..policies import MAX_OPS
 from ..vocabulary import (AUG_MODES, AUGMENT_IMPLS, EMBEDDINGS, LOSS_NORMALIZATIONS, LR_DECAYS, METHODS, POLICIES,
                           SELECTION_PASSES, SUBSET_METHODS, WEAK_MODES)
 from ..vocabulary import WEIGHTS as SUBSET_WEIGHTS
@@ -83,81 +84,11 @@ class TrainConfig:
     quiet: bool = False
 
     def resolved(self) -> "TrainConfig":
-        """A copy with per-dataset defaults filled in, after checking every value."""
+        """A copy with per-dataset defaults filled in, after checking every value (in this
+        order: the first bad value is the one reported)."""
         c = dataclasses.replace(self)
-        _choice("dataset", c.dataset, DATASETS)
-        _choice("method", c.method, METHODS)
-        c.model = c.model or DEFAULT_MODEL[c.dataset]
-        _choice("model", c.model, MODELS)
-        _choice("aug-mode", c.aug_mode, AUG_MODES)
-        _choice("augment-impl", c.augment_impl, AUGMENT_IMPLS)
-        _choice("embedding", c.embedding, EMBEDDINGS)
-        _choice("subset-weights", c.subset_weights, SUBSET_WEIGHTS)
-        _choice("lr-decay", c.lr_decay, LR_DECAYS)
-        _choice("loss-normalize", c.loss_normalize, LOSS_NORMALIZATIONS)
-        _choice("selection-pass", c.selection_pass, SELECTION_PASSES)
-        if c.method in SUBSET_METHODS and not (0.0 < c.fraction <= 1.0):
-            raise UsageError(f"--fraction must be in (0, 1], got {c.fraction}")
-        if c.method == "none":
-            c.fraction = 0.0
-        elif c.method == "full":
-            c.fraction = 1.0
-        if c.subset_only and c.method not in SUBSET_METHODS:
-            raise UsageError("--subset-only needs a subset method (random, max-loss, coreset), "
-                             f"got --method {c.method}")
-        c.epochs = c.epochs if c.epochs is not None else DEFAULT_EPOCHS.get(c.dataset, 200)
-        c.warmup_epochs = c.warmup_epochs if c.warmup_epochs is not None else math.ceil(c.epochs / 40)
-        c.imbalance = c.imbalance if c.imbalance is not None else (100.0 if c.dataset == "cifar10-lt" else 1.0)
-        folder = c.dataset == "folder"
-        c.image_size = c.image_size if c.image_size is not None else DEFAULT_IMAGE_SIZE.get(c.dataset, 32)
-        c.weak = c.weak or ("resized-crop" if folder else "crop-flip")
-        _choice("weak", c.weak, WEAK_MODES)
-        if c.weak == "resized-crop" and not folder:
-            raise UsageError(f"--weak resized-crop needs --dataset folder (images of any size); "
-                             f"--dataset {c.dataset} uses crop-flip")
-        c.workers = c.workers if c.workers is not None else (min(8, os.cpu_count() or 1) if folder else 0)
-        if c.workers < 0:
-            raise UsageError(f"--workers must be >= 0, got {c.workers}")
-        if folder and c.imbalance > 1.0:
-            raise UsageError("--imbalance applies to the in-memory datasets, not --dataset folder")
-        _positive("epochs", c.epochs)
-        _positive("select-every", c.select_every)
-        _positive("batch-size", c.batch_size)
-        _choice("policy", c.policy, POLICIES)
-        if c.policy == "randaugment":
-            c.num_ops = _int("num-ops", 2 if c.num_ops is None else c.num_ops, 1, 16)  # the fused op's MAX_OPS
-            c.magnitude = 9 if c.magnitude is None else c.magnitude
-        else:
-            for flag, value in (("num-ops", c.num_ops), ("magnitude", c.magnitude)):
-                if value is not None:
-                    raise UsageError(f"--{flag} is a setting of --policy randaugment; --policy {c.policy} "
-                                     "fixes its own ops and magnitudes")
-        c.image_size = _int("image-size", c.image_size, MIN_IMAGE_SIZE, 2**16)
-        _device(c.device)
-        if c.out is not None and not str(c.out).strip():
-            raise UsageError(f"--out must name a folder, got {c.out!r}")
-        if c.resume is not None and c.overwrite:
-            raise UsageError("--resume and --overwrite exclude each other (continue the run there, or replace it)")
-        c.seed = _int("seed", c.seed, 0, MAX_SEED)
-        if c.copies < 0:
-            raise UsageError(f"--copies must be >= 0, got {c.copies}")
-        if c.method == "full" and c.copies == 0:
-            raise UsageError("--method full needs --copies >= 1")
-        if c.train_size is not None:
-            _positive("train-size", c.train_size)
-        c.label_noise = _float("label-noise", c.label_noise, 0.0, 1.0, high_open=True)
-        c.imbalance = _float("imbalance", c.imbalance, 1.0, None)
-        if c.magnitude is not None and not 0 <= c.magnitude <= 30:
-            raise UsageError(f"--magnitude must be in [0, 30], got {c.magnitude}")
-        # Finite and bounded: an lr of nan or 1e308 (or inf weight decay) trains to chance,
-        # or to NaN logits, without a word otherwise.
-        c.lr = _float("lr", c.lr, 0.0, MAX_LR, low_open=True)
-        c.weight_decay = _float("weight-decay", c.weight_decay, 0.0, 1.0, high_open=True)
-        c.momentum = _float("momentum", c.momentum, 0.0, 1.0, high_open=True)
-        if c.warmup_epochs < 0 or c.warmup_epochs > c.epochs:
-            raise UsageError(f"--warmup-epochs must be in [0, epochs={c.epochs}], got {c.warmup_epochs}")
-        if c.stop_after is not None:
-            _positive("stop-after", c.stop_after)
+        for step in (_check_method, _fill_data_defaults, _check_policy, _check_numbers):
+            step(c)
         return c
 
     def to_dict(self) -> dict:
@@ -166,6 +97,96 @@ class TrainConfig:
     def training_keys(self) -> dict:
         """The settings that determine the computation (all but :data:`RUN_ONLY_KEYS`)."""
         return {k: v for k, v in self.to_dict().items() if k not in RUN_ONLY_KEYS}
+
+
+def _check_method(c: "TrainConfig") -> None:
+    """The method and every named setting; the fraction each method implies."""
+    _choice("dataset", c.dataset, DATASETS)
+    _choice("method", c.method, METHODS)
+    c.model = c.model or DEFAULT_MODEL[c.dataset]
+    _choice("model", c.model, MODELS)
+    _choice("aug-mode", c.aug_mode, AUG_MODES)
+    _choice("augment-impl", c.augment_impl, AUGMENT_IMPLS)
+    _choice("embedding", c.embedding, EMBEDDINGS)
+    _choice("subset-weights", c.subset_weights, SUBSET_WEIGHTS)
+    _choice("lr-decay", c.lr_decay, LR_DECAYS)
+    _choice("loss-normalize", c.loss_normalize, LOSS_NORMALIZATIONS)
+    _choice("selection-pass", c.selection_pass, SELECTION_PASSES)
+    if c.method in SUBSET_METHODS and not (0.0 < c.fraction <= 1.0):
+        raise UsageError(f"--fraction must be in (0, 1], got {c.fraction}")
+    if c.method == "none":
+        c.fraction = 0.0
+    elif c.method == "full":
+        c.fraction = 1.0
+    if c.subset_only and c.method not in SUBSET_METHODS:
+        raise UsageError("--subset-only needs a subset method (random, max-loss, coreset), "
+                         f"got --method {c.method}")
+
+
+def _fill_data_defaults(c: "TrainConfig") -> None:
+    """The per-dataset defaults (epochs, warm-up, imbalance, image size, weak augmentation,
+    workers), checked."""
+    c.epochs = c.epochs if c.epochs is not None else DEFAULT_EPOCHS.get(c.dataset, 200)
+    c.warmup_epochs = c.warmup_epochs if c.warmup_epochs is not None else math.ceil(c.epochs / 40)
+    c.imbalance = c.imbalance if c.imbalance is not None else (100.0 if c.dataset == "cifar10-lt" else 1.0)
+    folder = c.dataset == "folder"
+    c.image_size = c.image_size if c.image_size is not None else DEFAULT_IMAGE_SIZE.get(c.dataset, 32)
+    c.weak = c.weak or ("resized-crop" if folder else "crop-flip")
+    _choice("weak", c.weak, WEAK_MODES)
+    if c.weak == "resized-crop" and not folder:
+        raise UsageError(f"--weak resized-crop needs --dataset folder (images of any size); "
+                         f"--dataset {c.dataset} uses crop-flip")
+    c.workers = c.workers if c.workers is not None else (min(8, os.cpu_count() or 1) if folder else 0)
+    if c.workers < 0:
+        raise UsageError(f"--workers must be >= 0, got {c.workers}")
+    if folder and c.imbalance > 1.0:
+        raise UsageError("--imbalance applies to the in-memory datasets, not --dataset folder")
+
+
+def _check_policy(c: "TrainConfig") -> None:
+    """Positive counts, and the policy with the settings it takes."""
+    _positive("epochs", c.epochs)
+    _positive("select-every", c.select_every)
+    _positive("batch-size", c.batch_size)
+    _choice("policy", c.policy, POLICIES)
+    if c.policy == "randaugment":
+        c.num_ops = _int("num-ops", 2 if c.num_ops is None else c.num_ops, 1, MAX_OPS)
+        c.magnitude = 9 if c.magnitude is None else c.magnitude
+    else:
+        for flag, value in (("num-ops", c.num_ops), ("magnitude", c.magnitude)):
+            if value is not None:
+                raise UsageError(f"--{flag} is a setting of --policy randaugment; --policy {c.policy} "
+                                 "fixes its own ops and magnitudes")
+
+
+def _check_numbers(c: "TrainConfig") -> None:
+    """Every other number in its range, and the run's folder, device and seed."""
+    c.image_size = _int("image-size", c.image_size, MIN_IMAGE_SIZE, 2**16)
+    _device(c.device)
+    if c.out is not None and not str(c.out).strip():
+        raise UsageError(f"--out must name a folder, got {c.out!r}")
+    if c.resume is not None and c.overwrite:
+        raise UsageError("--resume and --overwrite exclude each other (continue the run there, or replace it)")
+    c.seed = _int("seed", c.seed, 0, MAX_SEED)
+    if c.copies < 0:
+        raise UsageError(f"--copies must be >= 0, got {c.copies}")
+    if c.method == "full" and c.copies == 0:
+        raise UsageError("--method full needs --copies >= 1")
+    if c.train_size is not None:
+        _positive("train-size", c.train_size)
+    c.label_noise = _float("label-noise", c.label_noise, 0.0, 1.0, high_open=True)
+    c.imbalance = _float("imbalance", c.imbalance, 1.0, None)
+    if c.magnitude is not None and not 0 <= c.magnitude <= 30:
+        raise UsageError(f"--magnitude must be in [0, 30], got {c.magnitude}")
+    # Finite and bounded: an lr of nan or 1e308 (or inf weight decay) trains to chance,
+    # or to NaN logits, without a word otherwise.
+    c.lr = _float("lr", c.lr, 0.0, MAX_LR, low_open=True)
+    c.weight_decay = _float("weight-decay", c.weight_decay, 0.0, 1.0, high_open=True)
+    c.momentum = _float("momentum", c.momentum, 0.0, 1.0, high_open=True)
+    if c.warmup_epochs < 0 or c.warmup_epochs > c.epochs:
+        raise UsageError(f"--warmup-epochs must be in [0, epochs={c.epochs}], got {c.warmup_epochs}")
+    if c.stop_after is not None:
+        _positive("stop-after", c.stop_after)
 
 
 def run_name(cfg: TrainConfig) -> str:

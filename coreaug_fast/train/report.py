@@ -12,6 +12,7 @@ from typing import Optional
 
 import torch
 
+from ..vocabulary import SUBSET_METHODS
 from . import files
 from .config import TrainConfig
 
@@ -174,61 +175,80 @@ def comparison_rows(summaries: list, reference: str = "random") -> list:
     :func:`paired_stats` of this row's accuracy minus the ``reference`` row's; None for the
     reference itself or when there is none).
     """
+    rows = [_row(key, runs) for key, runs in _by_setting(summaries).items()]
+    full, full_tv = _find(rows, "full", "fused"), _find(rows, "full", "torchvision")
+    for r in rows:
+        r["speedup"] = _speedup(full, r)
+        r["speedup_torchvision"] = _speedup(full_tv, r)
+        _pair_with_reference(r, rows, reference)
+    order = {"none": 0, "random": 1, "max-loss": 2, "coreset": 3, "full": 4}
+    rows.sort(key=lambda r: (order.get(r["base"], 9), r["augment_impl"] != "fused", r["fraction"], r["subset_only"]))
+    return rows
+
+
+def _by_setting(summaries: list) -> dict:
+    """Summaries grouped by (method, fraction, subset-only, augmentation implementation)."""
     groups = {}
     for s in summaries:
         c = s["config"]
         key = (s["method"], s["fraction"], c.get("subset_only", False), c.get("augment_impl", "fused"))
         groups.setdefault(key, []).append(s)
-    rows = []
-    for (method, fraction, subset_only, impl), runs in groups.items():
-        runs = sorted(runs, key=lambda r: r["config"]["seed"])
-        acc_m, acc_s = _mean_std([r["test_acc"] for r in runs])
-        ns = _mean_std([r["fraction_never_selected"] for r in runs])[0]
-        rows.append({
-            "method": _label(method, subset_only, impl), "base": method, "subset_only": subset_only,
-            "augment_impl": impl, "fraction": fraction,
-            "seeds": [r["config"]["seed"] for r in runs],
-            "acc": [r["test_acc"] for r in runs],
-            "acc_mean": acc_m, "acc_std": acc_s,
-            "time": [r["time_s"] for r in runs],
-            "time_s": _mean_std([r["time_s"] for r in runs])[0],
-            **{p: _mean_std([r[p] for r in runs])[0] for p in PHASES},
-            "wall_s": _mean_std([r["total_s"] for r in runs])[0],
-            "never_selected": None if ns is None else 100.0 * ns,
-        })
+    return groups
 
-    def find(base, impl, fraction=None, subset_only=False):
-        cands = [r for r in rows if r["base"] == base and r["augment_impl"] == impl and r["subset_only"] == subset_only]
-        same = [r for r in cands if r["fraction"] == fraction]
-        return (same or cands or [None])[0]
 
-    def speedup(base, r):
-        if base is None:
-            return None
-        if base is r:  # the baseline itself: 1 by definition, not a measurement with an interval
-            return {"n": len(r["seeds"]), "ratio": 1.0, "ci_low": None, "ci_high": None, "noise": False,
-                    "reference": True}
-        return ratio_stats(dict(zip(base["seeds"], base["time"])), dict(zip(r["seeds"], r["time"])))
+def _row(key: tuple, runs: list) -> dict:
+    """One row of :func:`comparison_rows` from the runs of one setting, seed by seed."""
+    method, fraction, subset_only, impl = key
+    runs = sorted(runs, key=lambda r: r["config"]["seed"])
+    acc_m, acc_s = _mean_std([r["test_acc"] for r in runs])
+    ns = _mean_std([r["fraction_never_selected"] for r in runs])[0]
+    return {
+        "method": _label(method, subset_only, impl), "base": method, "subset_only": subset_only,
+        "augment_impl": impl, "fraction": fraction,
+        "seeds": [r["config"]["seed"] for r in runs],
+        "acc": [r["test_acc"] for r in runs],
+        "acc_mean": acc_m, "acc_std": acc_s,
+        "time": [r["time_s"] for r in runs],
+        "time_s": _mean_std([r["time_s"] for r in runs])[0],
+        **{p: _mean_std([r[p] for r in runs])[0] for p in PHASES},
+        "wall_s": _mean_std([r["total_s"] for r in runs])[0],
+        "never_selected": None if ns is None else 100.0 * ns,
+    }
 
-    full, full_tv = find("full", "fused"), find("full", "torchvision")
-    for r in rows:
-        r["speedup"] = speedup(full, r)
-        r["speedup_torchvision"] = speedup(full_tv, r)
-        # the reference trained as this row was (on the subset alone, or not), else the other kind
-        ref = None
-        for subset_only in (r["subset_only"], not r["subset_only"]):
-            for impl in (r["augment_impl"], "fused"):
-                ref = ref if ref is not None else find(reference, impl, r["fraction"], subset_only)
-        r["reference"] = None if ref is None or ref is r else ref["method"] + (
-            f" {ref['fraction']:g}" if ref["base"] in ("random", "max-loss", "coreset") else "")
-        r["paired"] = None
-        if r["reference"] is not None:
-            accs = dict(zip(ref["seeds"], ref["acc"]))
-            r["paired"] = paired_stats([a - accs[s] for s, a in zip(r["seeds"], r["acc"])
-                                        if s in accs and a is not None and accs[s] is not None])
-    order = {"none": 0, "random": 1, "max-loss": 2, "coreset": 3, "full": 4}
-    rows.sort(key=lambda r: (order.get(r["base"], 9), r["augment_impl"] != "fused", r["fraction"], r["subset_only"]))
-    return rows
+
+def _find(rows: list, base: str, impl: str, fraction=None, subset_only: bool = False) -> Optional[dict]:
+    """The row of ``base`` run with ``impl`` (and ``subset_only``), at ``fraction`` if there
+    is one, else at any fraction; None without one."""
+    cands = [r for r in rows if r["base"] == base and r["augment_impl"] == impl and r["subset_only"] == subset_only]
+    same = [r for r in cands if r["fraction"] == fraction]
+    return (same or cands or [None])[0]
+
+
+def _speedup(base: Optional[dict], r: dict) -> Optional[dict]:
+    """:func:`ratio_stats` of ``base``'s time over ``r``'s, seed by seed."""
+    if base is None:
+        return None
+    if base is r:  # the baseline itself: 1 by definition, not a measurement with an interval
+        return {"n": len(r["seeds"]), "ratio": 1.0, "ci_low": None, "ci_high": None, "noise": False,
+                "reference": True}
+    return ratio_stats(dict(zip(base["seeds"], base["time"])), dict(zip(r["seeds"], r["time"])))
+
+
+def _pair_with_reference(r: dict, rows: list, reference: str) -> None:
+    """Set ``r``'s ``reference`` (its label) and ``paired`` (:func:`paired_stats` of the
+    accuracy differences, seed by seed): the reference trained as ``r`` was (on the subset
+    alone, or not; with ``r``'s pipeline), else the other kind."""
+    ref = None
+    for subset_only in (r["subset_only"], not r["subset_only"]):
+        for impl in (r["augment_impl"], "fused"):
+            ref = ref if ref is not None else _find(rows, reference, impl, r["fraction"], subset_only)
+    r["reference"] = None if ref is None or ref is r else ref["method"] + (
+        f" {ref['fraction']:g}" if ref["base"] in SUBSET_METHODS else "")
+    r["paired"] = None
+    if r["reference"] is not None:
+        accs = dict(zip(ref["seeds"], ref["acc"]))
+        r["paired"] = paired_stats([a - accs[s] for s, a in zip(r["seeds"], r["acc"])
+                                    if s in accs and a is not None and accs[s] is not None])
 
 
 def _speedup_cell(st: Optional[dict]) -> str:
