@@ -104,14 +104,12 @@ def _check_method(c: "TrainConfig") -> None:
     _choice("dataset", c.dataset, DATASETS)
     _choice("method", c.method, METHODS)
     c.model = c.model or DEFAULT_MODEL[c.dataset]
-    _choice("model", c.model, MODELS)
-    _choice("aug-mode", c.aug_mode, AUG_MODES)
-    _choice("augment-impl", c.augment_impl, AUGMENT_IMPLS)
-    _choice("embedding", c.embedding, EMBEDDINGS)
-    _choice("subset-weights", c.subset_weights, SUBSET_WEIGHTS)
-    _choice("lr-decay", c.lr_decay, LR_DECAYS)
-    _choice("loss-normalize", c.loss_normalize, LOSS_NORMALIZATIONS)
-    _choice("selection-pass", c.selection_pass, SELECTION_PASSES)
+    for flag, value, names in (("model", c.model, MODELS), ("aug-mode", c.aug_mode, AUG_MODES),
+                               ("augment-impl", c.augment_impl, AUGMENT_IMPLS), ("embedding", c.embedding, EMBEDDINGS),
+                               ("subset-weights", c.subset_weights, SUBSET_WEIGHTS), ("lr-decay", c.lr_decay, LR_DECAYS),
+                               ("loss-normalize", c.loss_normalize, LOSS_NORMALIZATIONS),
+                               ("selection-pass", c.selection_pass, SELECTION_PASSES)):
+        _choice(flag, value, names)
     if c.method in SUBSET_METHODS and not (0.0 < c.fraction <= 1.0):
         raise UsageError(f"--fraction must be in (0, 1], got {c.fraction}")
     if c.method == "none":
