@@ -13,21 +13,21 @@ import time
 
 import torch
 
+from coreaug_fast import Augmenter
+from coreaug_fast.epoch_batches import BatchBuilder
+from coreaug_fast.rows import EpochRows, epoch_rows, weak_first
+from coreaug_fast.sources import TensorSource
 from coreaug_fast.torchvision_augment import TorchvisionAugment
-from coreaug_fast.train import TrainConfig, epoch_rows
-from coreaug_fast.train.batches import BatchMaker
+from coreaug_fast.train import TrainConfig
 from coreaug_fast.train.data import load_dataset
 
 
-def fused_epoch(bm, index, strong, batch_size, g):
-    for s in range(0, index.numel(), batch_size):
-        bi, bs = index[s:s + batch_size], strong[s:s + batch_size]
-        parts = []
-        if (~bs).any():
-            parts.append(bm.weak(bi[~bs], g))
-        if bs.any():
-            parts.append(bm.strong(bi[bs], g))
-        torch.cat(parts)
+def fused_epoch(images, augmenter, rows, batch_size, seed):
+    """The batches CoresetAugmentation's epoch makes: one fused launch per batch, weak rows first."""
+    rows, weak = weak_first(rows, batch_size)
+    builder = BatchBuilder(TensorSource(images), augmenter, torch.Generator().manual_seed(seed))
+    for _ in builder.batches(rows, weak, batch_size, images.device):
+        pass
 
 
 def main():
@@ -41,7 +41,8 @@ def main():
     cfg = TrainConfig(dataset=args.dataset, copies=args.copies).resolved()
     ds = load_dataset(cfg)
     n = ds.train_y.numel()
-    bm = BatchMaker(ds, num_ops=cfg.num_ops, magnitude=cfg.magnitude)
+    augmenter = Augmenter(num_ops=cfg.num_ops, magnitude=cfg.magnitude, copies=1, padding=ds.padding, flip=ds.flip,
+                          mean=ds.mean, std=ds.std)
     tv = TorchvisionAugment(ds.train_x, num_ops=cfg.num_ops, magnitude=cfg.magnitude, padding=ds.padding,
                             flip=ds.flip, mean=ds.mean, std=ds.std, num_workers=args.workers)
     sub = torch.randperm(n, generator=torch.Generator().manual_seed(0))[: n // 10]
@@ -54,11 +55,12 @@ def main():
     print("| --- | ---: | ---: | ---: | ---: |")
     for name, rows in plans.items():
         perm = torch.randperm(rows.index.numel(), generator=torch.Generator().manual_seed(1))
-        index, strong = rows.index[perm], rows.strong[perm]
+        rows = EpochRows(*(t[perm] for t in rows))
+        index, strong = rows.index, rows.strong
         tf, tt = [], []
         for rep in range(args.repeats):
             t = time.perf_counter()
-            fused_epoch(bm, index, strong, args.batch_size, torch.Generator().manual_seed(rep))
+            fused_epoch(ds.train_x, augmenter, rows, args.batch_size, rep)
             tf.append(time.perf_counter() - t)
             t = time.perf_counter()
             for _ in tv.batches(index, strong, args.batch_size, seed=rep):
