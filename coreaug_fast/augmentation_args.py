@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 from . import checks
-from .augment import MAX_COPIES
+from .augment_checks import MAX_COPIES
 from .vocabulary import EMBEDDINGS, SUBSET_METHODS
 
 
