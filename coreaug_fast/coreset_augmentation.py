@@ -168,6 +168,10 @@ class CoresetAugmentation:
     Attributes:
         selection: the current :class:`Coreset` (None before the first selection and for
             ``none``/``full``); its ``weights`` are the selector's, before ``weights=``.
+        source: where the rows' uint8 pixels come from: a
+            :class:`~coreaug_fast.sources.TensorSource` (its ``staged`` gathers batches on
+            the host as for host-resident images) or a
+            :class:`~coreaug_fast.sources.DatasetSource`.
         stats: the last epoch's figures: ``epoch``, ``selected``, ``selection_s``,
             ``augment_s`` (complete once the epoch's batches are consumed), ``rows`` (the
             epoch's rows over all ranks), ``subset_size``, ``fraction_never_selected`` and
