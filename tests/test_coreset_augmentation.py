@@ -112,6 +112,21 @@ def test_subset_only_and_inplace(selections):
     assert x.shape[0] == N - k + 3 * k
 
 
+def test_an_epoch_whose_row_tables_would_not_fit_is_refused_before_they_are_built(monkeypatch):
+    """full with r = 3: 60 + 180 rows of rows.ROW_BYTES each; one byte less than that is
+    available -> a ValueError naming copies; exactly that -> the epoch is built."""
+    from coreaug_fast import rows
+
+    need = (N + 3 * N) * rows.ROW_BYTES
+    monkeypatch.setattr(rows, "_available_bytes", lambda: need - 1)
+    aug = make(method="full")
+    with pytest.raises(ValueError, match=r"^copies: an epoch of 240 rows \(60 originals \+ 180 strong copies\)"):
+        aug.epoch(Net(), batch_size=32)
+    assert aug.epoch_index == 0  # refused before the epoch counted
+    monkeypatch.setattr(rows, "_available_bytes", lambda: need)
+    assert len(aug.epoch(Net(), batch_size=32)) == math.ceil(4 * N / 32)
+
+
 def test_reselects_exactly_at_epochs_0_R_2R(selections):
     aug = make(select_every=3)
     model = Net()
