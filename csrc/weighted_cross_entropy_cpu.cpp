@@ -23,7 +23,7 @@
 #include <limits>
 #include <type_traits>
 
-#include "weighted_ce.h"
+#include "weighted_cross_entropy.h"
 
 // Targets named by feature lists and chosen by __builtin_cpu_supports, not
 // target_clones("arch=x86-64-v3"), whose GCC 12 resolver picked the baseline clone on an

@@ -13,7 +13,7 @@
 #include <cstdint>
 #include <limits>
 
-#include "weighted_ce.h"
+#include "weighted_cross_entropy.h"
 
 namespace coreaug {
 namespace {

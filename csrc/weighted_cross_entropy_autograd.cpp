@@ -11,7 +11,7 @@
 #include <optional>
 #include <tuple>
 
-#include "weighted_ce.h"
+#include "weighted_cross_entropy.h"
 
 namespace coreaug {
 namespace {
