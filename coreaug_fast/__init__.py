@@ -14,8 +14,9 @@ _interrupt.install()  # before torch is imported: Ctrl-C in a command line's sta
 from . import reference
 from . import analysis
 from ._ext import ExtensionNotBuiltError, build_info
-from .embeddings import FactoredEmbeddings, LazyEmbeddings, gradient_embeddings
-from .selection import Coreset, select_coreset, select_max_loss, select_random
+from .coreset import Coreset
+from .selection import (FactoredEmbeddings, LazyEmbeddings, gradient_embeddings, select_coreset, select_max_loss,
+                        select_random)
 from .augment import OPS, Augmenter, AugmentParams, apply_augment, crop_flip
 from .loss import weighted_cross_entropy
 from .coreset_augmentation import CoresetAugmentation

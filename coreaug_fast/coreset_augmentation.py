@@ -34,7 +34,7 @@ from .loading import MIN_IMAGE_SIZE
 from .recording import Recorder, Recording
 from .sources import (DatasetSource, TensorSource, batch_starts, check_dataset, check_labels_of, dataset_labels,
                       read_labels)
-from .embeddings import gradient_embeddings
+from .selection.embeddings import gradient_embeddings
 from .selection import Coreset, select_coreset, select_max_loss, select_random
 
 from .vocabulary import (AUG_MODES, AUGMENT_IMPLS, EMBEDDINGS, METHODS, OPTIMIZERS, SELECTION_PASSES,  # noqa: E402

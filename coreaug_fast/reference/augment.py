@@ -11,7 +11,7 @@ from typing import Optional, Sequence, Union
 
 import torch
 
-from ..augment import OPS
+from ..policies import OPS
 
 
 def _tv():

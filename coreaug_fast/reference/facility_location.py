@@ -1,10 +1,26 @@
 """Naive greedy facility location in float64 plain PyTorch: the twin of
-:func:`coreaug_fast.select_coreset` for tests. O(k · n²) per class; small inputs only."""
+:func:`coreaug_fast.select_coreset` for tests. O(k · n²) per class; small inputs only.
+
+Imports no code of the path it judges (only the :class:`~coreaug_fast.Coreset` data type):
+the picks-per-class rule is restated here, and ``tests/test_selection.py`` checks that it
+agrees with :func:`coreaug_fast.selection.picks_for_fraction`.
+"""
 from __future__ import annotations
 
+import math
+from fractions import Fraction
 from typing import Optional, Sequence, Union
 
 import torch
+
+from ..coreset import Coreset
+
+
+def picks_reference(fraction, n: int) -> int:
+    """``min(n, ceil(q · n))`` for a class of ``n`` rows, q the fraction as written: its
+    shortest decimal form (0.07 is 7/100), or a :class:`fractions.Fraction` as is."""
+    q = fraction if isinstance(fraction, Fraction) else Fraction(str(fraction))
+    return min(n, math.ceil(q * n))
 
 
 def facility_location_reference(embeddings, labels: torch.Tensor, fraction: Optional[float] = None, *,
@@ -16,20 +32,17 @@ def facility_location_reference(embeddings, labels: torch.Tensor, fraction: Opti
     ‖g_i − g_j‖² or −exp(−‖g_i − g_j‖ / dim); start level b = max K over the class for the
     distances, 0 for ``"exp"``; the gain of e is Σ_i max(0, u_i − K_ie) with
     u_i = min(b, min_{j∈S} K_ij); ties (equal float64 gains) go to the lowest row; picks per
-    class by :func:`coreaug_fast.selection.picks_for_fraction`; squared distances below
+    class by :func:`picks_reference`; squared distances below
     2^-18 · (‖x_i‖² + ‖x_j‖²) (norms of the class-centred rows, or of the factors' product
     for factored rows) count as 0. Factored embeddings are materialised.
 
     Returns:
         A :class:`coreaug_fast.Coreset` on the CPU, with float64 ``gains``.
     """
-    from ..embeddings import FactoredEmbeddings
-    from ..engine import Coreset, picks_for_fraction
-
-    factored = isinstance(embeddings, tuple)
+    factored = isinstance(embeddings, tuple)  # (grad, features), e.g. FactoredEmbeddings
     if factored:
         a, h = (t.detach().cpu().double() for t in embeddings)
-        x = FactoredEmbeddings(a, h).materialize()
+        x = torch.einsum("nc,nd->ncd", a, h).reshape(a.shape[0], -1)  # row i = grad[i] ⊗ features[i]
     else:
         x = embeddings
     x = x.detach().cpu().double()
@@ -41,7 +54,7 @@ def facility_location_reference(embeddings, labels: torch.Tensor, fraction: Opti
         rows = (labels == c).nonzero().squeeze(1)
         n = rows.numel()
         if budget is None:
-            k = picks_for_fraction(fraction, n)
+            k = picks_reference(fraction, n)
         else:
             k = min(n, int(budget if isinstance(budget, int) else budget[c]))
         d2 = ((x[rows, None, :] - x[None, rows, :]) ** 2).sum(-1)

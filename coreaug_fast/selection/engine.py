@@ -1,13 +1,14 @@
 """The single-process selection engine behind :func:`coreaug_fast.select_coreset`.
 
-:mod:`coreaug_fast.selection` (the public entry) and :mod:`coreaug_fast.distributed` (the
-sharded path) both call this module: argument checks (:func:`check_arguments`), the
+:mod:`~coreaug_fast.selection.facility_location` (the public entry) and
+:mod:`~coreaug_fast.selection.distributed` (the sharded path) both call this module: argument checks (:func:`check_arguments`), the
 grouping of rows by class and the picks per class (:class:`ClassGroups`, with the one
 fraction → k rule :func:`picks_for_fraction`), and :func:`select_local`, which runs a
 backend on rows grouped by class, a run of whole classes at a time (:data:`CHUNK_BYTES`),
 so that besides the caller's tensors only one run's rows exist at once. Nothing here
-imports :mod:`~coreaug_fast.selection` or :mod:`~coreaug_fast.distributed`, so imports run
-one way: selection → distributed → engine → class_rows.
+imports :mod:`~coreaug_fast.selection.facility_location` or
+:mod:`~coreaug_fast.selection.distributed`, so imports run one way: facility_location →
+distributed → engine → class_rows.
 """
 from __future__ import annotations
 
@@ -15,14 +16,15 @@ import math
 import numbers
 import os
 import warnings
-from dataclasses import dataclass
 from fractions import Fraction
 from typing import NamedTuple, Optional
 
 import torch
 
-from . import _checks, _ext, class_rows
-from .vocabulary import BACKENDS, OPTIMIZERS, SIMILARITIES
+from .. import _checks, _ext
+from ..coreset import Coreset
+from ..vocabulary import BACKENDS, OPTIMIZERS, SIMILARITIES
+from . import class_rows
 from .embeddings import LazyEmbeddings
 
 
@@ -64,40 +66,6 @@ CHUNK_BYTES = 256 << 20
 # Squared distances are formed in float32 as ‖x_i‖² + ‖x_j‖² − 2 x_i·x_j (up to 4 R², R the
 # largest row norm) and a class's gains sum up to n_c of them: both must stay finite.
 _FLOAT32_MAX = float(torch.finfo(torch.float32).max)
-
-
-@dataclass(frozen=True)
-class Coreset:
-    """A weighted subset, chosen per class.
-
-    Attributes:
-        indices: (k,) int64, the chosen examples grouped by class (ascending class id), each
-            class in selection order. Row positions of the input, or the values of the
-            ``indices=`` argument when one was given.
-        weights: (k,) float32, γ_j: how many rows of its class each chosen example
-            represents (they sum to n_c within a class). 1 for the baselines.
-        gains: (k,) float32, the marginal gain F(e | S) at each greedy step (see the module
-            docstring for the scale); for :func:`select_max_loss` the losses, for
-            :func:`select_random` zeros.
-        assignment: (n,) int64, for every input row the position in ``indices`` of its
-            representative (the earliest chosen among its most similar); -1 for rows of a
-            class with no picks, and for the baselines, -1 for rows not chosen.
-        labels: (k,) int64, the class of each chosen example.
-        classes: (m,) int64, the classes present in ``labels``, ascending.
-        offsets: (m + 1,) int64, ``indices[offsets[t]:offsets[t+1]]`` are class
-            ``classes[t]``'s picks.
-    """
-
-    indices: torch.Tensor
-    weights: torch.Tensor
-    gains: torch.Tensor
-    assignment: torch.Tensor
-    labels: torch.Tensor
-    classes: torch.Tensor
-    offsets: torch.Tensor
-
-    def __len__(self) -> int:
-        return int(self.indices.shape[0])
 
 
 # ------------------------------------------------------------------ picks per class
@@ -338,9 +306,9 @@ def run_backend(backend, x, h, offsets, budgets, total, sim, opt, epsilon, seed)
         return (torch.empty(0, dtype=torch.long, device=dev), torch.empty(0, device=dev),
                 torch.full((x.shape[0],), -1, dtype=torch.long, device=dev))
     if backend == "triton" and opt != "stochastic":
-        from .kernels import greedy
+        from ..kernels.facility_location import facility_location
 
-        return greedy.facility_location(x, h, offsets, budgets, total, similarity=sim, optimizer=opt,
+        return facility_location(x, h, offsets, budgets, total, similarity=sim, optimizer=opt,
                                         max_matrix_bytes=MAX_MATRIX_BYTES)
     _ext.require_extension("select_coreset")
     dev = x.device
@@ -355,9 +323,9 @@ def run_bytes(backend: str, device: torch.device) -> int:
     the Triton backend as much as its stored cost matrices may take there, if more (one
     launch then still covers many classes: one greedy program per class)."""
     if backend == "triton" and device.type == "cuda":
-        from .kernels import greedy
+        from ..kernels.facility_location import matrix_budget
 
-        return max(CHUNK_BYTES, greedy.matrix_budget(device, MAX_MATRIX_BYTES))
+        return max(CHUNK_BYTES, matrix_budget(device, MAX_MATRIX_BYTES))
     return CHUNK_BYTES
 
 
@@ -429,7 +397,7 @@ def select_local(x, h: Optional[torch.Tensor], groups: ClassGroups, *, similarit
 
     Memory: the classes run a few at a time (:func:`runs`); each run's rows are float32
     copies (computed from the logits for lazy embeddings), centred and scaled
-    (:mod:`~coreaug_fast.class_rows`), in one buffer that every run reuses (CPU) or freed
+    (:mod:`~coreaug_fast.selection.class_rows`), in one buffer that every run reuses (CPU) or freed
     before the next run's are made (CUDA).
     """
     device = x.device

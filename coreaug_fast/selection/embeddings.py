@@ -20,7 +20,7 @@ from typing import NamedTuple, Optional, Union
 
 import torch
 
-from . import _checks, _ext
+from .. import _checks, _ext
 
 
 class FactoredEmbeddings(NamedTuple):
