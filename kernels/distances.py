@@ -9,7 +9,7 @@ centring shrinks the norms whose difference the expansion cancels).
 Two launchers: :func:`pairwise_sq_distances` (one x against one y) and
 :func:`class_cost_matrices` (every class's own n_c × n_c cost matrix, all classes in one
 launch, for the coreset selector). Both use :func:`sq_dist_tile` (tl.dot tiles). The greedy
-kernels (kernels/greedy.py) compute costs on the fly with :func:`exact_cost`, the same
+kernels (kernels/facility_location.py) compute costs on the fly with :func:`exact_cost`, the same
 costs from element-by-element multiply-adds, which a single row gets bit for bit.
 """
 from __future__ import annotations
@@ -22,8 +22,14 @@ import torch
 import triton
 import triton.language as tl
 
-# similarity codes, shared with kernels/greedy.py and the CPU op
-DISTANCE, SQDISTANCE, EXP = 0, 1, 2
+from ..vocabulary import SIMILARITIES, code
+
+# Similarity codes, as every backend takes them: the name's position in
+# coreaug_fast.vocabulary.SIMILARITIES (module-level constexprs, so kernels can read them;
+# ``.value`` is the int on the host). Shared with kernels/facility_location.py.
+DISTANCE = tl.constexpr(code(SIMILARITIES, "distance"))
+SQDISTANCE = tl.constexpr(code(SIMILARITIES, "sqdistance"))
+EXP = tl.constexpr(code(SIMILARITIES, "exp"))
 # Squared distances below DUP_TOL · (‖x_i‖² + ‖x_j‖²) are below float32's resolution of the
 # expansion and count as 0 (as in the CPU op and the reference): duplicates stay duplicates.
 # A module-level constexpr, so the kernels read this one value.
@@ -83,10 +89,10 @@ def sq_from_dot(dot, norms, DUP_FLOOR: tl.constexpr):
 
 @triton.jit
 def cost_from_sq(d2, inv_dim, SIM: tl.constexpr):
-    """Squared distances -> costs: ‖·‖ (SIM 0), ‖·‖² (1), −exp(−‖·‖·inv_dim) (2)."""
-    if SIM == 1:
+    """Squared distances -> costs: ‖·‖ (SIM DISTANCE), ‖·‖² (SQDISTANCE), −exp(−‖·‖·inv_dim) (EXP)."""
+    if SIM == SQDISTANCE:
         return d2
-    elif SIM == 0:
+    elif SIM == DISTANCE:
         return tl.sqrt_rn(d2)  # correctly rounded, as the CPU op's std::sqrt (tl.sqrt is approximate)
     else:
         return -tl.exp(-tl.sqrt_rn(d2) * inv_dim)
@@ -332,7 +338,7 @@ def class_cost_matrices(x, offsets: torch.Tensor, similarity: int, *, store: boo
         xa, xh if factored else xa, xn, costs if store else cmax, cmax,
         tc, ti, tj, offsets.to(device=device, dtype=torch.int32), mat_off[:-1].to(device), npad.int().to(device),
         xa.shape[1], xh.shape[1] if factored else 0, 1.0 / max(dim, 1),
-        SIM=similarity, FACTORED=factored, STORE=store, WANT_MAX=similarity != EXP,
+        SIM=similarity, FACTORED=factored, STORE=store, WANT_MAX=similarity != EXP.value,
         BLOCK=block, BLOCK_D=block_d, num_warps=CLASS_COST_WARPS,
     )
     return costs, mat_off[:-1].to(device), npad.int().to(device), cmax

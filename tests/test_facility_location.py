@@ -227,18 +227,20 @@ def compile(fn, sig, num_warps=4, **const):
     sig.update({k: "constexpr" for k in const})
     triton.compile(ASTSource(fn=fn, signature=sig, constexprs=const), target=target,
                    options={"num_warps": num_warps})
-GREEDY = dict(COST=f, XTA=f, XTH=f, XN=f, NT="i32", U=f, UB=f, CAND=i, CLASS=l, OUT_ROWS=l, OUT_GAINS=f, ASSIGN=l,
+GREEDY = dict(COST=f, XTA=f, XTH=f, XN=f, NT="i32", U=f, UB=f, CLASS=l, OUT_ROWS=l, OUT_GAINS=f, ASSIGN=l,
               T0="i32", T1="i32", DA="i32", DH="i32", inv_dim="fp32")
-compile(triton_fl._greedy_kernel, dict(GREEDY), SIM=0, STORED=True, FACTORED=True, OPT=1, BC=16, BI=256, BS=1024)
-compile(triton_fl._greedy_kernel, dict(GREEDY), SIM=2, STORED=False, FACTORED=True, OPT=0, BC=16, BI=64, BS=1024)
-compile(triton_fl._greedy_kernel, dict(GREEDY), num_warps=16, SIM=0, STORED=False, FACTORED=False, OPT=1,
-        BC=16, BI=64, BS=1024)
+DISTANCE, EXP = distances.DISTANCE.value, distances.EXP.value
+compile(triton_fl._lazy_greedy_kernel, dict(GREEDY, CAND=i), SIM=DISTANCE, STORED=True, FACTORED=True,
+        BC=16, BI=256, BS=1024)
+compile(triton_fl._naive_greedy_kernel, dict(GREEDY), SIM=EXP, STORED=False, FACTORED=True, BC=16, BI=64)
+compile(triton_fl._lazy_greedy_kernel, dict(GREEDY, CAND=i), num_warps=16, SIM=DISTANCE, STORED=False,
+        FACTORED=False, BC=16, BI=64, BS=1024)
 compile(triton_fl._refresh_kernel, dict(COST=f, XTA=f, XTH=f, XN=f, NT="i32", U=f, UB=f, CLASS=l, TILE_CLASS=i,
         TILE_START=i, DA="i32", DH="i32", inv_dim="fp32", slack_per_chunk="fp32"),
-        SIM=2, STORED=False, FACTORED=False, BC=16, BI=64)
+        SIM=EXP, STORED=False, FACTORED=False, BC=16, BI=64)
 compile(distances._class_cost_kernel, dict(XA=f, XH=f, XN=f, COST=f, CMAX=f, TILE_CLASS=i, TILE_I=i, TILE_J=i,
         ROW_OFF=i, MAT_OFF=l, NPAD=i, DA="i32", DH="i32", inv_dim="fp32"),
-        SIM=0, FACTORED=True, STORE=True, WANT_MAX=True, BLOCK=64, BLOCK_D=32, num_warps=NUM_WARPS)
+        SIM=DISTANCE, FACTORED=True, STORE=True, WANT_MAX=True, BLOCK=64, BLOCK_D=32, num_warps=NUM_WARPS)
 compile(distances._sq_distance_kernel, dict(XA=f, XH=f, YA=f, YH=f, XN=f, YN=f, OUT=f, M="i32", N="i32",
         DA="i32", DH="i32", s_xa="i32", s_xh="i32", s_ya="i32", s_yh="i32", s_om="i32"),
         FACTORED=False, ZERO_DIAGONAL=True, BLOCK_M=64, BLOCK_N=64, BLOCK_D=32)

@@ -126,6 +126,7 @@ def test_the_graph_sees_lazy_relative_and_kernel_imports():
     assert "coreaug_fast.selection.engine" in graph["coreaug_fast.selection.facility_location"]  # from . import engine
     assert "coreaug_fast.kernels.facility_location" in graph["coreaug_fast.selection.engine"]  # lazy, ..kernels
     assert "coreaug_fast.kernels.distances" in graph["coreaug_fast.kernels.facility_location"]  # kernels/ as a subpackage
+    assert "coreaug_fast.vocabulary" in graph["coreaug_fast.kernels.distances"]  # from ..vocabulary, out of kernels/
     assert "coreaug_fast.selection.facility_location" not in graph["coreaug_fast.selection.distributed"]
 
 

@@ -15,6 +15,7 @@ import coreaug_fast
 from coreaug_fast import selection
 from coreaug_fast.selection import engine
 from coreaug_fast.reference import facility_location_reference
+from coreaug_fast.vocabulary import OPTIMIZERS, SIMILARITIES, code
 from objectives import facility_objective
 
 SIMS = ["distance", "sqdistance", "exp"]
@@ -436,21 +437,23 @@ def test_baselines_bad_input():
 def test_raw_op_checks_its_arguments():
     op = torch.ops.coreaug.facility_location
     x = torch.zeros(4, 2)
+    dist, lazy = code(SIMILARITIES, "distance"), code(OPTIMIZERS, "lazy")
     with pytest.raises(RuntimeError, match="budgets"):
-        op(x, None, torch.tensor([0, 4]), torch.tensor([5]), 5, "distance", "lazy", 0.01, 0, 1 << 30)
+        op(x, None, torch.tensor([0, 4]), torch.tensor([5]), 5, dist, lazy, 0.01, 0, 1 << 30)
     with pytest.raises(RuntimeError, match="offsets"):
-        op(x, None, torch.tensor([0, 3]), torch.tensor([1]), 1, "distance", "lazy", 0.01, 0, 1 << 30)
-    with pytest.raises(RuntimeError, match="similarity must be one of distance, sqdistance, exp, got 'cosine'"):
-        op(x, None, torch.tensor([0, 4]), torch.tensor([1]), 1, "cosine", "lazy", 0.01, 0, 1 << 30)
-    with pytest.raises(RuntimeError, match="optimizer must be one of naive, lazy, stochastic"):
-        op(x, None, torch.tensor([0, 4]), torch.tensor([1]), 1, "distance", "fast", 0.01, 0, 1 << 30)
+        op(x, None, torch.tensor([0, 3]), torch.tensor([1]), 1, dist, lazy, 0.01, 0, 1 << 30)
+    with pytest.raises(RuntimeError, match=r"similarity must be a code in \[0, 3\) .*SIMILARITIES\), got 3"):
+        op(x, None, torch.tensor([0, 4]), torch.tensor([1]), 1, len(SIMILARITIES), lazy, 0.01, 0, 1 << 30)
+    with pytest.raises(RuntimeError, match=r"optimizer must be a code in \[0, 3\) .*OPTIMIZERS\), got -1"):
+        op(x, None, torch.tensor([0, 4]), torch.tensor([1]), 1, dist, -1, 0.01, 0, 1 << 30)
 
 
 @pytest.mark.parametrize("factored", [False, True])
 def test_opcheck(factored):
     x, _ = _data(30, 4, 1, seed=59)
     h = torch.randn(30, 3) if factored else None
-    args = (x, h, torch.tensor([0, 12, 30]), torch.tensor([3, 4]), 7, "distance", "lazy", 0.01, 0, 1 << 30)
+    args = (x, h, torch.tensor([0, 12, 30]), torch.tensor([3, 4]), 7, code(SIMILARITIES, "distance"),
+            code(OPTIMIZERS, "lazy"), 0.01, 0, 1 << 30)
     torch.library.opcheck(torch.ops.coreaug.facility_location.default, args)
 
 

@@ -23,7 +23,7 @@ import torch
 
 from .. import _checks, _ext
 from ..coreset import Coreset
-from ..vocabulary import BACKENDS, OPTIMIZERS, SIMILARITIES
+from ..vocabulary import BACKENDS, OPTIMIZERS, SIMILARITIES, code
 from . import class_rows
 from .embeddings import LazyEmbeddings
 
@@ -313,8 +313,8 @@ def run_backend(backend, x, h, offsets, budgets, total, sim, opt, epsilon, seed)
     _ext.require_extension("select_coreset")
     dev = x.device
     rows, gains, assign = torch.ops.coreaug.facility_location(
-        x.cpu(), None if h is None else h.cpu(), offsets, budgets, total, sim, opt, float(epsilon), seed,
-        MAX_MATRIX_BYTES)
+        x.cpu(), None if h is None else h.cpu(), offsets, budgets, total, code(SIMILARITIES, sim),
+        code(OPTIMIZERS, opt), float(epsilon), seed, MAX_MATRIX_BYTES)
     return rows.to(dev), gains.to(dev), assign.to(dev)
 
 
