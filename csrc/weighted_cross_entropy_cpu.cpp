@@ -434,29 +434,26 @@ void check_targets(const at::Tensor& t, int64_t c) {
 std::tuple<at::Tensor, at::Tensor> weighted_cross_entropy_cpu(
     const at::Tensor& logits, const at::Tensor& targets, const std::optional<at::Tensor>& weights,
     double label_smoothing) {
-  check_weighted_ce_args(logits, targets, weights, label_smoothing);
-  const int64_t n = logits.size(0), c = logits.size(1);
-  const auto acc = weighted_ce_acc_type(logits.scalar_type());
-  auto loss = at::empty({n}, logits.options().dtype(acc));
-  auto lse = at::empty({n}, logits.options().dtype(at::kDouble));
-  if (n == 0) return {loss, lse};
-  auto x = logits.contiguous();
-  auto t = targets.contiguous();
-  check_targets(t, c);
-  at::Tensor w = weights.has_value() ? weights->contiguous() : at::Tensor();
-  const int64_t* tp = t.data_ptr<int64_t>();
-  if (acc == at::kDouble) {
-    const double* wp = w.defined() ? w.data_ptr<double>() : nullptr;
+  using namespace weighted_cross_entropy;
+  check_args(logits, targets, weights, label_smoothing);
+  auto [loss, lse] = forward_outputs(logits);
+  if (logits.size(0) == 0) return {loss, lse};
+  const Inputs in = inputs(logits, targets, weights);
+  check_targets(in.t, in.c);
+  const int64_t n = in.n, c = in.c;
+  const int64_t* tp = in.t.data_ptr<int64_t>();
+  if (in.x.scalar_type() == at::kDouble) {
+    const double* wp = in.w.defined() ? in.w.data_ptr<double>() : nullptr;
     at::parallel_for(0, n, grain(c), [&](int64_t b, int64_t e) {
-      forward_rows_f64(x.data_ptr<double>(), tp, wp, loss.data_ptr<double>(),
-                       lse.data_ptr<double>(), b, e, c, label_smoothing);
+      forward_rows_f64(in.x.data_ptr<double>(), tp, wp, loss.data_ptr<double>(), lse.data_ptr<double>(), b, e, c,
+                       label_smoothing);
     });
     return {loss, lse};
   }
-  const float* wp = w.defined() ? w.data_ptr<float>() : nullptr;
+  const float* wp = in.w.defined() ? in.w.data_ptr<float>() : nullptr;
   // float64 went above: the vector path covers float32 and the two 16-bit types
-  AT_DISPATCH_V2(x.scalar_type(), "weighted_cross_entropy_cpu", AT_WRAP([&] {
-    const scalar_t* xp = x.data_ptr<scalar_t>();
+  AT_DISPATCH_V2(in.x.scalar_type(), "weighted_cross_entropy_cpu", AT_WRAP([&] {
+    const scalar_t* xp = in.x.data_ptr<scalar_t>();
     float* lp = loss.data_ptr<float>();
     double* sp = lse.data_ptr<double>();
     at::parallel_for(0, n, grain(c), [&](int64_t b, int64_t e) {
@@ -470,39 +467,33 @@ at::Tensor weighted_cross_entropy_backward_cpu(const at::Tensor& grad_loss, cons
                                                const at::Tensor& targets,
                                                const std::optional<at::Tensor>& weights,
                                                const at::Tensor& lse, double label_smoothing) {
-  check_weighted_ce_args(logits, targets, weights, label_smoothing);
-  const int64_t n = logits.size(0), c = logits.size(1);
-  const auto acc = weighted_ce_acc_type(logits.scalar_type());
-  const at::Tensor g = weighted_ce_row_vector(grad_loss, "grad_loss", n, acc, logits.device());
-  const at::Tensor l = weighted_ce_row_vector(lse, "lse", n, at::kDouble, logits.device()).contiguous();
-  auto out = at::empty({n, c}, logits.options().memory_format(at::MemoryFormat::Contiguous));
-  if (n == 0) return out;
-  auto x = logits.contiguous();
-  auto t = targets.contiguous();
-  check_targets(t, c);
-  at::Tensor w = weights.has_value() ? weights->contiguous() : at::Tensor();
-  // grad_loss is often a broadcast scalar (stride 0, from .sum()): read it in place.
-  const int64_t gs = g.stride(0);
-  const int64_t* tp = t.data_ptr<int64_t>();
-  if (acc == at::kDouble) {
-    const double* wp = w.defined() ? w.data_ptr<double>() : nullptr;
+  using namespace weighted_cross_entropy;
+  check_args(logits, targets, weights, label_smoothing);
+  const Backward io = backward_tensors(grad_loss, logits, lse);
+  if (logits.size(0) == 0) return io.out;
+  const Inputs in = inputs(logits, targets, weights);
+  check_targets(in.t, in.c);
+  const int64_t n = in.n, c = in.c, gs = io.g.stride(0);
+  const int64_t* tp = in.t.data_ptr<int64_t>();
+  if (in.x.scalar_type() == at::kDouble) {
+    const double* wp = in.w.defined() ? in.w.data_ptr<double>() : nullptr;
     at::parallel_for(0, n, grain(c), [&](int64_t b, int64_t e) {
-      backward_rows_f64(g.data_ptr<double>(), gs, x.data_ptr<double>(), tp, wp,
-                        l.data_ptr<double>(), out.data_ptr<double>(), b, e, c, label_smoothing);
+      backward_rows_f64(io.g.data_ptr<double>(), gs, in.x.data_ptr<double>(), tp, wp, io.lse.data_ptr<double>(),
+                        io.out.data_ptr<double>(), b, e, c, label_smoothing);
     });
-    return out;
+    return io.out;
   }
-  const float* wp = w.defined() ? w.data_ptr<float>() : nullptr;
-  AT_DISPATCH_V2(x.scalar_type(), "weighted_cross_entropy_backward_cpu", AT_WRAP([&] {
-    const float* gp = g.data_ptr<float>();
-    const scalar_t* xp = x.data_ptr<scalar_t>();
-    scalar_t* op = out.data_ptr<scalar_t>();
-    const double* lp = l.data_ptr<double>();
+  const float* wp = in.w.defined() ? in.w.data_ptr<float>() : nullptr;
+  AT_DISPATCH_V2(in.x.scalar_type(), "weighted_cross_entropy_backward_cpu", AT_WRAP([&] {
+    const float* gp = io.g.data_ptr<float>();
+    const scalar_t* xp = in.x.data_ptr<scalar_t>();
+    scalar_t* op = io.out.data_ptr<scalar_t>();
+    const double* lp = io.lse.data_ptr<double>();
     at::parallel_for(0, n, grain(c), [&](int64_t b, int64_t e) {
       backward_rows_vec<scalar_t>(gp, gs, xp, tp, wp, lp, op, b, e, c, static_cast<float>(label_smoothing));
     });
   }), at::kFloat, at::kHalf, at::kBFloat16);
-  return out;
+  return io.out;
 }
 
 TORCH_LIBRARY_IMPL(coreaug, CPU, m) {
