@@ -15,6 +15,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -513,10 +514,7 @@ int32_t torch_grid_order(int64_t H, int64_t W) {
   return best;
 }
 
-}  // namespace
-
-// Declared in augment.h.
-at::ScalarType augment_check_args(const at::Tensor& images, const at::Tensor& ops,
+at::ScalarType check_args(const at::Tensor& images, const at::Tensor& ops,
                                    const at::Tensor& magnitudes,
                                    const std::optional<at::Tensor>& index,
                                    const std::optional<at::Tensor>& crop, int64_t padding,
@@ -576,80 +574,115 @@ at::ScalarType augment_check_args(const at::Tensor& images, const at::Tensor& op
   return dt;
 }
 
-at::Tensor augment_cpu(const at::Tensor& images, const at::Tensor& ops, const at::Tensor& magnitudes,
-                       const std::optional<at::Tensor>& index, const std::optional<at::Tensor>& crop,
-                       int64_t padding, at::IntArrayRef fill, std::optional<at::ScalarType> out_dtype,
-                       std::optional<at::ArrayRef<double>> mean, std::optional<at::ArrayRef<double>> stdv) {
-  const at::ScalarType dt =
-      augment_check_args(images, ops, magnitudes, index, crop, padding, fill, out_dtype, mean, stdv);
-  const int64_t N = images.size(0), C = images.size(1), H = images.size(2), W = images.size(3);
-  const int64_t M = ops.size(0), L = ops.size(1);
-  auto x = images.contiguous();
-  auto o = ops.contiguous();
-  auto mg = magnitudes.contiguous();
-  at::Tensor idx = index ? index->contiguous() : at::Tensor();
-  at::Tensor cr = crop ? crop->contiguous() : at::Tensor();
-  // Checked up front: throwing from inside the parallel region would abort.
-  const int32_t* op = o.data_ptr<int32_t>();
-  for (int64_t k = 0; k < M * L; ++k) {
+}  // namespace
+
+AugmentInputs augment_inputs(const at::Tensor& images, const at::Tensor& ops, const at::Tensor& magnitudes,
+                             const std::optional<at::Tensor>& index, const std::optional<at::Tensor>& crop,
+                             int64_t padding, at::IntArrayRef fill, std::optional<at::ScalarType> out_dtype,
+                             const std::optional<at::ArrayRef<double>>& mean,
+                             const std::optional<at::ArrayRef<double>>& stdv) {
+  AugmentInputs in;
+  in.out_dtype = check_args(images, ops, magnitudes, index, crop, padding, fill, out_dtype, mean, stdv);
+  in.N = images.size(0);
+  in.C = images.size(1);
+  in.H = images.size(2);
+  in.W = images.size(3);
+  in.M = ops.size(0);
+  in.L = ops.size(1);
+  in.images = images.contiguous();
+  in.ops = ops.contiguous();
+  in.magnitudes = magnitudes.contiguous();
+  in.index = index ? index->contiguous() : at::Tensor();
+  in.crop = crop ? crop->contiguous() : at::Tensor();
+  for (int64_t c = 0; c < in.C; ++c) {
+    in.fill[c] = static_cast<uint8_t>(fill[fill.size() == 1 ? 0 : c]);
+    in.mean[c] = mean ? static_cast<float>((*mean)[mean->size() == 1 ? 0 : c]) : 0.f;
+    in.std[c] = stdv ? static_cast<float>((*stdv)[stdv->size() == 1 ? 0 : c]) : 1.f;
+  }
+  return in;
+}
+
+namespace {
+
+// Op ids and image indices, checked up front: throwing from inside the parallel region
+// would abort.
+void check_values(const AugmentInputs& in) {
+  const int32_t* op = in.ops.data_ptr<int32_t>();
+  for (int64_t k = 0; k < in.M * in.L; ++k) {
     TORCH_CHECK(op[k] >= 0 && op[k] < augment::kNumOps, "ops holds ", op[k], ", not an op id in [0, ",
                 static_cast<int>(augment::kNumOps), ")");
   }
-  if (index) {
-    const int64_t* ip = idx.data_ptr<int64_t>();
-    for (int64_t k = 0; k < M; ++k) {
-      TORCH_CHECK(ip[k] >= 0 && ip[k] < N, "index[", k, "] = ", ip[k], " is outside [0, ", N, ")");
+  if (in.index.defined()) {
+    const int64_t* ip = in.index.data_ptr<int64_t>();
+    for (int64_t k = 0; k < in.M; ++k) {
+      TORCH_CHECK(ip[k] >= 0 && ip[k] < in.N, "index[", k, "] = ", ip[k], " is outside [0, ", in.N, ")");
     }
   }
-  auto out = at::empty({M, C, H, W}, images.options().dtype(dt));
+}
+
+Problem problem_of(const AugmentInputs& in, int64_t padding, const at::Tensor& out) {
+  Problem p{};
+  p.images = in.images.data_ptr<uint8_t>();
+  p.images_end = p.images + in.images.numel();
+  p.N = in.N;
+  p.C = in.C;
+  p.H = in.H;
+  p.W = in.W;
+  p.M = in.M;
+  p.L = in.L;
+  p.ops = in.ops.data_ptr<int32_t>();
+  p.mags = in.magnitudes.data_ptr<float>();
+  p.index = in.index.defined() ? in.index.data_ptr<int64_t>() : nullptr;
+  p.crop = in.crop.defined() ? in.crop.data_ptr<int64_t>() : nullptr;
+  p.padding = padding;
+  p.grid_order = torch_grid_order(in.H, in.W);
+  for (int64_t c = 0; c < in.C; ++c) {
+    p.fill[c] = in.fill[c];
+    p.mean[c] = in.mean[c];
+    p.std[c] = in.std[c];
+  }
+  p.out = out.data_ptr();
+  return p;
+}
+
+// Every row, for output type T; float outputs read their values from a (C, 256) table.
+template <typename T>
+void run_rows_to(Problem& p, const std::optional<at::ArrayRef<double>>& mean,
+                 const std::optional<at::ArrayRef<double>>& stdv, at::ScalarType dt) {
+  at::Tensor table;
+  if constexpr (!std::is_same_v<T, uint8_t>) {
+    table = norm_table<T>(p.C, mean, stdv, dt);
+    p.norm = table.data_ptr();
+  }
+  run_rows<T>(p);
+}
+
+}  // namespace
+
+at::Tensor augment_cpu(const AugmentInputs& in, int64_t padding, const std::optional<at::ArrayRef<double>>& mean,
+                       const std::optional<at::ArrayRef<double>>& stdv) {
+  check_values(in);
+  auto out = at::empty({in.M, in.C, in.H, in.W}, in.images.options().dtype(in.out_dtype));
   if (out.numel() == 0) return out;
   advise_huge_pages(out);
-
-  Problem p{};
-  p.images = x.data_ptr<uint8_t>();
-  p.images_end = p.images + x.numel();
-  p.N = N;
-  p.C = C;
-  p.H = H;
-  p.W = W;
-  p.M = M;
-  p.L = L;
-  p.ops = op;
-  p.mags = mg.data_ptr<float>();
-  p.index = index ? idx.data_ptr<int64_t>() : nullptr;
-  p.crop = crop ? cr.data_ptr<int64_t>() : nullptr;
-  p.padding = padding;
-  p.grid_order = torch_grid_order(H, W);
-  for (int64_t c = 0; c < C; ++c) p.fill[c] = static_cast<uint8_t>(fill[fill.size() == 1 ? 0 : c]);
-  p.out = out.data_ptr();
-  for (int64_t c = 0; c < C; ++c) {
-    p.mean[c] = mean ? static_cast<float>((*mean)[mean->size() == 1 ? 0 : c]) : 0.f;
-    p.std[c] = stdv ? static_cast<float>((*stdv)[stdv->size() == 1 ? 0 : c]) : 1.f;
-  }
-  at::Tensor table;
-  switch (dt) {
+  Problem p = problem_of(in, padding, out);
+  switch (in.out_dtype) {
     case at::kByte:
-      run_rows<uint8_t>(p);
+      run_rows_to<uint8_t>(p, mean, stdv, in.out_dtype);
       break;
     case at::kFloat:
-      table = norm_table<float>(C, mean, stdv, dt);
-      p.norm = table.data_ptr();
-      run_rows<float>(p);
+      run_rows_to<float>(p, mean, stdv, in.out_dtype);
       break;
     case at::kHalf:
-      table = norm_table<at::Half>(C, mean, stdv, dt);
-      p.norm = table.data_ptr();
-      run_rows<at::Half>(p);
+      run_rows_to<at::Half>(p, mean, stdv, in.out_dtype);
       break;
     default:
-      table = norm_table<at::BFloat16>(C, mean, stdv, dt);
-      p.norm = table.data_ptr();
-      run_rows<at::BFloat16>(p);
+      run_rows_to<at::BFloat16>(p, mean, stdv, in.out_dtype);
       break;
   }
   return out;
 }
 
-TORCH_LIBRARY_IMPL(coreaug, CPU, m) { m.impl("augment", &augment_cpu); }
+TORCH_LIBRARY_IMPL(coreaug, CPU, m) { m.impl("augment", &augment_entry<augment_cpu>); }
 
 }  // namespace coreaug

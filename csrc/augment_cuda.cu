@@ -248,52 +248,46 @@ __global__ void __launch_bounds__(kThreads) augment_kernel(Args a) {
   }
 }
 
+// The kernel's view of the op's inputs.
+Args args_of(const AugmentInputs& in, int64_t padding, uint8_t* scratch, void* out) {
+  Args a{};
+  a.images = in.images.data_ptr<uint8_t>();
+  a.N = in.N;
+  a.C = static_cast<int>(in.C);
+  a.H = static_cast<int>(in.H);
+  a.W = static_cast<int>(in.W);
+  a.L = static_cast<int>(in.L);
+  a.ops = in.ops.data_ptr<int32_t>();
+  a.mags = in.magnitudes.data_ptr<float>();
+  a.index = in.index.defined() ? in.index.data_ptr<int64_t>() : nullptr;
+  a.crop = in.crop.defined() ? in.crop.data_ptr<int64_t>() : nullptr;
+  a.padding = padding;
+  for (int64_t c = 0; c < in.C; ++c) {
+    a.fill[c] = in.fill[c];
+    a.mean[c] = in.mean[c];
+    a.stdv[c] = in.std[c];
+  }
+  a.scratch = scratch;
+  a.out = out;
+  return a;
+}
+
 }  // namespace
 
-at::Tensor augment_cuda(const at::Tensor& images, const at::Tensor& ops, const at::Tensor& magnitudes,
-                        const std::optional<at::Tensor>& index, const std::optional<at::Tensor>& crop,
-                        int64_t padding, at::IntArrayRef fill, std::optional<at::ScalarType> out_dtype,
-                        std::optional<at::ArrayRef<double>> mean, std::optional<at::ArrayRef<double>> stdv) {
-  const at::ScalarType dt =
-      augment_check_args(images, ops, magnitudes, index, crop, padding, fill, out_dtype, mean, stdv);
-  const c10::cuda::CUDAGuard guard(images.device());
-  const int64_t N = images.size(0), C = images.size(1), H = images.size(2), W = images.size(3);
-  const int64_t M = ops.size(0), L = ops.size(1);
-  TORCH_CHECK(H * W <= 2147483647, "augment: images of ", H, " x ", W,
+at::Tensor augment_cuda(const AugmentInputs& in, int64_t padding, const std::optional<at::ArrayRef<double>>&,
+                        const std::optional<at::ArrayRef<double>>&) {
+  const c10::cuda::CUDAGuard guard(in.images.device());
+  TORCH_CHECK(in.H * in.W <= 2147483647, "augment: images of ", in.H, " x ", in.W,
               " pixels are too large for the CUDA kernel (at most 2^31 - 1 pixels)");
-  auto x = images.contiguous();
-  auto o = ops.contiguous();
-  auto mg = magnitudes.contiguous();
-  at::Tensor idx = index ? index->contiguous() : at::Tensor();
-  at::Tensor cr = crop ? crop->contiguous() : at::Tensor();
-  auto out = at::empty({M, C, H, W}, images.options().dtype(dt));
+  auto out = at::empty({in.M, in.C, in.H, in.W}, in.images.options().dtype(in.out_dtype));
   if (out.numel() == 0) return out;
   // Only a sharpen that is not a row's first step stores its input.
-  const bool may_store = L >= 2 || (L >= 1 && crop.has_value());
-  at::Tensor scratch = may_store ? at::empty({M, C, H, W}, images.options()) : at::Tensor();
-
-  Args a{};
-  a.images = x.data_ptr<uint8_t>();
-  a.N = N;
-  a.C = static_cast<int>(C);
-  a.H = static_cast<int>(H);
-  a.W = static_cast<int>(W);
-  a.L = static_cast<int>(L);
-  a.ops = o.data_ptr<int32_t>();
-  a.mags = mg.data_ptr<float>();
-  a.index = index ? idx.data_ptr<int64_t>() : nullptr;
-  a.crop = crop ? cr.data_ptr<int64_t>() : nullptr;
-  a.padding = padding;
-  for (int64_t c = 0; c < C; ++c) {
-    a.fill[c] = static_cast<uint8_t>(fill[fill.size() == 1 ? 0 : c]);
-    a.mean[c] = mean ? static_cast<float>((*mean)[mean->size() == 1 ? 0 : c]) : 0.f;
-    a.stdv[c] = stdv ? static_cast<float>((*stdv)[stdv->size() == 1 ? 0 : c]) : 1.f;
-  }
-  a.scratch = may_store ? scratch.data_ptr<uint8_t>() : nullptr;
-  a.out = out.data_ptr();
+  const bool may_store = in.L >= 2 || (in.L >= 1 && in.crop.defined());
+  at::Tensor scratch = may_store ? at::empty({in.M, in.C, in.H, in.W}, in.images.options()) : at::Tensor();
+  const Args a = args_of(in, padding, may_store ? scratch.data_ptr<uint8_t>() : nullptr, out.data_ptr());
   auto stream = at::cuda::getCurrentCUDAStream();
-  const dim3 grid(static_cast<unsigned>(M));
-  switch (dt) {
+  const dim3 grid(static_cast<unsigned>(in.M));
+  switch (in.out_dtype) {
     case at::kByte:
       augment_kernel<uint8_t><<<grid, kThreads, 0, stream>>>(a);
       break;
@@ -311,6 +305,6 @@ at::Tensor augment_cuda(const at::Tensor& images, const at::Tensor& ops, const a
   return out;
 }
 
-TORCH_LIBRARY_IMPL(coreaug, CUDA, m) { m.impl("augment", &augment_cuda); }
+TORCH_LIBRARY_IMPL(coreaug, CUDA, m) { m.impl("augment", &augment_entry<augment_cuda>); }
 
 }  // namespace coreaug

@@ -6,6 +6,7 @@
 #include <ATen/ATen.h>
 
 #include <optional>
+#include <tuple>
 
 #include "common.h"
 
@@ -81,6 +82,32 @@ inline Backward backward_tensors(const at::Tensor& grad_loss, const at::Tensor& 
   b.lse = row_vector(lse, "lse", n, at::kDouble, logits.device()).contiguous();
   b.out = at::empty({n, c}, logits.options().memory_format(at::MemoryFormat::Contiguous));
   return b;
+}
+
+// A device's bodies: they run on rows n >= 1 of inputs already checked and laid out, and
+// write into outputs already allocated.
+using ForwardBody = void (*)(const Inputs& in, const Forward& out, double label_smoothing);
+using BackwardBody = void (*)(const Inputs& in, const Backward& io, double label_smoothing);
+
+// The ops' kernels on one device: the C++ form of their schemas (csrc/ops.cpp), written
+// once, with the checks and layout above, then the device's body. Each body file registers
+// &forward_entry<its forward> and &backward_entry<its backward>.
+template <ForwardBody Body>
+std::tuple<at::Tensor, at::Tensor> forward_entry(const at::Tensor& logits, const at::Tensor& targets,
+                                                 const std::optional<at::Tensor>& weights, double label_smoothing) {
+  check_args(logits, targets, weights, label_smoothing);
+  const Forward out = forward_outputs(logits);
+  if (logits.size(0) > 0) Body(inputs(logits, targets, weights), out, label_smoothing);
+  return {out.loss, out.lse};
+}
+
+template <BackwardBody Body>
+at::Tensor backward_entry(const at::Tensor& grad_loss, const at::Tensor& logits, const at::Tensor& targets,
+                          const std::optional<at::Tensor>& weights, const at::Tensor& lse, double label_smoothing) {
+  check_args(logits, targets, weights, label_smoothing);
+  const Backward io = backward_tensors(grad_loss, logits, lse);
+  if (logits.size(0) > 0) Body(inputs(logits, targets, weights), io, label_smoothing);
+  return io.out;
 }
 
 }  // namespace weighted_cross_entropy

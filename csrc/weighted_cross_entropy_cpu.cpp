@@ -429,49 +429,33 @@ void check_targets(const at::Tensor& t, int64_t c) {
   }
 }
 
-}  // namespace
-
-std::tuple<at::Tensor, at::Tensor> weighted_cross_entropy_cpu(
-    const at::Tensor& logits, const at::Tensor& targets, const std::optional<at::Tensor>& weights,
-    double label_smoothing) {
-  using namespace weighted_cross_entropy;
-  check_args(logits, targets, weights, label_smoothing);
-  auto [loss, lse] = forward_outputs(logits);
-  if (logits.size(0) == 0) return {loss, lse};
-  const Inputs in = inputs(logits, targets, weights);
+void weighted_cross_entropy_cpu(const weighted_cross_entropy::Inputs& in, const weighted_cross_entropy::Forward& out,
+                                double label_smoothing) {
   check_targets(in.t, in.c);
   const int64_t n = in.n, c = in.c;
   const int64_t* tp = in.t.data_ptr<int64_t>();
   if (in.x.scalar_type() == at::kDouble) {
     const double* wp = in.w.defined() ? in.w.data_ptr<double>() : nullptr;
     at::parallel_for(0, n, grain(c), [&](int64_t b, int64_t e) {
-      forward_rows_f64(in.x.data_ptr<double>(), tp, wp, loss.data_ptr<double>(), lse.data_ptr<double>(), b, e, c,
-                       label_smoothing);
+      forward_rows_f64(in.x.data_ptr<double>(), tp, wp, out.loss.data_ptr<double>(), out.lse.data_ptr<double>(), b,
+                       e, c, label_smoothing);
     });
-    return {loss, lse};
+    return;
   }
   const float* wp = in.w.defined() ? in.w.data_ptr<float>() : nullptr;
   // float64 went above: the vector path covers float32 and the two 16-bit types
   AT_DISPATCH_V2(in.x.scalar_type(), "weighted_cross_entropy_cpu", AT_WRAP([&] {
     const scalar_t* xp = in.x.data_ptr<scalar_t>();
-    float* lp = loss.data_ptr<float>();
-    double* sp = lse.data_ptr<double>();
+    float* lp = out.loss.data_ptr<float>();
+    double* sp = out.lse.data_ptr<double>();
     at::parallel_for(0, n, grain(c), [&](int64_t b, int64_t e) {
       forward_rows_vec<scalar_t>(xp, tp, wp, lp, sp, b, e, c, static_cast<float>(label_smoothing));
     });
   }), at::kFloat, at::kHalf, at::kBFloat16);
-  return {loss, lse};
 }
 
-at::Tensor weighted_cross_entropy_backward_cpu(const at::Tensor& grad_loss, const at::Tensor& logits,
-                                               const at::Tensor& targets,
-                                               const std::optional<at::Tensor>& weights,
-                                               const at::Tensor& lse, double label_smoothing) {
-  using namespace weighted_cross_entropy;
-  check_args(logits, targets, weights, label_smoothing);
-  const Backward io = backward_tensors(grad_loss, logits, lse);
-  if (logits.size(0) == 0) return io.out;
-  const Inputs in = inputs(logits, targets, weights);
+void weighted_cross_entropy_backward_cpu(const weighted_cross_entropy::Inputs& in,
+                                         const weighted_cross_entropy::Backward& io, double label_smoothing) {
   check_targets(in.t, in.c);
   const int64_t n = in.n, c = in.c, gs = io.g.stride(0);
   const int64_t* tp = in.t.data_ptr<int64_t>();
@@ -481,7 +465,7 @@ at::Tensor weighted_cross_entropy_backward_cpu(const at::Tensor& grad_loss, cons
       backward_rows_f64(io.g.data_ptr<double>(), gs, in.x.data_ptr<double>(), tp, wp, io.lse.data_ptr<double>(),
                         io.out.data_ptr<double>(), b, e, c, label_smoothing);
     });
-    return io.out;
+    return;
   }
   const float* wp = in.w.defined() ? in.w.data_ptr<float>() : nullptr;
   AT_DISPATCH_V2(in.x.scalar_type(), "weighted_cross_entropy_backward_cpu", AT_WRAP([&] {
@@ -493,12 +477,13 @@ at::Tensor weighted_cross_entropy_backward_cpu(const at::Tensor& grad_loss, cons
       backward_rows_vec<scalar_t>(gp, gs, xp, tp, wp, lp, op, b, e, c, static_cast<float>(label_smoothing));
     });
   }), at::kFloat, at::kHalf, at::kBFloat16);
-  return io.out;
 }
 
+}  // namespace
+
 TORCH_LIBRARY_IMPL(coreaug, CPU, m) {
-  m.impl("weighted_cross_entropy", &weighted_cross_entropy_cpu);
-  m.impl("weighted_cross_entropy_backward", &weighted_cross_entropy_backward_cpu);
+  m.impl("weighted_cross_entropy", &weighted_cross_entropy::forward_entry<weighted_cross_entropy_cpu>);
+  m.impl("weighted_cross_entropy_backward", &weighted_cross_entropy::backward_entry<weighted_cross_entropy_backward_cpu>);
 }
 
 }  // namespace coreaug

@@ -219,17 +219,9 @@ void launch_for_width(int64_t n, int64_t c, const Launch& launch) {
   }
 }
 
-}  // namespace
-
-std::tuple<at::Tensor, at::Tensor> weighted_cross_entropy_cuda(
-    const at::Tensor& logits, const at::Tensor& targets, const std::optional<at::Tensor>& weights,
-    double label_smoothing) {
-  using namespace weighted_cross_entropy;
-  check_args(logits, targets, weights, label_smoothing);
-  const c10::cuda::CUDAGuard guard(logits.device());
-  auto [loss, lse] = forward_outputs(logits);
-  if (logits.size(0) == 0) return {loss, lse};
-  const Inputs in = inputs(logits, targets, weights);
+void weighted_cross_entropy_cuda(const weighted_cross_entropy::Inputs& in, const weighted_cross_entropy::Forward& out,
+                                 double label_smoothing) {
+  const c10::cuda::CUDAGuard guard(in.x.device());
   auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.x.scalar_type(), "weighted_cross_entropy_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
@@ -238,23 +230,17 @@ std::tuple<at::Tensor, at::Tensor> weighted_cross_entropy_cuda(
     launch_for_width(in.n, in.c, [&](dim3 grid, auto threads, auto rows) {
       weighted_cross_entropy_forward_kernel<scalar_t, decltype(threads)::value, decltype(rows)::value>
           <<<grid, dim3(threads, rows), 0, stream>>>(in.x.data_ptr<scalar_t>(), in.t.data_ptr<int64_t>(), wp,
-                                                     loss.data_ptr<acc_t>(), lse.data_ptr<double>(), in.n, in.c, eps);
+                                                     out.loss.data_ptr<acc_t>(), out.lse.data_ptr<double>(), in.n,
+                                                     in.c, eps);
     });
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  return {loss, lse};
 }
 
-at::Tensor weighted_cross_entropy_backward_cuda(const at::Tensor& grad_loss, const at::Tensor& logits,
-                                                const at::Tensor& targets,
-                                                const std::optional<at::Tensor>& weights,
-                                                const at::Tensor& lse, double label_smoothing) {
-  using namespace weighted_cross_entropy;
-  check_args(logits, targets, weights, label_smoothing);
-  const c10::cuda::CUDAGuard guard(logits.device());
-  const Backward io = backward_tensors(grad_loss, logits, lse);
-  if (logits.size(0) == 0) return io.out;
-  const Inputs in = inputs(logits, targets, weights);
+void weighted_cross_entropy_backward_cuda(const weighted_cross_entropy::Inputs& in,
+                                          const weighted_cross_entropy::Backward& io, double label_smoothing) {
+  const c10::cuda::CUDAGuard guard(in.x.device());
+  // grad_loss is often a broadcast scalar (stride 0, from .sum()): read it in place.
   const int64_t gs = io.g.stride(0);
   auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.x.scalar_type(), "weighted_cross_entropy_backward_cuda", [&] {
@@ -269,12 +255,13 @@ at::Tensor weighted_cross_entropy_backward_cuda(const at::Tensor& grad_loss, con
     });
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  return io.out;
 }
 
+}  // namespace
+
 TORCH_LIBRARY_IMPL(coreaug, CUDA, m) {
-  m.impl("weighted_cross_entropy", &weighted_cross_entropy_cuda);
-  m.impl("weighted_cross_entropy_backward", &weighted_cross_entropy_backward_cuda);
+  m.impl("weighted_cross_entropy", &weighted_cross_entropy::forward_entry<weighted_cross_entropy_cuda>);
+  m.impl("weighted_cross_entropy_backward", &weighted_cross_entropy::backward_entry<weighted_cross_entropy_backward_cuda>);
 }
 
 }  // namespace coreaug
