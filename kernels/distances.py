@@ -50,27 +50,30 @@ def launch_guard(device: torch.device):
 
 
 @triton.jit
+def _dot_tile(X, Y, rx, ry, mask_x, mask_y, D, s_x, s_y,
+              BLOCK_X: tl.constexpr, BLOCK_Y: tl.constexpr, BLOCK_D: tl.constexpr):
+    """x_rx · y_ry for rows rx of X (row stride s_x) and ry of Y (s_y) over D columns,
+    (BLOCK_X, BLOCK_Y) float32: IEEE tl.dot (no TF32) of BLOCK_D-column chunks, in order."""
+    rd = tl.arange(0, BLOCK_D)
+    acc = tl.zeros((BLOCK_X, BLOCK_Y), dtype=tl.float32)
+    for d0 in range(0, D, BLOCK_D):
+        cols = d0 + rd
+        x = tl.load(X + rx[:, None].to(tl.int64) * s_x + cols[None, :], mask=mask_x[:, None] & (cols[None, :] < D), other=0.0)
+        y = tl.load(Y + ry[:, None].to(tl.int64) * s_y + cols[None, :], mask=mask_y[:, None] & (cols[None, :] < D), other=0.0)
+        acc += tl.dot(x, tl.trans(y), input_precision="ieee")
+    return acc
+
+
+@triton.jit
 def sq_dist_tile(XA, XH, XN, YA, YH, YN, rx, ry, mask_x, mask_y, DA, DH, s_xa, s_xh, s_ya, s_yh,
                  FACTORED: tl.constexpr, BLOCK_X: tl.constexpr, BLOCK_Y: tl.constexpr, BLOCK_D: tl.constexpr,
                  DUP_FLOOR: tl.constexpr = False):
     """Squared distances between rows rx of X and ry of Y, (BLOCK_X, BLOCK_Y) float32,
     clamped at 0; with DUP_FLOOR, values below DUP_TOL · (‖x‖² + ‖y‖²) (rounding noise)
     are 0 too. Masked rows read as zeros. XN/YN hold the rows' squared norms."""
-    rd = tl.arange(0, BLOCK_D)
-    dot_a = tl.zeros((BLOCK_X, BLOCK_Y), dtype=tl.float32)
-    for d0 in range(0, DA, BLOCK_D):
-        cols = d0 + rd
-        x = tl.load(XA + rx[:, None].to(tl.int64) * s_xa + cols[None, :], mask=mask_x[:, None] & (cols[None, :] < DA), other=0.0)
-        y = tl.load(YA + ry[:, None].to(tl.int64) * s_ya + cols[None, :], mask=mask_y[:, None] & (cols[None, :] < DA), other=0.0)
-        dot_a += tl.dot(x, tl.trans(y), input_precision="ieee")
+    dot_a = _dot_tile(XA, YA, rx, ry, mask_x, mask_y, DA, s_xa, s_ya, BLOCK_X, BLOCK_Y, BLOCK_D)
     if FACTORED:
-        dot_h = tl.zeros((BLOCK_X, BLOCK_Y), dtype=tl.float32)
-        for d0 in range(0, DH, BLOCK_D):
-            cols = d0 + rd
-            x = tl.load(XH + rx[:, None].to(tl.int64) * s_xh + cols[None, :], mask=mask_x[:, None] & (cols[None, :] < DH), other=0.0)
-            y = tl.load(YH + ry[:, None].to(tl.int64) * s_yh + cols[None, :], mask=mask_y[:, None] & (cols[None, :] < DH), other=0.0)
-            dot_h += tl.dot(x, tl.trans(y), input_precision="ieee")
-        dot_a = dot_a * dot_h
+        dot_a = dot_a * _dot_tile(XH, YH, rx, ry, mask_x, mask_y, DH, s_xh, s_yh, BLOCK_X, BLOCK_Y, BLOCK_D)
     xn = tl.load(XN + rx, mask=mask_x, other=0.0)
     yn = tl.load(YN + ry, mask=mask_y, other=0.0)
     return sq_from_dot(dot_a, xn[:, None] + yn[None, :], DUP_FLOOR)
