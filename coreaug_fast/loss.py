@@ -10,6 +10,11 @@ recomputes the softmax and writes the gradient directly:
     loss_i = w_i · CE_i,   CE_i = −Σ_j q_ij log softmax(x_i)_j,
     q_ij = (1 − ε)[j = y_i] + ε / C                      (ε = label_smoothing),
     ∂ loss_i / ∂ x_ij = w_i (softmax(x_i)_j − q_ij),     ∂ loss_i / ∂ w_i = CE_i.
+
+The op's bodies are ``csrc/weighted_cross_entropy_{cpu.cpp,cuda.cu,autograd.cpp}``; this
+module keeps the short name ``loss`` because ``coreaug_fast.weighted_cross_entropy`` is the
+function: a module of that name would be shadowed by it (``import
+coreaug_fast.weighted_cross_entropy as m`` would bind the function).
 """
 from __future__ import annotations
 
@@ -173,7 +178,7 @@ def weighted_cross_entropy(logits: torch.Tensor, targets: torch.Tensor,
     return total / mean_divisor(w, normalize)
 
 
-# Autograd is registered in C++ (csrc/weighted_ce_autograd.cpp): a Python registration
+# Autograd is registered in C++ (csrc/weighted_cross_entropy_autograd.cpp): a Python registration
 # would cost more per call than the fused kernels at training batch sizes.
 if _ext.available():
 
