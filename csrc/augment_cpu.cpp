@@ -255,55 +255,61 @@ CA_INLINE void eval_line(const Problem& p, Work& w, const uint8_t* base, const u
   apply_value_steps(p, w, seg, t, geometric);
 }
 
-// Fills w.lut[t] from statistics of the image after steps [seg, t).
+// Contrast's table: the blend towards the mean of the gray image after steps [seg, t).
 template <bool kAvx2>
-CA_INLINE void build_dynamic_lut(const Problem& p, Work& w, const uint8_t* base, const uint8_t* base_end,
-                                 int seg, int t) {
+CA_INLINE void contrast_table(const Problem& p, Work& w, const uint8_t* base, const uint8_t* base_end, int seg,
+                              int t) {
   const int H = static_cast<int>(p.H), W = static_cast<int>(p.W), C = static_cast<int>(p.C);
-  const Step& st = w.steps[t];
-  if (st.lut == kLutContrast) {
-    int64_t sum = 0;
-    for (int i = 0; i < H; ++i) {
-      eval_line<kAvx2>(p, w, base, base_end, seg, t, i);
-      const uint8_t* __restrict__ v = w.v.data();
-      int32_t line = 0;  // < 255 * W
-      if (C == 3) {
-        for (int j = 0; j < W; ++j) line += static_cast<int32_t>(gray_floor(v[j], v[W + j], v[2 * W + j]));
-      } else {
-        for (int j = 0; j < W; ++j) line += v[j];
-      }
-      sum += line;
+  int64_t sum = 0;
+  for (int i = 0; i < H; ++i) {
+    eval_line<kAvx2>(p, w, base, base_end, seg, t, i);
+    const uint8_t* __restrict__ v = w.v.data();
+    int32_t line = 0;  // < 255 * W
+    if (C == 3) {
+      for (int j = 0; j < W; ++j) line += static_cast<int32_t>(gray_floor(v[j], v[W + j], v[2 * W + j]));
+    } else {
+      for (int j = 0; j < W; ++j) line += v[j];
     }
-    // torch.mean: float32 sum (exact below 2^24) divided by the pixel count
-    const float mean = div_rn(static_cast<float>(sum), static_cast<float>(p.H * p.W));
-    for (int v = 0; v < 256; ++v) {
-      const uint8_t y = contrast_lut_value(st, mean, v);
-      for (int c = 0; c < C; ++c) w.lut[t][c][v] = y;
-    }
-    return;
+    sum += line;
   }
-  if (st.lut == kLutAutoContrast) {
-    uint8_t lo[3] = {255, 255, 255}, hi[3] = {0, 0, 0};
-    for (int i = 0; i < H; ++i) {
-      eval_line<kAvx2>(p, w, base, base_end, seg, t, i);
-      for (int c = 0; c < C; ++c) {
-        const uint8_t* __restrict__ vc = w.v.data() + c * W;
-        uint8_t l = lo[c], h = hi[c];
-        for (int j = 0; j < W; ++j) {
-          l = lo_of(l, vc[j]);
-          h = hi_of(h, vc[j]);
-        }
-        lo[c] = l;
-        hi[c] = h;
-      }
-    }
+  // torch.mean: float32 sum (exact below 2^24) divided by the pixel count
+  const float mean = div_rn(static_cast<float>(sum), static_cast<float>(p.H * p.W));
+  for (int v = 0; v < 256; ++v) {
+    const uint8_t y = contrast_lut_value(w.steps[t], mean, v);
+    for (int c = 0; c < C; ++c) w.lut[t][c][v] = y;
+  }
+}
+
+// AutoContrast's tables: each channel stretched from its lowest to its highest value.
+template <bool kAvx2>
+CA_INLINE void autocontrast_table(const Problem& p, Work& w, const uint8_t* base, const uint8_t* base_end, int seg,
+                                  int t) {
+  const int H = static_cast<int>(p.H), W = static_cast<int>(p.W), C = static_cast<int>(p.C);
+  uint8_t lo[3] = {255, 255, 255}, hi[3] = {0, 0, 0};
+  for (int i = 0; i < H; ++i) {
+    eval_line<kAvx2>(p, w, base, base_end, seg, t, i);
     for (int c = 0; c < C; ++c) {
-      for (int v = 0; v < 256; ++v) w.lut[t][c][v] = autocontrast_lut_value(lo[c], hi[c], v);
+      const uint8_t* __restrict__ vc = w.v.data() + c * W;
+      uint8_t l = lo[c], h = hi[c];
+      for (int j = 0; j < W; ++j) {
+        l = lo_of(l, vc[j]);
+        h = hi_of(h, vc[j]);
+      }
+      lo[c] = l;
+      hi[c] = h;
     }
-    return;
   }
-  // Equalize: four interleaved histograms per channel, so that runs of one value do not
-  // serialise on one counter.
+  for (int c = 0; c < C; ++c) {
+    for (int v = 0; v < 256; ++v) w.lut[t][c][v] = autocontrast_lut_value(lo[c], hi[c], v);
+  }
+}
+
+// Equalize's tables, from each channel's histogram: four interleaved histograms per
+// channel, so that runs of one value do not serialise on one counter.
+template <bool kAvx2>
+CA_INLINE void equalize_table(const Problem& p, Work& w, const uint8_t* base, const uint8_t* base_end, int seg,
+                              int t) {
+  const int H = static_cast<int>(p.H), W = static_cast<int>(p.W), C = static_cast<int>(p.C);
   std::memset(w.hist, 0, sizeof(w.hist));
   for (int i = 0; i < H; ++i) {
     eval_line<kAvx2>(p, w, base, base_end, seg, t, i);
@@ -334,6 +340,19 @@ CA_INLINE void build_dynamic_lut(const Problem& p, Work& w, const uint8_t* base,
   }
 }
 
+// Fills w.lut[t] from statistics of the image after steps [seg, t).
+template <bool kAvx2>
+CA_INLINE void build_dynamic_lut(const Problem& p, Work& w, const uint8_t* base, const uint8_t* base_end,
+                                 int seg, int t) {
+  if (w.steps[t].lut == kLutContrast) {
+    contrast_table<kAvx2>(p, w, base, base_end, seg, t);
+  } else if (w.steps[t].lut == kLutAutoContrast) {
+    autocontrast_table<kAvx2>(p, w, base, base_end, seg, t);
+  } else {
+    equalize_table<kAvx2>(p, w, base, base_end, seg, t);
+  }
+}
+
 // Sharpness of a whole stored image src into dst (both (C, H, W)).
 CA_INLINE void sharpen_image(const Problem& p, const Step& st, const uint8_t* src, uint8_t* dst) {
   const int64_t H = p.H, W = p.W, HW = H * W;
@@ -358,57 +377,52 @@ CA_INLINE void sharpen_image(const Problem& p, const Step& st, const uint8_t* sr
   }
 }
 
-template <typename T, bool kAvx2>
-CA_INLINE void run_row(const Problem& p, Work& w, int64_t m) {
-  const int64_t C = p.C, H = p.H, W = p.W, HW = H * W;
+// Row m's steps and their fixed tables, into w; returns how many steps.
+CA_INLINE int plan_row(const Problem& p, Work& w, int64_t m) {
   const int n = compile_row(p.ops + m * p.L, p.mags + m * p.L, static_cast<int>(p.L),
-                            p.crop ? p.crop + 3 * m : nullptr, p.padding, C, H, W, w.steps,
+                            p.crop ? p.crop + 3 * m : nullptr, p.padding, p.C, p.H, p.W, w.steps,
                             p.grid_order);
   for (int s = 0; s < n; ++s) {
     if (w.steps[s].kind == kLut && w.steps[s].lut == kLutFixed) {
       for (int v = 0; v < 256; ++v) {
         const uint8_t y = fixed_lut_value(w.steps[s], v);
-        for (int c = 0; c < C; ++c) w.lut[s][c][v] = y;
+        for (int c = 0; c < p.C; ++c) w.lut[s][c][v] = y;
       }
     }
   }
-  const int64_t src = p.index ? p.index[m] : m;
-  const uint8_t* base = p.images + src * C * HW;
-  const uint8_t* base_end = p.images_end;
-  int seg = 0;
-  int held = -1;  // which w.buf base is, -1 for the source image
-  for (int t = 0; t < n; ++t) {
-    const Step& st = w.steps[t];
-    if (st.kind == kSharpen) {
-      // The stencil needs its input image: store it unless it is already stored (or the
-      // source), then store the sharpened image and continue from there.
-      if (t > seg) {
-        const int to = held == 0 ? 1 : 0;
-        std::vector<uint8_t>& dst = w.buf[to];
-        dst.resize(C * HW + kGatherSlack);
-        for (int64_t i = 0; i < H; ++i) {
-          eval_line<kAvx2>(p, w, base, base_end, seg, t, static_cast<int>(i));
-          for (int64_t c = 0; c < C; ++c) std::memcpy(dst.data() + c * HW + i * W, w.v.data() + c * W, W);
-        }
-        base = dst.data();
-        base_end = base + dst.size();
-        held = to;
-      }
-      const int to = held == 0 ? 1 : 0;
-      w.buf[to].resize(C * HW + kGatherSlack);
-      sharpen_image(p, st, base, w.buf[to].data());
-      base = w.buf[to].data();
-      base_end = base + w.buf[to].size();
-      held = to;
-      seg = t + 1;
-      continue;
-    }
-    if (st.kind == kLut && st.lut != kLutFixed) build_dynamic_lut<kAvx2>(p, w, base, base_end, seg, t);
+  return n;
+}
+
+// The image the next steps read: the source, or one of w.buf (held) after a sharpen.
+struct Source {
+  const uint8_t* base;
+  const uint8_t* end;  // one past its last readable byte
+  int held;            // which w.buf it is, -1 for the source image
+};
+
+// Stores the image of steps [seg, t) of src into the w.buf src does not hold (C, H, W
+// plus kGatherSlack bytes); src then reads it.
+template <bool kAvx2>
+CA_INLINE void store_image(const Problem& p, Work& w, Source& src, int seg, int t) {
+  const int64_t C = p.C, H = p.H, W = p.W, HW = H * W;
+  const int to = src.held == 0 ? 1 : 0;
+  std::vector<uint8_t>& dst = w.buf[to];
+  dst.resize(C * HW + kGatherSlack);
+  for (int64_t i = 0; i < H; ++i) {
+    eval_line<kAvx2>(p, w, src.base, src.end, seg, t, static_cast<int>(i));
+    for (int64_t c = 0; c < C; ++c) std::memcpy(dst.data() + c * HW + i * W, w.v.data() + c * W, W);
   }
+  src = {dst.data(), dst.data() + dst.size(), to};
+}
+
+// Steps [seg, n) of every pixel of src, written to row m of the output as T.
+template <typename T, bool kAvx2>
+CA_INLINE void write_row(const Problem& p, Work& w, int64_t m, const Source& src, int seg, int n) {
+  const int64_t C = p.C, H = p.H, W = p.W, HW = H * W;
   T* out = static_cast<T*>(p.out) + m * C * HW;
   const T* norm = static_cast<const T*>(p.norm);
   for (int64_t i = 0; i < H; ++i) {
-    eval_line<kAvx2>(p, w, base, base_end, seg, n, static_cast<int>(i));
+    eval_line<kAvx2>(p, w, src.base, src.end, seg, n, static_cast<int>(i));
     for (int64_t c = 0; c < C; ++c) {
       const uint8_t* __restrict__ vc = w.v.data() + c * W;
       T* __restrict__ o = out + c * HW + i * W;
@@ -424,6 +438,31 @@ CA_INLINE void run_row(const Problem& p, Work& w, int64_t m) {
       }
     }
   }
+}
+
+template <typename T, bool kAvx2>
+CA_INLINE void run_row(const Problem& p, Work& w, int64_t m) {
+  const int64_t C = p.C, HW = p.H * p.W;
+  const int n = plan_row(p, w, m);
+  const int64_t row = p.index ? p.index[m] : m;
+  Source src{p.images + row * C * HW, p.images_end, -1};
+  int seg = 0;
+  for (int t = 0; t < n; ++t) {
+    const Step& st = w.steps[t];
+    if (st.kind == kSharpen) {
+      // The stencil needs its input image: store it unless it is already stored (or the
+      // source), then store the sharpened image and continue from there.
+      if (t > seg) store_image<kAvx2>(p, w, src, seg, t);
+      const int to = src.held == 0 ? 1 : 0;
+      w.buf[to].resize(C * HW + kGatherSlack);
+      sharpen_image(p, st, src.base, w.buf[to].data());
+      src = {w.buf[to].data(), w.buf[to].data() + w.buf[to].size(), to};
+      seg = t + 1;
+      continue;
+    }
+    if (st.kind == kLut && st.lut != kLutFixed) build_dynamic_lut<kAvx2>(p, w, src.base, src.end, seg, t);
+  }
+  write_row<T, kAvx2>(p, w, m, src, seg, n);
 }
 
 template <typename T, bool kAvx2>

@@ -99,8 +99,9 @@ __device__ unsigned long long warp_sum(unsigned long long x) {
   return x;
 }
 
-// Fills sh.lut[t] from statistics of the image after steps [seg, t).
-__device__ void build_dynamic_lut(Shared& sh, const Args& a, const uint8_t* base, int seg, int t) {
+// The statistics step t's table needs, of the image after steps [seg, t), into sh: the
+// gray sum (Contrast), per-channel lo/hi (AutoContrast) or histograms (Equalize).
+__device__ __forceinline__ void gather_lut_stats(Shared& sh, const Args& a, const uint8_t* base, int seg, int t) {
   const int C = a.C, W = a.W;
   const int HW = a.H * a.W;
   const int tid = threadIdx.x;
@@ -144,8 +145,35 @@ __device__ void build_dynamic_lut(Shared& sh, const Args& a, const uint8_t* base
       }
     }
   }
+}
+
+// Equalize's table of channel c, entry v (one per thread), from its histogram in sh.
+__device__ __forceinline__ void equalize_table(Shared& sh, int HW, int t, int c, int v) {
+  if (v == 0) sh.hi[c] = 0;
   __syncthreads();
-  const int v = tid;  // one table entry per thread
+  if (sh.hist[c][v] != 0) atomicMax(&sh.hi[c], v);  // the top value present
+  sh.scan[v] = static_cast<int>(sh.hist[c][v]);
+  __syncthreads();
+  for (int off = 1; off < 256; off <<= 1) {  // inclusive prefix sum over the bins
+    const int x = v >= off ? sh.scan[v - off] : 0;
+    __syncthreads();
+    sh.scan[v] += x;
+    __syncthreads();
+  }
+  const int64_t step = (HW - static_cast<int64_t>(sh.hist[c][sh.hi[c]])) / 255;
+  const int64_t cum_prev = v == 0 ? 0 : sh.scan[v - 1];
+  sh.lut[t][c][v] = equalize_lut_value(cum_prev, step, v);
+  __syncthreads();
+}
+
+// Fills sh.lut[t] from statistics of the image after steps [seg, t).
+__device__ void build_dynamic_lut(Shared& sh, const Args& a, const uint8_t* base, int seg, int t) {
+  const int C = a.C;
+  const int HW = a.H * a.W;
+  const Step& st = sh.steps[t];
+  gather_lut_stats(sh, a, base, seg, t);
+  __syncthreads();
+  const int v = threadIdx.x;  // one table entry per thread
   if (st.lut == kLutContrast) {
     // torch.mean: float32 sum (exact below 2^24) divided by the pixel count
     const float mean = div_rn(static_cast<float>(sh.sum), static_cast<float>(HW));
@@ -154,38 +182,15 @@ __device__ void build_dynamic_lut(Shared& sh, const Args& a, const uint8_t* base
   } else if (st.lut == kLutAutoContrast) {
     for (int c = 0; c < C; ++c) sh.lut[t][c][v] = autocontrast_lut_value(sh.lo[c], sh.hi[c], v);
   } else {
-    for (int c = 0; c < C; ++c) {
-      if (v == 0) sh.hi[c] = 0;
-      __syncthreads();
-      if (sh.hist[c][v] != 0) atomicMax(&sh.hi[c], v);  // the top value present
-      sh.scan[v] = static_cast<int>(sh.hist[c][v]);
-      __syncthreads();
-      for (int off = 1; off < 256; off <<= 1) {  // inclusive prefix sum over the bins
-        const int x = v >= off ? sh.scan[v - off] : 0;
-        __syncthreads();
-        sh.scan[v] += x;
-        __syncthreads();
-      }
-      const int64_t step = (HW - static_cast<int64_t>(sh.hist[c][sh.hi[c]])) / 255;
-      const int64_t cum_prev = v == 0 ? 0 : sh.scan[v - 1];
-      sh.lut[t][c][v] = equalize_lut_value(cum_prev, step, v);
-      __syncthreads();
-    }
+    for (int c = 0; c < C; ++c) equalize_table(sh, HW, t, c, v);
   }
   __syncthreads();
 }
 
-template <typename T>
-__global__ void __launch_bounds__(kThreads) augment_kernel(Args a) {
-  __shared__ Shared sh;
-  const int64_t m = blockIdx.x;
+// Row m's steps, normalisation tables and fixed tables, into sh (the block's first work).
+__device__ __forceinline__ void plan_row(Shared& sh, const Args& a, int64_t m) {
   const int tid = threadIdx.x;
   const int C = a.C;
-  const int64_t HW = static_cast<int64_t>(a.H) * a.W;
-  // Pixel loops count in 32 bits (the op checks H·W < 2^31): a 64-bit divide per pixel
-  // for (row, column) is a ~70-instruction call on the GPU; only buffer offsets are 64-bit.
-  const int hw = a.H * a.W;
-  T* out = static_cast<T*>(a.out) + m * C * HW;
   if (tid == 0) {
     sh.n = compile_row(a.ops + m * a.L, a.mags + m * a.L, a.L, a.crop ? a.crop + 3 * m : nullptr,
                        a.padding, C, a.H, a.W, sh.steps);
@@ -203,6 +208,38 @@ __global__ void __launch_bounds__(kThreads) augment_kernel(Args a) {
     }
   }
   __syncthreads();
+}
+
+// Steps [seg, t) of every pixel of the image at base, stored as bytes into dst (C, H, W).
+__device__ __forceinline__ void store_image(Shared& sh, const Args& a, const uint8_t* base, int seg, int t,
+                                            uint8_t* dst) {
+  const int C = a.C;
+  const int64_t HW = static_cast<int64_t>(a.H) * a.W;
+  const int hw = a.H * a.W;
+  for (int p = threadIdx.x; p < hw; p += kThreads) {
+    uint8_t v[3];
+    eval_pixel(sh, a, base, seg, t, p / a.W, p % a.W, v);
+#pragma unroll
+    for (int c = 0; c < 3; ++c) {
+      if (c < C) dst[c * HW + p] = v[c];
+    }
+  }
+  __syncthreads();
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads) augment_kernel(Args a) {
+  __shared__ Shared sh;
+  const int64_t m = blockIdx.x;
+  const int tid = threadIdx.x;
+  const int C = a.C;
+  const int64_t HW = static_cast<int64_t>(a.H) * a.W;
+  // Pixel loops count in 32 bits (the op checks H·W < 2^31): a 64-bit divide per pixel
+  // for (row, column) is a ~70-instruction call on the GPU; only buffer offsets are 64-bit.
+  const int hw = a.H * a.W;
+  T* out = static_cast<T*>(a.out) + m * C * HW;
+  plan_row(sh, a, m);
+  const int n = sh.n;
   const int64_t src = a.index ? a.index[m] : m;
   if (src < 0 || src >= a.N) {  // the public function rejects this; never read out of bounds
     for (int64_t k = tid; k < C * HW; k += kThreads) out[k] = T(0);
@@ -219,15 +256,7 @@ __global__ void __launch_bounds__(kThreads) augment_kernel(Args a) {
     if (st.kind == kSharpen && t > seg) {
       ++done;
       uint8_t* dst = (stored - done) % 2 == 0 ? a.scratch + m * C * HW : reinterpret_cast<uint8_t*>(out);
-      for (int p = tid; p < hw; p += kThreads) {
-        uint8_t v[3];
-        eval_pixel(sh, a, base, seg, t, p / a.W, p % a.W, v);
-#pragma unroll
-        for (int c = 0; c < 3; ++c) {
-          if (c < C) dst[c * HW + p] = v[c];
-        }
-      }
-      __syncthreads();
+      store_image(sh, a, base, seg, t, dst);
       base = dst;
       seg = t;
     }

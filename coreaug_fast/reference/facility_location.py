@@ -23,6 +23,34 @@ def picks_reference(fraction, n: int) -> int:
     return min(n, math.ceil(q * n))
 
 
+def _costs(x: torch.Tensor, norms: torch.Tensor, similarity: str) -> torch.Tensor:
+    """(n, n) float64 costs between the rows of one class x (n, D), squared distances below
+    2^-18 · (‖x_i‖² + ‖x_j‖²) (``norms``: the squared norms the fast paths see) taken as 0."""
+    d2 = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+    # below float32's resolution of ‖x_i‖² + ‖x_j‖² − 2 x_i·x_j: duplicates (all paths)
+    d2 = torch.where(d2 > 2.0 ** -18 * (norms[:, None] + norms[None, :]), d2, torch.zeros_like(d2))
+    if similarity == "sqdistance":
+        return d2
+    if similarity == "distance":
+        return d2.sqrt()
+    return -torch.exp(-d2.sqrt() / x.shape[1])
+
+
+def _naive_greedy(cost: torch.Tensor, level: float, k: int):
+    """(chosen local rows, their gains): k naive greedy steps on one class's costs from the
+    start level b = ``level``, every gain recomputed at every step."""
+    u = torch.full((cost.shape[0],), level, dtype=torch.float64)
+    chosen, gains = [], []
+    for _ in range(k):
+        g = torch.clamp(u[:, None] - cost, min=0).sum(0)  # g[e] = Σ_i max(0, u_i − K_ie)
+        g[chosen] = -1.0
+        e = int(torch.argmax(g))  # first maximum: the lowest row
+        chosen.append(e)
+        gains.append(float(g[e]))
+        u = torch.minimum(u, cost[e])
+    return chosen, gains
+
+
 def facility_location_reference(embeddings, labels: torch.Tensor, fraction: Optional[float] = None, *,
                                 budget: Union[int, Sequence[int], None] = None,
                                 similarity: str = "distance"):
@@ -50,33 +78,17 @@ def facility_location_reference(embeddings, labels: torch.Tensor, fraction: Opti
     classes = torch.unique(labels)
     rows_out, gains_out, weights_out, labels_out, offsets = [], [], [], [], [0]
     assignment = torch.full((x.shape[0],), -1, dtype=torch.long)
-    for t, c in enumerate(classes.tolist()):
+    for c in classes.tolist():
         rows = (labels == c).nonzero().squeeze(1)
         n = rows.numel()
         if budget is None:
             k = picks_reference(fraction, n)
         else:
             k = min(n, int(budget if isinstance(budget, int) else budget[c]))
-        d2 = ((x[rows, None, :] - x[None, rows, :]) ** 2).sum(-1)
-        # below float32's resolution of ‖x_i‖² + ‖x_j‖² − 2 x_i·x_j: duplicates (all paths)
         xc = x[rows] - x[rows].mean(0)
         norms = (xc * xc).sum(1) if not factored else (a[rows] ** 2).sum(1) * (h[rows] ** 2).sum(1)
-        d2 = torch.where(d2 > 2.0 ** -18 * (norms[:, None] + norms[None, :]), d2, torch.zeros_like(d2))
-        if similarity == "sqdistance":
-            cost = d2
-        elif similarity == "distance":
-            cost = d2.sqrt()
-        else:
-            cost = -torch.exp(-d2.sqrt() / x.shape[1])
-        u = torch.full((n,), float(cost.max()) if similarity != "exp" else 0.0, dtype=torch.float64)
-        chosen, gains = [], []
-        for _ in range(k):
-            g = torch.clamp(u[:, None] - cost, min=0).sum(0)  # g[e] = Σ_i max(0, u_i − K_ie)
-            g[chosen] = -1.0
-            e = int(torch.argmax(g))  # first maximum: the lowest row
-            chosen.append(e)
-            gains.append(float(g[e]))
-            u = torch.minimum(u, cost[e])
+        cost = _costs(x[rows], norms, similarity)
+        chosen, gains = _naive_greedy(cost, float(cost.max()) if similarity != "exp" else 0.0, k)
         base = offsets[-1]
         if chosen:
             # each row's representative: the earliest chosen among its cheapest
