@@ -1,7 +1,7 @@
 // class_rows_ on the CPU: the rows one run of the selector compares, prepared class by
 // class into a buffer the caller reuses from run to run: gathered from the source (and
 // turned into softmax − onehot when targets are given), centred, scaled. It reproduces the
-// torch composite that CUDA tensors take (coreaug_fast.class_rows: take, centred,
+// torch composite that CUDA tensors take (coreaug_fast.selection.class_rows: take, centred,
 // unit_scaled) bit for bit: the rows are gradient_embeddings' (one shared row body), the
 // class mean is segment_reduce's (a float running sum of the rows in order, divided by
 // n_c), the scale an exact power of two. Done per class, the steps after the gather read a

@@ -1,5 +1,7 @@
 // facility_location on the CPU: per class, the pairwise cost matrix and the greedy
 // maximisation of the facility-location function, naive, lazy (exact) or stochastic.
+// (Entry: coreaug_fast/selection/facility_location.py; GPU body: kernels/facility_location.py;
+// the similarity/optimizer codes: facility_location.h; twin: reference/facility_location.py.)
 //
 // Every similarity is handled as a cost K (smaller = more similar) and a start level b:
 //   "distance"   K = ‖x_i − x_j‖,            b = max K over the class (the C of s = C − K)

@@ -35,7 +35,7 @@ TORCH_LIBRARY(coreaug, m) {
   // [0.5, 1) (1 for an all-zero class). Returns the (K,) float32 factors (ones without
   // scale). source (N, D) floating with unit column stride; rows (R,) int64 in [0, N).
   // CPU only: CUDA tensors take the torch composite it matches bit for bit
-  // (coreaug_fast.class_rows).
+  // (coreaug_fast.selection.class_rows).
   m.def("class_rows_(Tensor(a!) out, Tensor source, Tensor? targets, Tensor rows, Tensor counts, bool centre, "
         "bool scale) -> Tensor");
   // Per-row weighted cross-entropy: loss[i] = weights[i] · CE(logits[i], targets[i]) with
