@@ -116,7 +116,7 @@ def _extension():
 
 
 setup(
-    packages=["coreaug_fast", "coreaug_fast.reference", "coreaug_fast.kernels",
+    packages=["coreaug_fast", "coreaug_fast.reference", "coreaug_fast.selection", "coreaug_fast.kernels",
               "coreaug_fast.analysis", "coreaug_fast.train"],
     package_dir={"coreaug_fast": "coreaug_fast", "coreaug_fast.kernels": "kernels"},
     ext_modules=[_extension()],

@@ -238,8 +238,8 @@ def _selector_variants(out: dict, deadline: float, cases: dict) -> None:
     import torch
 
     import coreaug_fast
-    from coreaug_fast import engine
-    from coreaug_fast.kernels import greedy
+    from coreaug_fast.kernels import facility_location
+    from coreaug_fast.selection import engine
 
     x, labels, kw = cases["cifar10"]
     xc, lc = x.cuda(), labels.cuda()
@@ -247,7 +247,7 @@ def _selector_variants(out: dict, deadline: float, cases: dict) -> None:
         if deadline - time.time() < 30:
             out[f"selector_cifar10_warps{warps}_ms"] = "skipped (time budget)"
             continue
-        with patch.object(greedy, "GREEDY_WARPS", warps):
+        with patch.object(facility_location, "GREEDY_WARPS", warps):
             out[f"selector_cifar10_warps{warps}_ms"] = _cuda_ms(
                 lambda: coreaug_fast.select_coreset(xc, lc, **kw, backend="triton", progress=False),
                 warmup=1, reps=5, budget_s=3)

@@ -10,6 +10,11 @@ recomputes the softmax and writes the gradient directly:
     loss_i = w_i · CE_i,   CE_i = −Σ_j q_ij log softmax(x_i)_j,
     q_ij = (1 − ε)[j = y_i] + ε / C                      (ε = label_smoothing),
     ∂ loss_i / ∂ x_ij = w_i (softmax(x_i)_j − q_ij),     ∂ loss_i / ∂ w_i = CE_i.
+
+The op's bodies are ``csrc/weighted_cross_entropy_{cpu.cpp,cuda.cu,autograd.cpp}``; this
+module keeps the short name ``loss`` because ``coreaug_fast.weighted_cross_entropy`` is the
+function: a module of that name would be shadowed by it (``import
+coreaug_fast.weighted_cross_entropy as m`` would bind the function).
 """
 from __future__ import annotations
 
@@ -18,10 +23,10 @@ from typing import Optional
 
 import torch
 
-from . import _checks, _ext
+from . import checks, _ext
+from .vocabulary import LOSS_NORMALIZATIONS
 
 _REDUCTIONS = ("none", "sum", "mean")
-_NORMALIZE = ("weights", "count")
 
 
 def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -138,16 +143,16 @@ def weighted_cross_entropy(logits: torch.Tensor, targets: torch.Tensor,
             synchronisation for the value checks, none with ``check=False``).
         ExtensionNotBuiltError: the compiled extension is missing.
     """
-    _checks.check_tensor("logits", logits, dim=2, floating=True)
-    _checks.check_tensor("targets", targets, dim=1, integer=True)
+    checks.check_tensor("logits", logits, dim=2, floating=True)
+    checks.check_tensor("targets", targets, dim=1, integer=True)
     if weights is not None:
-        _checks.check_tensor("weights", weights, dim=1, floating=True)
-    _checks.check_same_device(logits=logits, targets=targets, weights=weights)
-    _checks.check_rows(logits.shape[0], targets=targets, weights=weights)
-    _checks.check_choice("reduction", reduction, _REDUCTIONS)
-    _checks.check_choice("normalize", normalize, _NORMALIZE)
+        checks.check_tensor("weights", weights, dim=1, floating=True)
+    checks.check_same_device(logits=logits, targets=targets, weights=weights)
+    checks.check_rows(logits.shape[0], targets=targets, weights=weights)
+    checks.check_choice("reduction", reduction, _REDUCTIONS)
+    checks.check_choice("normalize", normalize, LOSS_NORMALIZATIONS)
     try:  # Python or NumPy reals, 0-d tensors
-        eps = _checks.check_float("label_smoothing", label_smoothing)
+        eps = checks.check_float("label_smoothing", label_smoothing)
     except ValueError:
         eps = math.nan
     if not 0.0 <= eps <= 1.0:
@@ -158,7 +163,7 @@ def weighted_cross_entropy(logits: torch.Tensor, targets: torch.Tensor,
     acc = _acc_dtype(logits.dtype)
     w = None if weights is None else weights.to(acc)
     if check:
-        _checks.check_not_meta(logits=logits, targets=targets, weights=weights)
+        checks.check_not_meta(logits=logits, targets=targets, weights=weights)
         _check_values(targets, logits.shape[1], w, None if weights is None or weights.dtype == acc else weights)
     _ext.require_extension("weighted_cross_entropy")
 
@@ -173,7 +178,7 @@ def weighted_cross_entropy(logits: torch.Tensor, targets: torch.Tensor,
     return total / mean_divisor(w, normalize)
 
 
-# Autograd is registered in C++ (csrc/weighted_ce_autograd.cpp): a Python registration
+# Autograd is registered in C++ (csrc/weighted_cross_entropy_autograd.cpp): a Python registration
 # would cost more per call than the fused kernels at training batch sizes.
 if _ext.available():
 

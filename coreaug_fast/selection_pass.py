@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .embeddings import gradient_embeddings
+from .selection.embeddings import gradient_embeddings
 from .recording import Recording
 from .selection import Coreset, select_coreset, select_max_loss, select_random
 from .sources import TensorSource

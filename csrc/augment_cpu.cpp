@@ -15,6 +15,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -254,55 +255,61 @@ CA_INLINE void eval_line(const Problem& p, Work& w, const uint8_t* base, const u
   apply_value_steps(p, w, seg, t, geometric);
 }
 
-// Fills w.lut[t] from statistics of the image after steps [seg, t).
+// Contrast's table: the blend towards the mean of the gray image after steps [seg, t).
 template <bool kAvx2>
-CA_INLINE void build_dynamic_lut(const Problem& p, Work& w, const uint8_t* base, const uint8_t* base_end,
-                                 int seg, int t) {
+CA_INLINE void contrast_table(const Problem& p, Work& w, const uint8_t* base, const uint8_t* base_end, int seg,
+                              int t) {
   const int H = static_cast<int>(p.H), W = static_cast<int>(p.W), C = static_cast<int>(p.C);
-  const Step& st = w.steps[t];
-  if (st.lut == kLutContrast) {
-    int64_t sum = 0;
-    for (int i = 0; i < H; ++i) {
-      eval_line<kAvx2>(p, w, base, base_end, seg, t, i);
-      const uint8_t* __restrict__ v = w.v.data();
-      int32_t line = 0;  // < 255 * W
-      if (C == 3) {
-        for (int j = 0; j < W; ++j) line += static_cast<int32_t>(gray_floor(v[j], v[W + j], v[2 * W + j]));
-      } else {
-        for (int j = 0; j < W; ++j) line += v[j];
-      }
-      sum += line;
+  int64_t sum = 0;
+  for (int i = 0; i < H; ++i) {
+    eval_line<kAvx2>(p, w, base, base_end, seg, t, i);
+    const uint8_t* __restrict__ v = w.v.data();
+    int32_t line = 0;  // < 255 * W
+    if (C == 3) {
+      for (int j = 0; j < W; ++j) line += static_cast<int32_t>(gray_floor(v[j], v[W + j], v[2 * W + j]));
+    } else {
+      for (int j = 0; j < W; ++j) line += v[j];
     }
-    // torch.mean: float32 sum (exact below 2^24) divided by the pixel count
-    const float mean = div_rn(static_cast<float>(sum), static_cast<float>(p.H * p.W));
-    for (int v = 0; v < 256; ++v) {
-      const uint8_t y = contrast_lut_value(st, mean, v);
-      for (int c = 0; c < C; ++c) w.lut[t][c][v] = y;
-    }
-    return;
+    sum += line;
   }
-  if (st.lut == kLutAutoContrast) {
-    uint8_t lo[3] = {255, 255, 255}, hi[3] = {0, 0, 0};
-    for (int i = 0; i < H; ++i) {
-      eval_line<kAvx2>(p, w, base, base_end, seg, t, i);
-      for (int c = 0; c < C; ++c) {
-        const uint8_t* __restrict__ vc = w.v.data() + c * W;
-        uint8_t l = lo[c], h = hi[c];
-        for (int j = 0; j < W; ++j) {
-          l = lo_of(l, vc[j]);
-          h = hi_of(h, vc[j]);
-        }
-        lo[c] = l;
-        hi[c] = h;
-      }
-    }
+  // torch.mean: float32 sum (exact below 2^24) divided by the pixel count
+  const float mean = div_rn(static_cast<float>(sum), static_cast<float>(p.H * p.W));
+  for (int v = 0; v < 256; ++v) {
+    const uint8_t y = contrast_lut_value(w.steps[t], mean, v);
+    for (int c = 0; c < C; ++c) w.lut[t][c][v] = y;
+  }
+}
+
+// AutoContrast's tables: each channel stretched from its lowest to its highest value.
+template <bool kAvx2>
+CA_INLINE void autocontrast_table(const Problem& p, Work& w, const uint8_t* base, const uint8_t* base_end, int seg,
+                                  int t) {
+  const int H = static_cast<int>(p.H), W = static_cast<int>(p.W), C = static_cast<int>(p.C);
+  uint8_t lo[3] = {255, 255, 255}, hi[3] = {0, 0, 0};
+  for (int i = 0; i < H; ++i) {
+    eval_line<kAvx2>(p, w, base, base_end, seg, t, i);
     for (int c = 0; c < C; ++c) {
-      for (int v = 0; v < 256; ++v) w.lut[t][c][v] = autocontrast_lut_value(lo[c], hi[c], v);
+      const uint8_t* __restrict__ vc = w.v.data() + c * W;
+      uint8_t l = lo[c], h = hi[c];
+      for (int j = 0; j < W; ++j) {
+        l = lo_of(l, vc[j]);
+        h = hi_of(h, vc[j]);
+      }
+      lo[c] = l;
+      hi[c] = h;
     }
-    return;
   }
-  // Equalize: four interleaved histograms per channel, so that runs of one value do not
-  // serialise on one counter.
+  for (int c = 0; c < C; ++c) {
+    for (int v = 0; v < 256; ++v) w.lut[t][c][v] = autocontrast_lut_value(lo[c], hi[c], v);
+  }
+}
+
+// Equalize's tables, from each channel's histogram: four interleaved histograms per
+// channel, so that runs of one value do not serialise on one counter.
+template <bool kAvx2>
+CA_INLINE void equalize_table(const Problem& p, Work& w, const uint8_t* base, const uint8_t* base_end, int seg,
+                              int t) {
+  const int H = static_cast<int>(p.H), W = static_cast<int>(p.W), C = static_cast<int>(p.C);
   std::memset(w.hist, 0, sizeof(w.hist));
   for (int i = 0; i < H; ++i) {
     eval_line<kAvx2>(p, w, base, base_end, seg, t, i);
@@ -333,6 +340,19 @@ CA_INLINE void build_dynamic_lut(const Problem& p, Work& w, const uint8_t* base,
   }
 }
 
+// Fills w.lut[t] from statistics of the image after steps [seg, t).
+template <bool kAvx2>
+CA_INLINE void build_dynamic_lut(const Problem& p, Work& w, const uint8_t* base, const uint8_t* base_end,
+                                 int seg, int t) {
+  if (w.steps[t].lut == kLutContrast) {
+    contrast_table<kAvx2>(p, w, base, base_end, seg, t);
+  } else if (w.steps[t].lut == kLutAutoContrast) {
+    autocontrast_table<kAvx2>(p, w, base, base_end, seg, t);
+  } else {
+    equalize_table<kAvx2>(p, w, base, base_end, seg, t);
+  }
+}
+
 // Sharpness of a whole stored image src into dst (both (C, H, W)).
 CA_INLINE void sharpen_image(const Problem& p, const Step& st, const uint8_t* src, uint8_t* dst) {
   const int64_t H = p.H, W = p.W, HW = H * W;
@@ -357,57 +377,52 @@ CA_INLINE void sharpen_image(const Problem& p, const Step& st, const uint8_t* sr
   }
 }
 
-template <typename T, bool kAvx2>
-CA_INLINE void run_row(const Problem& p, Work& w, int64_t m) {
-  const int64_t C = p.C, H = p.H, W = p.W, HW = H * W;
+// Row m's steps and their fixed tables, into w; returns how many steps.
+CA_INLINE int plan_row(const Problem& p, Work& w, int64_t m) {
   const int n = compile_row(p.ops + m * p.L, p.mags + m * p.L, static_cast<int>(p.L),
-                            p.crop ? p.crop + 3 * m : nullptr, p.padding, C, H, W, w.steps,
+                            p.crop ? p.crop + 3 * m : nullptr, p.padding, p.C, p.H, p.W, w.steps,
                             p.grid_order);
   for (int s = 0; s < n; ++s) {
     if (w.steps[s].kind == kLut && w.steps[s].lut == kLutFixed) {
       for (int v = 0; v < 256; ++v) {
         const uint8_t y = fixed_lut_value(w.steps[s], v);
-        for (int c = 0; c < C; ++c) w.lut[s][c][v] = y;
+        for (int c = 0; c < p.C; ++c) w.lut[s][c][v] = y;
       }
     }
   }
-  const int64_t src = p.index ? p.index[m] : m;
-  const uint8_t* base = p.images + src * C * HW;
-  const uint8_t* base_end = p.images_end;
-  int seg = 0;
-  int held = -1;  // which w.buf base is, -1 for the source image
-  for (int t = 0; t < n; ++t) {
-    const Step& st = w.steps[t];
-    if (st.kind == kSharpen) {
-      // The stencil needs its input image: store it unless it is already stored (or the
-      // source), then store the sharpened image and continue from there.
-      if (t > seg) {
-        const int to = held == 0 ? 1 : 0;
-        std::vector<uint8_t>& dst = w.buf[to];
-        dst.resize(C * HW + kGatherSlack);
-        for (int64_t i = 0; i < H; ++i) {
-          eval_line<kAvx2>(p, w, base, base_end, seg, t, static_cast<int>(i));
-          for (int64_t c = 0; c < C; ++c) std::memcpy(dst.data() + c * HW + i * W, w.v.data() + c * W, W);
-        }
-        base = dst.data();
-        base_end = base + dst.size();
-        held = to;
-      }
-      const int to = held == 0 ? 1 : 0;
-      w.buf[to].resize(C * HW + kGatherSlack);
-      sharpen_image(p, st, base, w.buf[to].data());
-      base = w.buf[to].data();
-      base_end = base + w.buf[to].size();
-      held = to;
-      seg = t + 1;
-      continue;
-    }
-    if (st.kind == kLut && st.lut != kLutFixed) build_dynamic_lut<kAvx2>(p, w, base, base_end, seg, t);
+  return n;
+}
+
+// The image the next steps read: the source, or one of w.buf (held) after a sharpen.
+struct Source {
+  const uint8_t* base;
+  const uint8_t* end;  // one past its last readable byte
+  int held;            // which w.buf it is, -1 for the source image
+};
+
+// Stores the image of steps [seg, t) of src into the w.buf src does not hold (C, H, W
+// plus kGatherSlack bytes); src then reads it.
+template <bool kAvx2>
+CA_INLINE void store_image(const Problem& p, Work& w, Source& src, int seg, int t) {
+  const int64_t C = p.C, H = p.H, W = p.W, HW = H * W;
+  const int to = src.held == 0 ? 1 : 0;
+  std::vector<uint8_t>& dst = w.buf[to];
+  dst.resize(C * HW + kGatherSlack);
+  for (int64_t i = 0; i < H; ++i) {
+    eval_line<kAvx2>(p, w, src.base, src.end, seg, t, static_cast<int>(i));
+    for (int64_t c = 0; c < C; ++c) std::memcpy(dst.data() + c * HW + i * W, w.v.data() + c * W, W);
   }
+  src = {dst.data(), dst.data() + dst.size(), to};
+}
+
+// Steps [seg, n) of every pixel of src, written to row m of the output as T.
+template <typename T, bool kAvx2>
+CA_INLINE void write_row(const Problem& p, Work& w, int64_t m, const Source& src, int seg, int n) {
+  const int64_t C = p.C, H = p.H, W = p.W, HW = H * W;
   T* out = static_cast<T*>(p.out) + m * C * HW;
   const T* norm = static_cast<const T*>(p.norm);
   for (int64_t i = 0; i < H; ++i) {
-    eval_line<kAvx2>(p, w, base, base_end, seg, n, static_cast<int>(i));
+    eval_line<kAvx2>(p, w, src.base, src.end, seg, n, static_cast<int>(i));
     for (int64_t c = 0; c < C; ++c) {
       const uint8_t* __restrict__ vc = w.v.data() + c * W;
       T* __restrict__ o = out + c * HW + i * W;
@@ -423,6 +438,31 @@ CA_INLINE void run_row(const Problem& p, Work& w, int64_t m) {
       }
     }
   }
+}
+
+template <typename T, bool kAvx2>
+CA_INLINE void run_row(const Problem& p, Work& w, int64_t m) {
+  const int64_t C = p.C, HW = p.H * p.W;
+  const int n = plan_row(p, w, m);
+  const int64_t row = p.index ? p.index[m] : m;
+  Source src{p.images + row * C * HW, p.images_end, -1};
+  int seg = 0;
+  for (int t = 0; t < n; ++t) {
+    const Step& st = w.steps[t];
+    if (st.kind == kSharpen) {
+      // The stencil needs its input image: store it unless it is already stored (or the
+      // source), then store the sharpened image and continue from there.
+      if (t > seg) store_image<kAvx2>(p, w, src, seg, t);
+      const int to = src.held == 0 ? 1 : 0;
+      w.buf[to].resize(C * HW + kGatherSlack);
+      sharpen_image(p, st, src.base, w.buf[to].data());
+      src = {w.buf[to].data(), w.buf[to].data() + w.buf[to].size(), to};
+      seg = t + 1;
+      continue;
+    }
+    if (st.kind == kLut && st.lut != kLutFixed) build_dynamic_lut<kAvx2>(p, w, src.base, src.end, seg, t);
+  }
+  write_row<T, kAvx2>(p, w, m, src, seg, n);
 }
 
 template <typename T, bool kAvx2>
@@ -513,10 +553,7 @@ int32_t torch_grid_order(int64_t H, int64_t W) {
   return best;
 }
 
-}  // namespace
-
-// Declared in augment.h.
-at::ScalarType augment_check_args(const at::Tensor& images, const at::Tensor& ops,
+at::ScalarType check_args(const at::Tensor& images, const at::Tensor& ops,
                                    const at::Tensor& magnitudes,
                                    const std::optional<at::Tensor>& index,
                                    const std::optional<at::Tensor>& crop, int64_t padding,
@@ -576,80 +613,115 @@ at::ScalarType augment_check_args(const at::Tensor& images, const at::Tensor& op
   return dt;
 }
 
-at::Tensor augment_cpu(const at::Tensor& images, const at::Tensor& ops, const at::Tensor& magnitudes,
-                       const std::optional<at::Tensor>& index, const std::optional<at::Tensor>& crop,
-                       int64_t padding, at::IntArrayRef fill, std::optional<at::ScalarType> out_dtype,
-                       std::optional<at::ArrayRef<double>> mean, std::optional<at::ArrayRef<double>> stdv) {
-  const at::ScalarType dt =
-      augment_check_args(images, ops, magnitudes, index, crop, padding, fill, out_dtype, mean, stdv);
-  const int64_t N = images.size(0), C = images.size(1), H = images.size(2), W = images.size(3);
-  const int64_t M = ops.size(0), L = ops.size(1);
-  auto x = images.contiguous();
-  auto o = ops.contiguous();
-  auto mg = magnitudes.contiguous();
-  at::Tensor idx = index ? index->contiguous() : at::Tensor();
-  at::Tensor cr = crop ? crop->contiguous() : at::Tensor();
-  // Checked up front: throwing from inside the parallel region would abort.
-  const int32_t* op = o.data_ptr<int32_t>();
-  for (int64_t k = 0; k < M * L; ++k) {
+}  // namespace
+
+AugmentInputs augment_inputs(const at::Tensor& images, const at::Tensor& ops, const at::Tensor& magnitudes,
+                             const std::optional<at::Tensor>& index, const std::optional<at::Tensor>& crop,
+                             int64_t padding, at::IntArrayRef fill, std::optional<at::ScalarType> out_dtype,
+                             const std::optional<at::ArrayRef<double>>& mean,
+                             const std::optional<at::ArrayRef<double>>& stdv) {
+  AugmentInputs in;
+  in.out_dtype = check_args(images, ops, magnitudes, index, crop, padding, fill, out_dtype, mean, stdv);
+  in.N = images.size(0);
+  in.C = images.size(1);
+  in.H = images.size(2);
+  in.W = images.size(3);
+  in.M = ops.size(0);
+  in.L = ops.size(1);
+  in.images = images.contiguous();
+  in.ops = ops.contiguous();
+  in.magnitudes = magnitudes.contiguous();
+  in.index = index ? index->contiguous() : at::Tensor();
+  in.crop = crop ? crop->contiguous() : at::Tensor();
+  for (int64_t c = 0; c < in.C; ++c) {
+    in.fill[c] = static_cast<uint8_t>(fill[fill.size() == 1 ? 0 : c]);
+    in.mean[c] = mean ? static_cast<float>((*mean)[mean->size() == 1 ? 0 : c]) : 0.f;
+    in.std[c] = stdv ? static_cast<float>((*stdv)[stdv->size() == 1 ? 0 : c]) : 1.f;
+  }
+  return in;
+}
+
+namespace {
+
+// Op ids and image indices, checked up front: throwing from inside the parallel region
+// would abort.
+void check_values(const AugmentInputs& in) {
+  const int32_t* op = in.ops.data_ptr<int32_t>();
+  for (int64_t k = 0; k < in.M * in.L; ++k) {
     TORCH_CHECK(op[k] >= 0 && op[k] < augment::kNumOps, "ops holds ", op[k], ", not an op id in [0, ",
                 static_cast<int>(augment::kNumOps), ")");
   }
-  if (index) {
-    const int64_t* ip = idx.data_ptr<int64_t>();
-    for (int64_t k = 0; k < M; ++k) {
-      TORCH_CHECK(ip[k] >= 0 && ip[k] < N, "index[", k, "] = ", ip[k], " is outside [0, ", N, ")");
+  if (in.index.defined()) {
+    const int64_t* ip = in.index.data_ptr<int64_t>();
+    for (int64_t k = 0; k < in.M; ++k) {
+      TORCH_CHECK(ip[k] >= 0 && ip[k] < in.N, "index[", k, "] = ", ip[k], " is outside [0, ", in.N, ")");
     }
   }
-  auto out = at::empty({M, C, H, W}, images.options().dtype(dt));
+}
+
+Problem problem_of(const AugmentInputs& in, int64_t padding, const at::Tensor& out) {
+  Problem p{};
+  p.images = in.images.data_ptr<uint8_t>();
+  p.images_end = p.images + in.images.numel();
+  p.N = in.N;
+  p.C = in.C;
+  p.H = in.H;
+  p.W = in.W;
+  p.M = in.M;
+  p.L = in.L;
+  p.ops = in.ops.data_ptr<int32_t>();
+  p.mags = in.magnitudes.data_ptr<float>();
+  p.index = in.index.defined() ? in.index.data_ptr<int64_t>() : nullptr;
+  p.crop = in.crop.defined() ? in.crop.data_ptr<int64_t>() : nullptr;
+  p.padding = padding;
+  p.grid_order = torch_grid_order(in.H, in.W);
+  for (int64_t c = 0; c < in.C; ++c) {
+    p.fill[c] = in.fill[c];
+    p.mean[c] = in.mean[c];
+    p.std[c] = in.std[c];
+  }
+  p.out = out.data_ptr();
+  return p;
+}
+
+// Every row, for output type T; float outputs read their values from a (C, 256) table.
+template <typename T>
+void run_rows_to(Problem& p, const std::optional<at::ArrayRef<double>>& mean,
+                 const std::optional<at::ArrayRef<double>>& stdv, at::ScalarType dt) {
+  at::Tensor table;
+  if constexpr (!std::is_same_v<T, uint8_t>) {
+    table = norm_table<T>(p.C, mean, stdv, dt);
+    p.norm = table.data_ptr();
+  }
+  run_rows<T>(p);
+}
+
+}  // namespace
+
+at::Tensor augment_cpu(const AugmentInputs& in, int64_t padding, const std::optional<at::ArrayRef<double>>& mean,
+                       const std::optional<at::ArrayRef<double>>& stdv) {
+  check_values(in);
+  auto out = at::empty({in.M, in.C, in.H, in.W}, in.images.options().dtype(in.out_dtype));
   if (out.numel() == 0) return out;
   advise_huge_pages(out);
-
-  Problem p{};
-  p.images = x.data_ptr<uint8_t>();
-  p.images_end = p.images + x.numel();
-  p.N = N;
-  p.C = C;
-  p.H = H;
-  p.W = W;
-  p.M = M;
-  p.L = L;
-  p.ops = op;
-  p.mags = mg.data_ptr<float>();
-  p.index = index ? idx.data_ptr<int64_t>() : nullptr;
-  p.crop = crop ? cr.data_ptr<int64_t>() : nullptr;
-  p.padding = padding;
-  p.grid_order = torch_grid_order(H, W);
-  for (int64_t c = 0; c < C; ++c) p.fill[c] = static_cast<uint8_t>(fill[fill.size() == 1 ? 0 : c]);
-  p.out = out.data_ptr();
-  for (int64_t c = 0; c < C; ++c) {
-    p.mean[c] = mean ? static_cast<float>((*mean)[mean->size() == 1 ? 0 : c]) : 0.f;
-    p.std[c] = stdv ? static_cast<float>((*stdv)[stdv->size() == 1 ? 0 : c]) : 1.f;
-  }
-  at::Tensor table;
-  switch (dt) {
+  Problem p = problem_of(in, padding, out);
+  switch (in.out_dtype) {
     case at::kByte:
-      run_rows<uint8_t>(p);
+      run_rows_to<uint8_t>(p, mean, stdv, in.out_dtype);
       break;
     case at::kFloat:
-      table = norm_table<float>(C, mean, stdv, dt);
-      p.norm = table.data_ptr();
-      run_rows<float>(p);
+      run_rows_to<float>(p, mean, stdv, in.out_dtype);
       break;
     case at::kHalf:
-      table = norm_table<at::Half>(C, mean, stdv, dt);
-      p.norm = table.data_ptr();
-      run_rows<at::Half>(p);
+      run_rows_to<at::Half>(p, mean, stdv, in.out_dtype);
       break;
     default:
-      table = norm_table<at::BFloat16>(C, mean, stdv, dt);
-      p.norm = table.data_ptr();
-      run_rows<at::BFloat16>(p);
+      run_rows_to<at::BFloat16>(p, mean, stdv, in.out_dtype);
       break;
   }
   return out;
 }
 
-TORCH_LIBRARY_IMPL(coreaug, CPU, m) { m.impl("augment", &augment_cpu); }
+TORCH_LIBRARY_IMPL(coreaug, CPU, m) { m.impl("augment", &augment_entry<augment_cpu>); }
 
 }  // namespace coreaug

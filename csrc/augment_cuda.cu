@@ -99,8 +99,9 @@ __device__ unsigned long long warp_sum(unsigned long long x) {
   return x;
 }
 
-// Fills sh.lut[t] from statistics of the image after steps [seg, t).
-__device__ void build_dynamic_lut(Shared& sh, const Args& a, const uint8_t* base, int seg, int t) {
+// The statistics step t's table needs, of the image after steps [seg, t), into sh: the
+// gray sum (Contrast), per-channel lo/hi (AutoContrast) or histograms (Equalize).
+__device__ __forceinline__ void gather_lut_stats(Shared& sh, const Args& a, const uint8_t* base, int seg, int t) {
   const int C = a.C, W = a.W;
   const int HW = a.H * a.W;
   const int tid = threadIdx.x;
@@ -144,8 +145,35 @@ __device__ void build_dynamic_lut(Shared& sh, const Args& a, const uint8_t* base
       }
     }
   }
+}
+
+// Equalize's table of channel c, entry v (one per thread), from its histogram in sh.
+__device__ __forceinline__ void equalize_table(Shared& sh, int HW, int t, int c, int v) {
+  if (v == 0) sh.hi[c] = 0;
   __syncthreads();
-  const int v = tid;  // one table entry per thread
+  if (sh.hist[c][v] != 0) atomicMax(&sh.hi[c], v);  // the top value present
+  sh.scan[v] = static_cast<int>(sh.hist[c][v]);
+  __syncthreads();
+  for (int off = 1; off < 256; off <<= 1) {  // inclusive prefix sum over the bins
+    const int x = v >= off ? sh.scan[v - off] : 0;
+    __syncthreads();
+    sh.scan[v] += x;
+    __syncthreads();
+  }
+  const int64_t step = (HW - static_cast<int64_t>(sh.hist[c][sh.hi[c]])) / 255;
+  const int64_t cum_prev = v == 0 ? 0 : sh.scan[v - 1];
+  sh.lut[t][c][v] = equalize_lut_value(cum_prev, step, v);
+  __syncthreads();
+}
+
+// Fills sh.lut[t] from statistics of the image after steps [seg, t).
+__device__ void build_dynamic_lut(Shared& sh, const Args& a, const uint8_t* base, int seg, int t) {
+  const int C = a.C;
+  const int HW = a.H * a.W;
+  const Step& st = sh.steps[t];
+  gather_lut_stats(sh, a, base, seg, t);
+  __syncthreads();
+  const int v = threadIdx.x;  // one table entry per thread
   if (st.lut == kLutContrast) {
     // torch.mean: float32 sum (exact below 2^24) divided by the pixel count
     const float mean = div_rn(static_cast<float>(sh.sum), static_cast<float>(HW));
@@ -154,38 +182,15 @@ __device__ void build_dynamic_lut(Shared& sh, const Args& a, const uint8_t* base
   } else if (st.lut == kLutAutoContrast) {
     for (int c = 0; c < C; ++c) sh.lut[t][c][v] = autocontrast_lut_value(sh.lo[c], sh.hi[c], v);
   } else {
-    for (int c = 0; c < C; ++c) {
-      if (v == 0) sh.hi[c] = 0;
-      __syncthreads();
-      if (sh.hist[c][v] != 0) atomicMax(&sh.hi[c], v);  // the top value present
-      sh.scan[v] = static_cast<int>(sh.hist[c][v]);
-      __syncthreads();
-      for (int off = 1; off < 256; off <<= 1) {  // inclusive prefix sum over the bins
-        const int x = v >= off ? sh.scan[v - off] : 0;
-        __syncthreads();
-        sh.scan[v] += x;
-        __syncthreads();
-      }
-      const int64_t step = (HW - static_cast<int64_t>(sh.hist[c][sh.hi[c]])) / 255;
-      const int64_t cum_prev = v == 0 ? 0 : sh.scan[v - 1];
-      sh.lut[t][c][v] = equalize_lut_value(cum_prev, step, v);
-      __syncthreads();
-    }
+    for (int c = 0; c < C; ++c) equalize_table(sh, HW, t, c, v);
   }
   __syncthreads();
 }
 
-template <typename T>
-__global__ void __launch_bounds__(kThreads) augment_kernel(Args a) {
-  __shared__ Shared sh;
-  const int64_t m = blockIdx.x;
+// Row m's steps, normalisation tables and fixed tables, into sh (the block's first work).
+__device__ __forceinline__ void plan_row(Shared& sh, const Args& a, int64_t m) {
   const int tid = threadIdx.x;
   const int C = a.C;
-  const int64_t HW = static_cast<int64_t>(a.H) * a.W;
-  // Pixel loops count in 32 bits (the op checks H·W < 2^31): a 64-bit divide per pixel
-  // for (row, column) is a ~70-instruction call on the GPU; only buffer offsets are 64-bit.
-  const int hw = a.H * a.W;
-  T* out = static_cast<T*>(a.out) + m * C * HW;
   if (tid == 0) {
     sh.n = compile_row(a.ops + m * a.L, a.mags + m * a.L, a.L, a.crop ? a.crop + 3 * m : nullptr,
                        a.padding, C, a.H, a.W, sh.steps);
@@ -203,6 +208,38 @@ __global__ void __launch_bounds__(kThreads) augment_kernel(Args a) {
     }
   }
   __syncthreads();
+}
+
+// Steps [seg, t) of every pixel of the image at base, stored as bytes into dst (C, H, W).
+__device__ __forceinline__ void store_image(Shared& sh, const Args& a, const uint8_t* base, int seg, int t,
+                                            uint8_t* dst) {
+  const int C = a.C;
+  const int64_t HW = static_cast<int64_t>(a.H) * a.W;
+  const int hw = a.H * a.W;
+  for (int p = threadIdx.x; p < hw; p += kThreads) {
+    uint8_t v[3];
+    eval_pixel(sh, a, base, seg, t, p / a.W, p % a.W, v);
+#pragma unroll
+    for (int c = 0; c < 3; ++c) {
+      if (c < C) dst[c * HW + p] = v[c];
+    }
+  }
+  __syncthreads();
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads) augment_kernel(Args a) {
+  __shared__ Shared sh;
+  const int64_t m = blockIdx.x;
+  const int tid = threadIdx.x;
+  const int C = a.C;
+  const int64_t HW = static_cast<int64_t>(a.H) * a.W;
+  // Pixel loops count in 32 bits (the op checks H·W < 2^31): a 64-bit divide per pixel
+  // for (row, column) is a ~70-instruction call on the GPU; only buffer offsets are 64-bit.
+  const int hw = a.H * a.W;
+  T* out = static_cast<T*>(a.out) + m * C * HW;
+  plan_row(sh, a, m);
+  const int n = sh.n;
   const int64_t src = a.index ? a.index[m] : m;
   if (src < 0 || src >= a.N) {  // the public function rejects this; never read out of bounds
     for (int64_t k = tid; k < C * HW; k += kThreads) out[k] = T(0);
@@ -219,15 +256,7 @@ __global__ void __launch_bounds__(kThreads) augment_kernel(Args a) {
     if (st.kind == kSharpen && t > seg) {
       ++done;
       uint8_t* dst = (stored - done) % 2 == 0 ? a.scratch + m * C * HW : reinterpret_cast<uint8_t*>(out);
-      for (int p = tid; p < hw; p += kThreads) {
-        uint8_t v[3];
-        eval_pixel(sh, a, base, seg, t, p / a.W, p % a.W, v);
-#pragma unroll
-        for (int c = 0; c < 3; ++c) {
-          if (c < C) dst[c * HW + p] = v[c];
-        }
-      }
-      __syncthreads();
+      store_image(sh, a, base, seg, t, dst);
       base = dst;
       seg = t;
     }
@@ -248,52 +277,46 @@ __global__ void __launch_bounds__(kThreads) augment_kernel(Args a) {
   }
 }
 
+// The kernel's view of the op's inputs.
+Args args_of(const AugmentInputs& in, int64_t padding, uint8_t* scratch, void* out) {
+  Args a{};
+  a.images = in.images.data_ptr<uint8_t>();
+  a.N = in.N;
+  a.C = static_cast<int>(in.C);
+  a.H = static_cast<int>(in.H);
+  a.W = static_cast<int>(in.W);
+  a.L = static_cast<int>(in.L);
+  a.ops = in.ops.data_ptr<int32_t>();
+  a.mags = in.magnitudes.data_ptr<float>();
+  a.index = in.index.defined() ? in.index.data_ptr<int64_t>() : nullptr;
+  a.crop = in.crop.defined() ? in.crop.data_ptr<int64_t>() : nullptr;
+  a.padding = padding;
+  for (int64_t c = 0; c < in.C; ++c) {
+    a.fill[c] = in.fill[c];
+    a.mean[c] = in.mean[c];
+    a.stdv[c] = in.std[c];
+  }
+  a.scratch = scratch;
+  a.out = out;
+  return a;
+}
+
 }  // namespace
 
-at::Tensor augment_cuda(const at::Tensor& images, const at::Tensor& ops, const at::Tensor& magnitudes,
-                        const std::optional<at::Tensor>& index, const std::optional<at::Tensor>& crop,
-                        int64_t padding, at::IntArrayRef fill, std::optional<at::ScalarType> out_dtype,
-                        std::optional<at::ArrayRef<double>> mean, std::optional<at::ArrayRef<double>> stdv) {
-  const at::ScalarType dt =
-      augment_check_args(images, ops, magnitudes, index, crop, padding, fill, out_dtype, mean, stdv);
-  const c10::cuda::CUDAGuard guard(images.device());
-  const int64_t N = images.size(0), C = images.size(1), H = images.size(2), W = images.size(3);
-  const int64_t M = ops.size(0), L = ops.size(1);
-  TORCH_CHECK(H * W <= 2147483647, "augment: images of ", H, " x ", W,
+at::Tensor augment_cuda(const AugmentInputs& in, int64_t padding, const std::optional<at::ArrayRef<double>>&,
+                        const std::optional<at::ArrayRef<double>>&) {
+  const c10::cuda::CUDAGuard guard(in.images.device());
+  TORCH_CHECK(in.H * in.W <= 2147483647, "augment: images of ", in.H, " x ", in.W,
               " pixels are too large for the CUDA kernel (at most 2^31 - 1 pixels)");
-  auto x = images.contiguous();
-  auto o = ops.contiguous();
-  auto mg = magnitudes.contiguous();
-  at::Tensor idx = index ? index->contiguous() : at::Tensor();
-  at::Tensor cr = crop ? crop->contiguous() : at::Tensor();
-  auto out = at::empty({M, C, H, W}, images.options().dtype(dt));
+  auto out = at::empty({in.M, in.C, in.H, in.W}, in.images.options().dtype(in.out_dtype));
   if (out.numel() == 0) return out;
   // Only a sharpen that is not a row's first step stores its input.
-  const bool may_store = L >= 2 || (L >= 1 && crop.has_value());
-  at::Tensor scratch = may_store ? at::empty({M, C, H, W}, images.options()) : at::Tensor();
-
-  Args a{};
-  a.images = x.data_ptr<uint8_t>();
-  a.N = N;
-  a.C = static_cast<int>(C);
-  a.H = static_cast<int>(H);
-  a.W = static_cast<int>(W);
-  a.L = static_cast<int>(L);
-  a.ops = o.data_ptr<int32_t>();
-  a.mags = mg.data_ptr<float>();
-  a.index = index ? idx.data_ptr<int64_t>() : nullptr;
-  a.crop = crop ? cr.data_ptr<int64_t>() : nullptr;
-  a.padding = padding;
-  for (int64_t c = 0; c < C; ++c) {
-    a.fill[c] = static_cast<uint8_t>(fill[fill.size() == 1 ? 0 : c]);
-    a.mean[c] = mean ? static_cast<float>((*mean)[mean->size() == 1 ? 0 : c]) : 0.f;
-    a.stdv[c] = stdv ? static_cast<float>((*stdv)[stdv->size() == 1 ? 0 : c]) : 1.f;
-  }
-  a.scratch = may_store ? scratch.data_ptr<uint8_t>() : nullptr;
-  a.out = out.data_ptr();
+  const bool may_store = in.L >= 2 || (in.L >= 1 && in.crop.defined());
+  at::Tensor scratch = may_store ? at::empty({in.M, in.C, in.H, in.W}, in.images.options()) : at::Tensor();
+  const Args a = args_of(in, padding, may_store ? scratch.data_ptr<uint8_t>() : nullptr, out.data_ptr());
   auto stream = at::cuda::getCurrentCUDAStream();
-  const dim3 grid(static_cast<unsigned>(M));
-  switch (dt) {
+  const dim3 grid(static_cast<unsigned>(in.M));
+  switch (in.out_dtype) {
     case at::kByte:
       augment_kernel<uint8_t><<<grid, kThreads, 0, stream>>>(a);
       break;
@@ -311,6 +334,6 @@ at::Tensor augment_cuda(const at::Tensor& images, const at::Tensor& ops, const a
   return out;
 }
 
-TORCH_LIBRARY_IMPL(coreaug, CUDA, m) { m.impl("augment", &augment_cuda); }
+TORCH_LIBRARY_IMPL(coreaug, CUDA, m) { m.impl("augment", &augment_entry<augment_cuda>); }
 
 }  // namespace coreaug

@@ -191,96 +191,107 @@ CA_HD bool map_coord(const Step& s, int H, int W, int& ci, int& cj) {
 }
 
 // ---- planning ---------------------------------------------------------------------------
+// The crop/flip step: crop is (top, left, flip) in the image zero-padded by `padding`.
+CA_HD void compile_crop(const int64_t* crop, int64_t padding, Step& s) {
+  s.kind = kCrop;
+  s.lut = kLutFixed;
+  s.op = kIdentity;
+  s.i0 = static_cast<int32_t>(crop[0] - padding);
+  s.i1 = static_cast<int32_t>(crop[1] - padding);
+  s.i2 = crop[2] != 0;
+}
+
+// The inverse affine warps of the geometric ops at magnitude m on an H x W image, into r.
+CA_HD void shear_warp(int32_t op, double m, int64_t H, int64_t W, float* r) {
+  // shear angle = degrees(atan(m)), centre (0, 0): torchvision's (-W/2, -H/2) offset
+  const double deg = dmul(atan(m), 180.0 / kPi);
+  inverse_affine(-(static_cast<double>(W) * 0.5), -(static_cast<double>(H) * 0.5), 0.0, 0.0,
+                 0.0, op == kShearX ? deg : 0.0, op == kShearX ? 0.0 : deg, H, W, r);
+}
+
+CA_HD void translate_warp(int32_t op, double m, int64_t H, int64_t W, float* r) {
+  const double t = trunc(m);  // int(magnitude)
+  inverse_affine(0.0, 0.0, 0.0, op == kTranslateX ? t : 0.0, op == kTranslateX ? 0.0 : t,
+                 0.0, 0.0, H, W, r);
+}
+
+// The step of op `op` at magnitude `mag` on a C x H x W image, into s; false for an op that
+// is exactly the identity here (Identity, Rotate by a multiple of 360, Color on one
+// channel, Posterize keeping 8 bits, Sharpness on an image with a side <= 2), which
+// torchvision returns unchanged.
+CA_HD bool compile_op(int32_t op, float mag, int64_t C, int64_t H, int64_t W, int32_t grid_order, Step& s) {
+  const double m = static_cast<double>(mag);
+  s.kind = kLut;
+  s.lut = kLutFixed;
+  s.op = op;
+  s.i0 = s.i1 = s.i2 = 0;
+  // RandAugment passes 1 + m as the factor; _blend scales by float(factor) and adds
+  // alpha = float(1 - factor).
+  s.ratio = static_cast<float>(dadd(1.0, m));
+  s.alpha = static_cast<float>(dsub(1.0, dadd(1.0, m)));
+  switch (op) {
+    case kShearX:
+    case kShearY:
+      s.kind = kGeom;
+      shear_warp(op, m, H, W, s.r);
+      break;
+    case kTranslateX:
+    case kTranslateY:
+      s.kind = kGeom;
+      translate_warp(op, m, H, W, s.r);
+      break;
+    case kRotate: {
+      const double a = py_mod360(m);
+      if (a == 0.0) return false;
+      s.kind = kGeom;
+      inverse_affine(0.0, 0.0, -a, 0.0, 0.0, 0.0, 0.0, H, W, s.r);
+      break;
+    }
+    case kBrightness:
+      break;
+    case kColor:
+      if (C == 1) return false;
+      s.kind = kColorBlend;
+      break;
+    case kContrast:
+      s.lut = kLutContrast;
+      break;
+    case kSharpness:
+      if (H <= 2 || W <= 2) return false;
+      s.kind = kSharpen;
+      break;
+    case kPosterize: {
+      const int bits = !(m >= 0.0) ? 0 : (m >= 8.0 ? 8 : static_cast<int>(m));
+      if (bits >= 8) return false;
+      s.i0 = ((1 << bits) - 1) << (8 - bits);
+      break;
+    }
+    case kSolarize:
+      s.ratio = mag;  // torch compares uint8 >= float32(threshold)
+      break;
+    case kAutoContrast:
+      s.lut = kLutAutoContrast;
+      break;
+    case kEqualize:
+      s.lut = kLutEqualize;
+      break;
+    case kInvert:
+      break;
+    default:  // Identity, or an id the public function rejects
+      return false;
+  }
+  if (s.kind == kGeom) s.i0 = grid_order;
+  return true;
+}
+
 // Compiles one row into steps; returns how many. crop is (top, left, flip) in the padded
-// image or nullptr. Ops that are exactly the identity here (Identity, Rotate by a multiple of
-// 360, Color on one channel, Posterize keeping 8 bits, Sharpness on an image with a side <= 2)
-// are dropped, as torchvision returns the image unchanged for them.
+// image or nullptr; ops that are the identity here are dropped (compile_op).
 CA_HD int compile_row(const int32_t* ops, const float* mags, int L, const int64_t* crop,
                       int64_t padding, int64_t C, int64_t H, int64_t W, Step* steps,
                       int32_t grid_order = kGridFma) {
   int n = 0;
-  if (crop != nullptr) {
-    Step& s = steps[n++];
-    s.kind = kCrop;
-    s.lut = kLutFixed;
-    s.op = kIdentity;
-    s.i0 = static_cast<int32_t>(crop[0] - padding);
-    s.i1 = static_cast<int32_t>(crop[1] - padding);
-    s.i2 = crop[2] != 0;
-  }
-  for (int l = 0; l < L; ++l) {
-    const int32_t op = ops[l];
-    const double m = static_cast<double>(mags[l]);
-    Step& s = steps[n];
-    s.kind = kLut;
-    s.lut = kLutFixed;
-    s.op = op;
-    s.i0 = s.i1 = s.i2 = 0;
-    // RandAugment passes 1 + m as the factor; _blend scales by float(factor) and adds
-    // alpha = float(1 - factor).
-    s.ratio = static_cast<float>(dadd(1.0, m));
-    s.alpha = static_cast<float>(dsub(1.0, dadd(1.0, m)));
-    switch (op) {
-      case kShearX:
-      case kShearY: {
-        // shear angle = degrees(atan(m)), centre (0, 0): torchvision's (-W/2, -H/2) offset
-        const double deg = dmul(atan(m), 180.0 / kPi);
-        s.kind = kGeom;
-        inverse_affine(-(static_cast<double>(W) * 0.5), -(static_cast<double>(H) * 0.5), 0.0, 0.0,
-                       0.0, op == kShearX ? deg : 0.0, op == kShearX ? 0.0 : deg, H, W, s.r);
-        break;
-      }
-      case kTranslateX:
-      case kTranslateY: {
-        const double t = trunc(m);  // int(magnitude)
-        s.kind = kGeom;
-        inverse_affine(0.0, 0.0, 0.0, op == kTranslateX ? t : 0.0, op == kTranslateX ? 0.0 : t,
-                       0.0, 0.0, H, W, s.r);
-        break;
-      }
-      case kRotate: {
-        const double a = py_mod360(m);
-        if (a == 0.0) continue;
-        s.kind = kGeom;
-        inverse_affine(0.0, 0.0, -a, 0.0, 0.0, 0.0, 0.0, H, W, s.r);
-        break;
-      }
-      case kBrightness:
-        break;
-      case kColor:
-        if (C == 1) continue;
-        s.kind = kColorBlend;
-        break;
-      case kContrast:
-        s.lut = kLutContrast;
-        break;
-      case kSharpness:
-        if (H <= 2 || W <= 2) continue;
-        s.kind = kSharpen;
-        break;
-      case kPosterize: {
-        const int bits = !(m >= 0.0) ? 0 : (m >= 8.0 ? 8 : static_cast<int>(m));
-        if (bits >= 8) continue;
-        s.i0 = ((1 << bits) - 1) << (8 - bits);
-        break;
-      }
-      case kSolarize:
-        s.ratio = mags[l];  // torch compares uint8 >= float32(threshold)
-        break;
-      case kAutoContrast:
-        s.lut = kLutAutoContrast;
-        break;
-      case kEqualize:
-        s.lut = kLutEqualize;
-        break;
-      case kInvert:
-        break;
-      default:  // Identity, or an id the public function rejects
-        continue;
-    }
-    if (s.kind == kGeom) s.i0 = grid_order;
-    ++n;
-  }
+  if (crop != nullptr) compile_crop(crop, padding, steps[n++]);
+  for (int l = 0; l < L; ++l) n += compile_op(ops[l], mags[l], C, H, W, grid_order, steps[n]);
   return n;
 }
 

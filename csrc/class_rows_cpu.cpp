@@ -1,7 +1,7 @@
 // class_rows_ on the CPU: the rows one run of the selector compares, prepared class by
 // class into a buffer the caller reuses from run to run: gathered from the source (and
 // turned into softmax − onehot when targets are given), centred, scaled. It reproduces the
-// torch composite that CUDA tensors take (coreaug_fast.class_rows: take, centred,
+// torch composite that CUDA tensors take (coreaug_fast.selection.class_rows: take, centred,
 // unit_scaled) bit for bit: the rows are gradient_embeddings' (one shared row body), the
 // class mean is segment_reduce's (a float running sum of the rows in order, divided by
 // n_c), the scale an exact power of two. Done per class, the steps after the gather read a
@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <vector>
 
 #include "common.h"
@@ -56,8 +57,15 @@ float scale_class(float* x, int64_t n, int64_t d) {
   return s;
 }
 
-at::Tensor class_rows_cpu(at::Tensor out, const at::Tensor& source, const std::optional<at::Tensor>& targets,
-                          const at::Tensor& rows, const at::Tensor& counts, bool centre, bool scale) {
+// The op's arguments, checked before any thread starts (throwing inside a parallel region
+// would abort), with each class's first row in the run.
+struct Run {
+  at::Tensor rows, counts, targets;  // contiguous int64; targets undefined without
+  std::vector<int64_t> start;        // (m + 1,) class starts in rows and out
+};
+
+Run check_args(const at::Tensor& out, const at::Tensor& source, const std::optional<at::Tensor>& targets,
+               const at::Tensor& rows, const at::Tensor& counts) {
   COREAUG_CHECK_DIM(out, 2);
   COREAUG_CHECK_DIM(source, 2);
   COREAUG_CHECK_DIM(rows, 1);
@@ -71,29 +79,36 @@ at::Tensor class_rows_cpu(at::Tensor out, const at::Tensor& source, const std::o
   TORCH_CHECK(out.size(0) == rows.size(0) && out.size(1) == source.size(1), "out must be (rows, ", source.size(1),
               "), got (", out.size(0), ", ", out.size(1), ")");
   const int64_t n_src = source.size(0), d = source.size(1), m = counts.size(0), total = rows.size(0);
-  auto idx = rows.contiguous();
-  auto cnt = counts.contiguous();
-  const int64_t* ip = idx.data_ptr<int64_t>();
-  const int64_t* cp = cnt.data_ptr<int64_t>();
-  at::Tensor tgt;
+  Run run{rows.contiguous(), counts.contiguous(), at::Tensor(), std::vector<int64_t>(m + 1, 0)};
+  const int64_t* ip = run.rows.data_ptr<int64_t>();
+  const int64_t* cp = run.counts.data_ptr<int64_t>();
   if (targets.has_value()) {
     COREAUG_CHECK_DIM(*targets, 1);
     COREAUG_CHECK_DTYPE(*targets, at::kLong);
     TORCH_CHECK(targets->size(0) == n_src, "targets has ", targets->size(0), " rows, source has ", n_src);
-    tgt = targets->contiguous();
+    run.targets = targets->contiguous();
   }
-  const int64_t* tp = tgt.defined() ? tgt.data_ptr<int64_t>() : nullptr;
-  // Checked up front: throwing inside a parallel region would abort.
-  std::vector<int64_t> start(m + 1, 0);
+  const int64_t* tp = run.targets.defined() ? run.targets.data_ptr<int64_t>() : nullptr;
   for (int64_t c = 0; c < m; ++c) {
     TORCH_CHECK(cp[c] >= 0, "counts must be >= 0, got ", cp[c]);
-    start[c + 1] = start[c] + cp[c];
+    run.start[c + 1] = run.start[c] + cp[c];
   }
-  TORCH_CHECK(start[m] == total, "counts sum to ", start[m], " but rows has ", total, " entries");
+  TORCH_CHECK(run.start[m] == total, "counts sum to ", run.start[m], " but rows has ", total, " entries");
   for (int64_t r = 0; r < total; ++r) {
     TORCH_CHECK(ip[r] >= 0 && ip[r] < n_src, "rows[", r, "] = ", ip[r], " is outside [0, ", n_src, ")");
     if (tp) TORCH_CHECK(tp[ip[r]] >= 0 && tp[ip[r]] < d, "targets[", ip[r], "] = ", tp[ip[r]], " is outside [0, ", d, ")");
   }
+  return run;
+}
+
+at::Tensor class_rows_cpu(at::Tensor out, const at::Tensor& source, const std::optional<at::Tensor>& targets,
+                          const at::Tensor& rows, const at::Tensor& counts, bool centre, bool scale) {
+  const Run run = check_args(out, source, targets, rows, counts);
+  const int64_t d = source.size(1), m = counts.size(0);
+  const int64_t* ip = run.rows.data_ptr<int64_t>();
+  const int64_t* cp = run.counts.data_ptr<int64_t>();
+  const int64_t* tp = run.targets.defined() ? run.targets.data_ptr<int64_t>() : nullptr;
+  const std::vector<int64_t>& start = run.start;
   auto factors = at::ones({m}, out.options());
   float* op = out.data_ptr<float>();
   float* fp = factors.data_ptr<float>();

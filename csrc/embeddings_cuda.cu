@@ -72,5 +72,3 @@ at::Tensor gradient_embeddings_cuda(const at::Tensor& logits, const at::Tensor& 
 TORCH_LIBRARY_IMPL(coreaug, CUDA, m) { m.impl("gradient_embeddings", &gradient_embeddings_cuda); }
 
 }  // namespace coreaug
-
-int coreaug_cuda_runtime_version() { return CUDART_VERSION; }

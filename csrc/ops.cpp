@@ -3,6 +3,8 @@
 #include <Python.h>
 #include <torch/library.h>
 
+#include "facility_location.h"
+
 #ifdef COREAUG_WITH_CUDA
 // Host C++ here never includes CUDA headers, whose folder the host compiler may not know.
 #include "cuda_info.h"
@@ -16,11 +18,13 @@ TORCH_LIBRARY(coreaug, m) {
   m.def("gradient_embeddings(Tensor logits, Tensor targets) -> Tensor");
   // Greedy facility location per class over rows grouped by class: x (N, D) float32 (or the
   // factored pair x (N, C), features (N, d)), offsets (K+1,) int64 class starts, budgets (K,)
-  // int64 picks per class summing to total. similarity "distance"/"sqdistance"/"exp",
-  // optimizer "naive"/"lazy"/"stochastic". Returns (rows (total,) int64 into x, gains
-  // (total,) float32, assignment (N,) int64 output position of each row's representative).
+  // int64 picks per class summing to total. similarity and optimizer are integer codes: the
+  // name's position in coreaug_fast.vocabulary.SIMILARITIES ("distance", "sqdistance",
+  // "exp") and OPTIMIZERS ("naive", "lazy", "stochastic"); see facility_location.h. Returns
+  // (rows (total,) int64 into x, gains (total,) float32, assignment (N,) int64 output
+  // position of each row's representative).
   m.def("facility_location(Tensor x, Tensor? features, Tensor offsets, Tensor budgets, int total, "
-        "str similarity, str optimizer, float epsilon, int seed, int max_matrix_bytes) "
+        "int similarity, int optimizer, float epsilon, int seed, int max_matrix_bytes) "
         "-> (Tensor, Tensor, Tensor)");
   // The rows one run of the selector compares, written into out (R, D) float32 contiguous:
   // row r is source[rows[r]] as float32, or softmax(source[rows[r]]) − onehot(targets[rows[r]])
@@ -31,7 +35,7 @@ TORCH_LIBRARY(coreaug, m) {
   // [0.5, 1) (1 for an all-zero class). Returns the (K,) float32 factors (ones without
   // scale). source (N, D) floating with unit column stride; rows (R,) int64 in [0, N).
   // CPU only: CUDA tensors take the torch composite it matches bit for bit
-  // (coreaug_fast.class_rows).
+  // (coreaug_fast.selection.class_rows).
   m.def("class_rows_(Tensor(a!) out, Tensor source, Tensor? targets, Tensor rows, Tensor counts, bool centre, "
         "bool scale) -> Tensor");
   // Per-row weighted cross-entropy: loss[i] = weights[i] · CE(logits[i], targets[i]) with
@@ -57,8 +61,25 @@ TORCH_LIBRARY(coreaug, m) {
       "int padding, int[] fill, ScalarType? out_dtype, float[]? mean, float[]? std) -> Tensor");
 }
 
-// The Python module only reports how it was built; importing it registers the ops above.
+// The Python module only reports how it was built and what its integer codes mean;
+// importing it registers the ops above.
 namespace {
+
+template <size_t N>
+PyObject* name_tuple(const char* const (&names)[N]) {
+  PyObject* out = PyTuple_New(N);
+  for (size_t i = 0; i < N; ++i) PyTuple_SET_ITEM(out, i, PyUnicode_FromString(names[i]));
+  return out;
+}
+
+PyObject* codes(PyObject*, PyObject*) {
+  PyObject* similarities = name_tuple(coreaug::kSimilarityNames);
+  PyObject* optimizers = name_tuple(coreaug::kOptimizerNames);
+  PyObject* out = Py_BuildValue("{s:O,s:O}", "SIMILARITIES", similarities, "OPTIMIZERS", optimizers);
+  Py_DECREF(similarities);
+  Py_DECREF(optimizers);
+  return out;
+}
 
 PyObject* cuda_version(PyObject*, PyObject*) {
 #ifdef COREAUG_WITH_CUDA
@@ -80,6 +101,9 @@ PyMethodDef methods[] = {
     {"cuda_version", cuda_version, METH_NOARGS,
      "CUDA runtime version the CUDA kernels were compiled against (e.g. 13000), 0 if none."},
     {"openmp", openmp, METH_NOARGS, "Whether the CPU kernels were compiled with OpenMP."},
+    {"codes", codes, METH_NOARGS,
+     "The names the compiled ops give their integer codes, in code order: "
+     "{'SIMILARITIES': (...), 'OPTIMIZERS': (...)}, as coreaug_fast.vocabulary must list them."},
     {nullptr, nullptr, 0, nullptr}};
 
 PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", "coreaug_fast compiled ops", -1, methods};

@@ -9,7 +9,7 @@ centring shrinks the norms whose difference the expansion cancels).
 Two launchers: :func:`pairwise_sq_distances` (one x against one y) and
 :func:`class_cost_matrices` (every class's own n_c × n_c cost matrix, all classes in one
 launch, for the coreset selector). Both use :func:`sq_dist_tile` (tl.dot tiles). The greedy
-kernels (kernels/greedy.py) compute costs on the fly with :func:`exact_cost`, the same
+kernels (kernels/facility_location.py) compute costs on the fly with :func:`exact_cost`, the same
 costs from element-by-element multiply-adds, which a single row gets bit for bit.
 """
 from __future__ import annotations
@@ -22,8 +22,14 @@ import torch
 import triton
 import triton.language as tl
 
-# similarity codes, shared with kernels/greedy.py and the CPU op
-DISTANCE, SQDISTANCE, EXP = 0, 1, 2
+from ..vocabulary import SIMILARITIES, code
+
+# Similarity codes, as every backend takes them: the name's position in
+# coreaug_fast.vocabulary.SIMILARITIES (module-level constexprs, so kernels can read them;
+# ``.value`` is the int on the host). Shared with kernels/facility_location.py.
+DISTANCE = tl.constexpr(code(SIMILARITIES, "distance"))
+SQDISTANCE = tl.constexpr(code(SIMILARITIES, "sqdistance"))
+EXP = tl.constexpr(code(SIMILARITIES, "exp"))
 # Squared distances below DUP_TOL · (‖x_i‖² + ‖x_j‖²) are below float32's resolution of the
 # expansion and count as 0 (as in the CPU op and the reference): duplicates stay duplicates.
 # A module-level constexpr, so the kernels read this one value.
@@ -44,27 +50,30 @@ def launch_guard(device: torch.device):
 
 
 @triton.jit
+def _dot_tile(X, Y, rx, ry, mask_x, mask_y, D, s_x, s_y,
+              BLOCK_X: tl.constexpr, BLOCK_Y: tl.constexpr, BLOCK_D: tl.constexpr):
+    """x_rx · y_ry for rows rx of X (row stride s_x) and ry of Y (s_y) over D columns,
+    (BLOCK_X, BLOCK_Y) float32: IEEE tl.dot (no TF32) of BLOCK_D-column chunks, in order."""
+    rd = tl.arange(0, BLOCK_D)
+    acc = tl.zeros((BLOCK_X, BLOCK_Y), dtype=tl.float32)
+    for d0 in range(0, D, BLOCK_D):
+        cols = d0 + rd
+        x = tl.load(X + rx[:, None].to(tl.int64) * s_x + cols[None, :], mask=mask_x[:, None] & (cols[None, :] < D), other=0.0)
+        y = tl.load(Y + ry[:, None].to(tl.int64) * s_y + cols[None, :], mask=mask_y[:, None] & (cols[None, :] < D), other=0.0)
+        acc += tl.dot(x, tl.trans(y), input_precision="ieee")
+    return acc
+
+
+@triton.jit
 def sq_dist_tile(XA, XH, XN, YA, YH, YN, rx, ry, mask_x, mask_y, DA, DH, s_xa, s_xh, s_ya, s_yh,
                  FACTORED: tl.constexpr, BLOCK_X: tl.constexpr, BLOCK_Y: tl.constexpr, BLOCK_D: tl.constexpr,
                  DUP_FLOOR: tl.constexpr = False):
     """Squared distances between rows rx of X and ry of Y, (BLOCK_X, BLOCK_Y) float32,
     clamped at 0; with DUP_FLOOR, values below DUP_TOL · (‖x‖² + ‖y‖²) (rounding noise)
     are 0 too. Masked rows read as zeros. XN/YN hold the rows' squared norms."""
-    rd = tl.arange(0, BLOCK_D)
-    dot_a = tl.zeros((BLOCK_X, BLOCK_Y), dtype=tl.float32)
-    for d0 in range(0, DA, BLOCK_D):
-        cols = d0 + rd
-        x = tl.load(XA + rx[:, None].to(tl.int64) * s_xa + cols[None, :], mask=mask_x[:, None] & (cols[None, :] < DA), other=0.0)
-        y = tl.load(YA + ry[:, None].to(tl.int64) * s_ya + cols[None, :], mask=mask_y[:, None] & (cols[None, :] < DA), other=0.0)
-        dot_a += tl.dot(x, tl.trans(y), input_precision="ieee")
+    dot_a = _dot_tile(XA, YA, rx, ry, mask_x, mask_y, DA, s_xa, s_ya, BLOCK_X, BLOCK_Y, BLOCK_D)
     if FACTORED:
-        dot_h = tl.zeros((BLOCK_X, BLOCK_Y), dtype=tl.float32)
-        for d0 in range(0, DH, BLOCK_D):
-            cols = d0 + rd
-            x = tl.load(XH + rx[:, None].to(tl.int64) * s_xh + cols[None, :], mask=mask_x[:, None] & (cols[None, :] < DH), other=0.0)
-            y = tl.load(YH + ry[:, None].to(tl.int64) * s_yh + cols[None, :], mask=mask_y[:, None] & (cols[None, :] < DH), other=0.0)
-            dot_h += tl.dot(x, tl.trans(y), input_precision="ieee")
-        dot_a = dot_a * dot_h
+        dot_a = dot_a * _dot_tile(XH, YH, rx, ry, mask_x, mask_y, DH, s_xh, s_yh, BLOCK_X, BLOCK_Y, BLOCK_D)
     xn = tl.load(XN + rx, mask=mask_x, other=0.0)
     yn = tl.load(YN + ry, mask=mask_y, other=0.0)
     return sq_from_dot(dot_a, xn[:, None] + yn[None, :], DUP_FLOOR)
@@ -83,10 +92,10 @@ def sq_from_dot(dot, norms, DUP_FLOOR: tl.constexpr):
 
 @triton.jit
 def cost_from_sq(d2, inv_dim, SIM: tl.constexpr):
-    """Squared distances -> costs: ‖·‖ (SIM 0), ‖·‖² (1), −exp(−‖·‖·inv_dim) (2)."""
-    if SIM == 1:
+    """Squared distances -> costs: ‖·‖ (SIM DISTANCE), ‖·‖² (SQDISTANCE), −exp(−‖·‖·inv_dim) (EXP)."""
+    if SIM == SQDISTANCE:
         return d2
-    elif SIM == 0:
+    elif SIM == DISTANCE:
         return tl.sqrt_rn(d2)  # correctly rounded, as the CPU op's std::sqrt (tl.sqrt is approximate)
     else:
         return -tl.exp(-tl.sqrt_rn(d2) * inv_dim)
@@ -332,7 +341,7 @@ def class_cost_matrices(x, offsets: torch.Tensor, similarity: int, *, store: boo
         xa, xh if factored else xa, xn, costs if store else cmax, cmax,
         tc, ti, tj, offsets.to(device=device, dtype=torch.int32), mat_off[:-1].to(device), npad.int().to(device),
         xa.shape[1], xh.shape[1] if factored else 0, 1.0 / max(dim, 1),
-        SIM=similarity, FACTORED=factored, STORE=store, WANT_MAX=similarity != EXP,
+        SIM=similarity, FACTORED=factored, STORE=store, WANT_MAX=similarity != EXP.value,
         BLOCK=block, BLOCK_D=block_d, num_warps=CLASS_COST_WARPS,
     )
     return costs, mat_off[:-1].to(device), npad.int().to(device), cmax

@@ -1,4 +1,4 @@
-"""Selection in runs of classes (coreaug_fast.class_rows, engine.runs) and from lazy
+"""Selection in runs of classes (coreaug_fast.selection.class_rows, engine.runs) and from lazy
 embeddings: the compiled class_rows_ op against the torch composite it replaces, bit for
 bit; every run size, the lazy path and the composite path pick what one run over
 materialised embeddings picks (indices, gains, weights, assignment identical); the memory
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import coreaug_fast
-from coreaug_fast import class_rows, engine
+from coreaug_fast.selection import class_rows, engine
 from conftest import TRITON_DEVICE
 
 FIELDS = ("indices", "weights", "gains", "assignment", "labels", "classes", "offsets")
@@ -199,7 +199,7 @@ def test_lazy_logits_must_be_finite():
 
 _MEMORY_SCRIPT = r"""
 import json, sys, torch, coreaug_fast
-from coreaug_fast import engine
+from coreaug_fast.selection import engine
 torch.set_num_threads(1)
 engine.CHUNK_BYTES = 4 << 20
 def peak():

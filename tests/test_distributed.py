@@ -1,4 +1,4 @@
-"""Distributed selection (coreaug_fast.distributed) on 2 gloo ranks spawned from pytest:
+"""Distributed selection (coreaug_fast.selection.distributed) on 2 gloo ranks spawned from pytest:
 exact greedy equals single-process selection bit for bit, GreeDi's objective against
 centralised greedy, bad input raising ValueError on every rank."""
 import os
@@ -269,7 +269,7 @@ FAILURES = ["checks", "selection", "greedi-counts"]
 
 def _inject(where):
     """Make this rank's next selection raise RuntimeError at ``where``; returns the undo."""
-    from coreaug_fast import distributed, engine
+    from coreaug_fast.selection import distributed, engine
 
     module, name = {"checks": (engine, "check_arguments"), "selection": (engine, "select_local"),
                     "greedi-counts": (distributed, "_nearest_chosen")}[where]
@@ -331,7 +331,7 @@ def test_a_failure_on_one_rank_ends_every_rank_with_an_error(tmp_path):
 def test_greedi_distances_apply_the_duplicate_threshold():
     """GreeDi's nearest-chosen distances treat duplicates as every other path does: a row
     and its copy are at distance 0 exactly, whatever the expansion's rounding."""
-    from coreaug_fast.distributed import _sqdist_to
+    from coreaug_fast.selection.distributed import _sqdist_to
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(256, 24, generator=g) * 3 + 50
@@ -346,7 +346,7 @@ def test_greedi_distances_apply_the_duplicate_threshold():
 def test_sharded_plan_uses_the_exact_fraction_rule():
     """The sharded path's picks per class come from the same rule as one process's:
     7% of 100 rows is 7 (math.ceil(0.07 * 100) is 8)."""
-    from coreaug_fast.distributed import _ShardPlan
+    from coreaug_fast.selection.distributed import _ShardPlan
 
     counts = torch.tensor([[60, 30, 0], [40, 20, 0]])  # classes of 100 and 50 rows, one absent
     plan = _ShardPlan(counts, 0.07, None, None, WORLD)

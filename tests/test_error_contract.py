@@ -773,7 +773,7 @@ ACCEPTED = [
 
 def test_bad_matrix_bytes_variable_warns(monkeypatch):
     """A bad COREAUG_MAX_MATRIX_BYTES cannot break the import: it warns and keeps the default."""
-    from coreaug_fast import engine
+    from coreaug_fast.selection import engine
 
     monkeypatch.setenv("COREAUG_MAX_MATRIX_BYTES", "abc")
     with pytest.warns(RuntimeWarning, match=r"^COREAUG_MAX_MATRIX_BYTES=.abc. is not an integer >= 0; using the"):

@@ -20,6 +20,7 @@ cycle is then a loop of such edges: modules that need each other executed.
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Set
 
@@ -122,10 +123,43 @@ def test_the_package_has_no_import_cycle():
 
 def test_the_graph_sees_lazy_relative_and_kernel_imports():
     graph = import_graph()
-    assert "coreaug_fast.engine" in graph["coreaug_fast.selection"]            # from . import engine
-    assert "coreaug_fast.kernels.greedy" in graph["coreaug_fast.engine"]       # lazy, inside a function
-    assert "coreaug_fast.kernels.distances" in graph["coreaug_fast.kernels.greedy"]  # kernels/ as a subpackage
-    assert "coreaug_fast.selection" not in graph["coreaug_fast.distributed"]
+    assert "coreaug_fast.selection.engine" in graph["coreaug_fast.selection.facility_location"]  # from . import engine
+    assert "coreaug_fast.kernels.facility_location" in graph["coreaug_fast.selection.engine"]  # lazy, ..kernels
+    assert "coreaug_fast.kernels.distances" in graph["coreaug_fast.kernels.facility_location"]  # kernels/ as a subpackage
+    assert "coreaug_fast.vocabulary" in graph["coreaug_fast.kernels.distances"]  # from ..vocabulary, out of kernels/
+    assert "coreaug_fast.selection.facility_location" not in graph["coreaug_fast.selection.distributed"]
+
+
+# Data the twins may share with the paths they judge: types and tables, no code of a fast path.
+DEPENDENCY_FREE = {"coreaug_fast.coreset", "coreaug_fast.policies", "coreaug_fast.vocabulary"}
+# What those modules and the twins may import from outside the package.
+_OUTSIDE = {"torch", "torchvision", "__future__"} | set(sys.stdlib_module_names)
+
+
+def _outside_imports(path: Path) -> Set[str]:
+    """Top-level names of the absolute imports in ``path`` that leave the package."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            names.add(node.module.split(".")[0])
+    return names - {"coreaug_fast"}
+
+
+def test_twins_import_no_code_of_the_paths_they_judge():
+    """``coreaug_fast.reference`` reaches only itself and the dependency-free tables and types
+    (lazy imports included), so a wrong constant in a fast path cannot also fool its twin."""
+    graph, modules = import_graph(), _modules()
+    twins = [m for m in graph if m == "coreaug_fast.reference" or m.startswith("coreaug_fast.reference.")]
+    assert "coreaug_fast.reference.facility_location" in twins
+    for m in twins:
+        bad = {t for t in graph[m] if t not in DEPENDENCY_FREE and t not in twins}
+        assert not bad, f"{m} imports {sorted(bad)}"
+        assert _outside_imports(modules[m]) <= _OUTSIDE, m
+    for m in DEPENDENCY_FREE:
+        assert graph[m] <= DEPENDENCY_FREE, f"{m} imports {sorted(graph[m] - DEPENDENCY_FREE)}"
+        assert _outside_imports(modules[m]) <= _OUTSIDE, m
 
 
 def test_cycle_finder_finds_lazy_cycles():

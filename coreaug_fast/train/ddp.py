@@ -21,7 +21,7 @@ group (``group=``); this module starts the group, wraps the model and scales the
   ranks augment differently and a resumed run repeats itself.
 * **Selection.** Each rank runs the clean forward pass on its own shard (rows r, r + W, ...)
   and ``select_coreset(..., indices=shard, group=WORLD)``: every rank gets the same coreset
-  and the same weights without gathering the embeddings (see :mod:`coreaug_fast.distributed`).
+  and the same weights without gathering the embeddings (see :mod:`coreaug_fast.selection.distributed`).
   ``random`` uses the shared select stream; ``max-loss`` (and the max-loss overlap figure)
   all-gathers the per-example losses, one float per example.
 

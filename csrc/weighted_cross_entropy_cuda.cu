@@ -1,4 +1,4 @@
-// weighted_cross_entropy on the GPU, the twin of weighted_ce_cpu.cpp: the forward reads
+// weighted_cross_entropy on the GPU, the twin of weighted_cross_entropy_cpu.cpp: the forward reads
 // each row twice (max, then Σexp; the second read hits L1/L2) and writes two numbers per
 // row; the backward reads it once more and writes the gradient. One warp per row (8 rows
 // per block) for C <= 1024, one 512-thread block per row above; float32 accumulation
@@ -12,8 +12,9 @@
 
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 
-#include "weighted_ce.h"
+#include "weighted_cross_entropy.h"
 
 namespace coreaug {
 namespace {
@@ -104,7 +105,7 @@ __device__ __forceinline__ T row_allreduce(T v, T* smem, Op op) {
 
 template <typename scalar_t, int kThreads, int kRows, typename acc_t = at::opmath_type<scalar_t>>
 __global__ void __launch_bounds__(kThreads* kRows)
-    weighted_ce_forward_kernel(const scalar_t* __restrict__ x, const int64_t* __restrict__ t,
+    weighted_cross_entropy_forward_kernel(const scalar_t* __restrict__ x, const int64_t* __restrict__ t,
                                const acc_t* __restrict__ w, acc_t* __restrict__ loss,
                                double* __restrict__ lse, int64_t n, int64_t c, acc_t eps) {
   static_assert(kRows == 1 || kThreads == 32, "rows share a block only on the warp path");
@@ -158,7 +159,7 @@ __global__ void __launch_bounds__(kThreads* kRows)
 
 template <typename scalar_t, int kThreads, int kRows, typename acc_t = at::opmath_type<scalar_t>>
 __global__ void __launch_bounds__(kThreads* kRows)
-    weighted_ce_backward_kernel(const acc_t* __restrict__ g, int64_t g_stride,
+    weighted_cross_entropy_backward_kernel(const acc_t* __restrict__ g, int64_t g_stride,
                                 const scalar_t* __restrict__ x, const int64_t* __restrict__ t,
                                 const acc_t* __restrict__ w, const double* __restrict__ lse,
                                 scalar_t* __restrict__ out, int64_t n, int64_t c, acc_t eps) {
@@ -203,87 +204,64 @@ __global__ void __launch_bounds__(kThreads* kRows)
                     });
 }
 
-dim3 grid_for(int64_t n, int64_t c) {
+// Runs launch(threads, rows) (std::integral_constant values, for the kernel's template
+// arguments) with the shape for rows of c entries: one warp per row, kWarpRows rows per
+// block, up to kWarpMaxC entries; one kBlockThreads-thread block per row above.
+template <typename Launch>
+void launch_for_width(int64_t n, int64_t c, const Launch& launch) {
   const int64_t blocks = c <= kWarpMaxC ? (n + kWarpRows - 1) / kWarpRows : n;
   TORCH_CHECK(blocks <= std::numeric_limits<int32_t>::max(), "weighted_cross_entropy: too many rows (", n, ")");
-  return dim3(static_cast<unsigned>(blocks));
+  const dim3 grid(static_cast<unsigned>(blocks));
+  if (c <= kWarpMaxC) {
+    launch(grid, std::integral_constant<int, 32>(), std::integral_constant<int, kWarpRows>());
+  } else {
+    launch(grid, std::integral_constant<int, kBlockThreads>(), std::integral_constant<int, 1>());
+  }
+}
+
+void weighted_cross_entropy_cuda(const weighted_cross_entropy::Inputs& in, const weighted_cross_entropy::Forward& out,
+                                 double label_smoothing) {
+  const c10::cuda::CUDAGuard guard(in.x.device());
+  auto stream = at::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.x.scalar_type(), "weighted_cross_entropy_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const acc_t* wp = in.w.defined() ? in.w.data_ptr<acc_t>() : nullptr;
+    const auto eps = static_cast<acc_t>(label_smoothing);
+    launch_for_width(in.n, in.c, [&](dim3 grid, auto threads, auto rows) {
+      weighted_cross_entropy_forward_kernel<scalar_t, decltype(threads)::value, decltype(rows)::value>
+          <<<grid, dim3(threads, rows), 0, stream>>>(in.x.data_ptr<scalar_t>(), in.t.data_ptr<int64_t>(), wp,
+                                                     out.loss.data_ptr<acc_t>(), out.lse.data_ptr<double>(), in.n,
+                                                     in.c, eps);
+    });
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+}
+
+void weighted_cross_entropy_backward_cuda(const weighted_cross_entropy::Inputs& in,
+                                          const weighted_cross_entropy::Backward& io, double label_smoothing) {
+  const c10::cuda::CUDAGuard guard(in.x.device());
+  // grad_loss is often a broadcast scalar (stride 0, from .sum()): read it in place.
+  const int64_t gs = io.g.stride(0);
+  auto stream = at::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.x.scalar_type(), "weighted_cross_entropy_backward_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const acc_t* wp = in.w.defined() ? in.w.data_ptr<acc_t>() : nullptr;
+    const auto eps = static_cast<acc_t>(label_smoothing);
+    launch_for_width(in.n, in.c, [&](dim3 grid, auto threads, auto rows) {
+      weighted_cross_entropy_backward_kernel<scalar_t, decltype(threads)::value, decltype(rows)::value>
+          <<<grid, dim3(threads, rows), 0, stream>>>(io.g.data_ptr<acc_t>(), gs, in.x.data_ptr<scalar_t>(),
+                                                     in.t.data_ptr<int64_t>(), wp, io.lse.data_ptr<double>(),
+                                                     io.out.data_ptr<scalar_t>(), in.n, in.c, eps);
+    });
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
 }
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor> weighted_cross_entropy_cuda(
-    const at::Tensor& logits, const at::Tensor& targets, const std::optional<at::Tensor>& weights,
-    double label_smoothing) {
-  check_weighted_ce_args(logits, targets, weights, label_smoothing);
-  const c10::cuda::CUDAGuard guard(logits.device());
-  const int64_t n = logits.size(0), c = logits.size(1);
-  const auto acc = weighted_ce_acc_type(logits.scalar_type());
-  auto loss = at::empty({n}, logits.options().dtype(acc));
-  auto lse = at::empty({n}, logits.options().dtype(at::kDouble));
-  if (n == 0) return {loss, lse};
-  auto x = logits.contiguous();
-  auto t = targets.contiguous();
-  at::Tensor w = weights.has_value() ? weights->contiguous() : at::Tensor();
-  const dim3 grid = grid_for(n, c);
-  auto stream = at::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "weighted_cross_entropy_cuda", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const acc_t* wp = w.defined() ? w.data_ptr<acc_t>() : nullptr;
-    const auto eps = static_cast<acc_t>(label_smoothing);
-    if (c <= kWarpMaxC) {
-      weighted_ce_forward_kernel<scalar_t, 32, kWarpRows><<<grid, dim3(32, kWarpRows), 0, stream>>>(
-          x.data_ptr<scalar_t>(), t.data_ptr<int64_t>(), wp, loss.data_ptr<acc_t>(),
-          lse.data_ptr<double>(), n, c, eps);
-    } else {
-      weighted_ce_forward_kernel<scalar_t, kBlockThreads, 1><<<grid, dim3(kBlockThreads, 1), 0, stream>>>(
-          x.data_ptr<scalar_t>(), t.data_ptr<int64_t>(), wp, loss.data_ptr<acc_t>(),
-          lse.data_ptr<double>(), n, c, eps);
-    }
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
-  return {loss, lse};
-}
-
-at::Tensor weighted_cross_entropy_backward_cuda(const at::Tensor& grad_loss, const at::Tensor& logits,
-                                                const at::Tensor& targets,
-                                                const std::optional<at::Tensor>& weights,
-                                                const at::Tensor& lse, double label_smoothing) {
-  check_weighted_ce_args(logits, targets, weights, label_smoothing);
-  const c10::cuda::CUDAGuard guard(logits.device());
-  const int64_t n = logits.size(0), c = logits.size(1);
-  const auto acc = weighted_ce_acc_type(logits.scalar_type());
-  const at::Tensor g = weighted_ce_row_vector(grad_loss, "grad_loss", n, acc, logits.device());
-  const at::Tensor l = weighted_ce_row_vector(lse, "lse", n, at::kDouble, logits.device()).contiguous();
-  auto out = at::empty({n, c}, logits.options().memory_format(at::MemoryFormat::Contiguous));
-  if (n == 0) return out;
-  auto x = logits.contiguous();
-  auto t = targets.contiguous();
-  at::Tensor w = weights.has_value() ? weights->contiguous() : at::Tensor();
-  const dim3 grid = grid_for(n, c);
-  // grad_loss is often a broadcast scalar (stride 0, from .sum()): read it in place.
-  const int64_t gs = g.stride(0);
-  auto stream = at::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "weighted_cross_entropy_backward_cuda", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const acc_t* wp = w.defined() ? w.data_ptr<acc_t>() : nullptr;
-    const auto eps = static_cast<acc_t>(label_smoothing);
-    if (c <= kWarpMaxC) {
-      weighted_ce_backward_kernel<scalar_t, 32, kWarpRows><<<grid, dim3(32, kWarpRows), 0, stream>>>(
-          g.data_ptr<acc_t>(), gs, x.data_ptr<scalar_t>(), t.data_ptr<int64_t>(), wp,
-          l.data_ptr<double>(), out.data_ptr<scalar_t>(), n, c, eps);
-    } else {
-      weighted_ce_backward_kernel<scalar_t, kBlockThreads, 1><<<grid, dim3(kBlockThreads, 1), 0, stream>>>(
-          g.data_ptr<acc_t>(), gs, x.data_ptr<scalar_t>(), t.data_ptr<int64_t>(), wp,
-          l.data_ptr<double>(), out.data_ptr<scalar_t>(), n, c, eps);
-    }
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
-  return out;
-}
-
 TORCH_LIBRARY_IMPL(coreaug, CUDA, m) {
-  m.impl("weighted_cross_entropy", &weighted_cross_entropy_cuda);
-  m.impl("weighted_cross_entropy_backward", &weighted_cross_entropy_backward_cuda);
+  m.impl("weighted_cross_entropy", &weighted_cross_entropy::forward_entry<weighted_cross_entropy_cuda>);
+  m.impl("weighted_cross_entropy_backward", &weighted_cross_entropy::backward_entry<weighted_cross_entropy_backward_cuda>);
 }
 
 }  // namespace coreaug

@@ -23,7 +23,7 @@
 #include <limits>
 #include <type_traits>
 
-#include "weighted_ce.h"
+#include "weighted_cross_entropy.h"
 
 // Targets named by feature lists and chosen by __builtin_cpu_supports, not
 // target_clones("arch=x86-64-v3"), whose GCC 12 resolver picked the baseline clone on an
@@ -429,85 +429,61 @@ void check_targets(const at::Tensor& t, int64_t c) {
   }
 }
 
-}  // namespace
-
-std::tuple<at::Tensor, at::Tensor> weighted_cross_entropy_cpu(
-    const at::Tensor& logits, const at::Tensor& targets, const std::optional<at::Tensor>& weights,
-    double label_smoothing) {
-  check_weighted_ce_args(logits, targets, weights, label_smoothing);
-  const int64_t n = logits.size(0), c = logits.size(1);
-  const auto acc = weighted_ce_acc_type(logits.scalar_type());
-  auto loss = at::empty({n}, logits.options().dtype(acc));
-  auto lse = at::empty({n}, logits.options().dtype(at::kDouble));
-  if (n == 0) return {loss, lse};
-  auto x = logits.contiguous();
-  auto t = targets.contiguous();
-  check_targets(t, c);
-  at::Tensor w = weights.has_value() ? weights->contiguous() : at::Tensor();
-  const int64_t* tp = t.data_ptr<int64_t>();
-  if (acc == at::kDouble) {
-    const double* wp = w.defined() ? w.data_ptr<double>() : nullptr;
+void weighted_cross_entropy_cpu(const weighted_cross_entropy::Inputs& in, const weighted_cross_entropy::Forward& out,
+                                double label_smoothing) {
+  check_targets(in.t, in.c);
+  const int64_t n = in.n, c = in.c;
+  const int64_t* tp = in.t.data_ptr<int64_t>();
+  if (in.x.scalar_type() == at::kDouble) {
+    const double* wp = in.w.defined() ? in.w.data_ptr<double>() : nullptr;
     at::parallel_for(0, n, grain(c), [&](int64_t b, int64_t e) {
-      forward_rows_f64(x.data_ptr<double>(), tp, wp, loss.data_ptr<double>(),
-                       lse.data_ptr<double>(), b, e, c, label_smoothing);
+      forward_rows_f64(in.x.data_ptr<double>(), tp, wp, out.loss.data_ptr<double>(), out.lse.data_ptr<double>(), b,
+                       e, c, label_smoothing);
     });
-    return {loss, lse};
+    return;
   }
-  const float* wp = w.defined() ? w.data_ptr<float>() : nullptr;
+  const float* wp = in.w.defined() ? in.w.data_ptr<float>() : nullptr;
   // float64 went above: the vector path covers float32 and the two 16-bit types
-  AT_DISPATCH_V2(x.scalar_type(), "weighted_cross_entropy_cpu", AT_WRAP([&] {
-    const scalar_t* xp = x.data_ptr<scalar_t>();
-    float* lp = loss.data_ptr<float>();
-    double* sp = lse.data_ptr<double>();
+  AT_DISPATCH_V2(in.x.scalar_type(), "weighted_cross_entropy_cpu", AT_WRAP([&] {
+    const scalar_t* xp = in.x.data_ptr<scalar_t>();
+    float* lp = out.loss.data_ptr<float>();
+    double* sp = out.lse.data_ptr<double>();
     at::parallel_for(0, n, grain(c), [&](int64_t b, int64_t e) {
       forward_rows_vec<scalar_t>(xp, tp, wp, lp, sp, b, e, c, static_cast<float>(label_smoothing));
     });
   }), at::kFloat, at::kHalf, at::kBFloat16);
-  return {loss, lse};
 }
 
-at::Tensor weighted_cross_entropy_backward_cpu(const at::Tensor& grad_loss, const at::Tensor& logits,
-                                               const at::Tensor& targets,
-                                               const std::optional<at::Tensor>& weights,
-                                               const at::Tensor& lse, double label_smoothing) {
-  check_weighted_ce_args(logits, targets, weights, label_smoothing);
-  const int64_t n = logits.size(0), c = logits.size(1);
-  const auto acc = weighted_ce_acc_type(logits.scalar_type());
-  const at::Tensor g = weighted_ce_row_vector(grad_loss, "grad_loss", n, acc, logits.device());
-  const at::Tensor l = weighted_ce_row_vector(lse, "lse", n, at::kDouble, logits.device()).contiguous();
-  auto out = at::empty({n, c}, logits.options().memory_format(at::MemoryFormat::Contiguous));
-  if (n == 0) return out;
-  auto x = logits.contiguous();
-  auto t = targets.contiguous();
-  check_targets(t, c);
-  at::Tensor w = weights.has_value() ? weights->contiguous() : at::Tensor();
-  // grad_loss is often a broadcast scalar (stride 0, from .sum()): read it in place.
-  const int64_t gs = g.stride(0);
-  const int64_t* tp = t.data_ptr<int64_t>();
-  if (acc == at::kDouble) {
-    const double* wp = w.defined() ? w.data_ptr<double>() : nullptr;
+void weighted_cross_entropy_backward_cpu(const weighted_cross_entropy::Inputs& in,
+                                         const weighted_cross_entropy::Backward& io, double label_smoothing) {
+  check_targets(in.t, in.c);
+  const int64_t n = in.n, c = in.c, gs = io.g.stride(0);
+  const int64_t* tp = in.t.data_ptr<int64_t>();
+  if (in.x.scalar_type() == at::kDouble) {
+    const double* wp = in.w.defined() ? in.w.data_ptr<double>() : nullptr;
     at::parallel_for(0, n, grain(c), [&](int64_t b, int64_t e) {
-      backward_rows_f64(g.data_ptr<double>(), gs, x.data_ptr<double>(), tp, wp,
-                        l.data_ptr<double>(), out.data_ptr<double>(), b, e, c, label_smoothing);
+      backward_rows_f64(io.g.data_ptr<double>(), gs, in.x.data_ptr<double>(), tp, wp, io.lse.data_ptr<double>(),
+                        io.out.data_ptr<double>(), b, e, c, label_smoothing);
     });
-    return out;
+    return;
   }
-  const float* wp = w.defined() ? w.data_ptr<float>() : nullptr;
-  AT_DISPATCH_V2(x.scalar_type(), "weighted_cross_entropy_backward_cpu", AT_WRAP([&] {
-    const float* gp = g.data_ptr<float>();
-    const scalar_t* xp = x.data_ptr<scalar_t>();
-    scalar_t* op = out.data_ptr<scalar_t>();
-    const double* lp = l.data_ptr<double>();
+  const float* wp = in.w.defined() ? in.w.data_ptr<float>() : nullptr;
+  AT_DISPATCH_V2(in.x.scalar_type(), "weighted_cross_entropy_backward_cpu", AT_WRAP([&] {
+    const float* gp = io.g.data_ptr<float>();
+    const scalar_t* xp = in.x.data_ptr<scalar_t>();
+    scalar_t* op = io.out.data_ptr<scalar_t>();
+    const double* lp = io.lse.data_ptr<double>();
     at::parallel_for(0, n, grain(c), [&](int64_t b, int64_t e) {
       backward_rows_vec<scalar_t>(gp, gs, xp, tp, wp, lp, op, b, e, c, static_cast<float>(label_smoothing));
     });
   }), at::kFloat, at::kHalf, at::kBFloat16);
-  return out;
 }
 
+}  // namespace
+
 TORCH_LIBRARY_IMPL(coreaug, CPU, m) {
-  m.impl("weighted_cross_entropy", &weighted_cross_entropy_cpu);
-  m.impl("weighted_cross_entropy_backward", &weighted_cross_entropy_backward_cpu);
+  m.impl("weighted_cross_entropy", &weighted_cross_entropy::forward_entry<weighted_cross_entropy_cpu>);
+  m.impl("weighted_cross_entropy_backward", &weighted_cross_entropy::backward_entry<weighted_cross_entropy_backward_cpu>);
 }
 
 }  // namespace coreaug

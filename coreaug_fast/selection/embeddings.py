@@ -20,7 +20,7 @@ from typing import NamedTuple, Optional, Union
 
 import torch
 
-from . import _checks, _ext
+from .. import checks, _ext
 
 
 class FactoredEmbeddings(NamedTuple):
@@ -109,21 +109,21 @@ def gradient_embeddings(logits: torch.Tensor, targets: torch.Tensor,
             or ``features``, tensors on different devices or on the meta device.
         ExtensionNotBuiltError: the compiled extension is missing.
     """
-    _checks.check_tensor("logits", logits, dim=2, floating=True)
-    _checks.check_tensor("targets", targets, dim=1, integer=True)
+    checks.check_tensor("logits", logits, dim=2, floating=True)
+    checks.check_tensor("targets", targets, dim=1, integer=True)
     if features is not None:  # its type before any device check reads .device
-        _checks.check_tensor("features", features, dim=2, floating=True)
-    _checks.check_same_device(logits=logits, targets=targets, features=features)
-    _checks.check_rows(logits.shape[0], targets=targets)
+        checks.check_tensor("features", features, dim=2, floating=True)
+    checks.check_same_device(logits=logits, targets=targets, features=features)
+    checks.check_rows(logits.shape[0], targets=targets)
     if features is not None:
-        _checks.check_rows(logits.shape[0], features=features)
-    _checks.check_not_meta(logits=logits, targets=targets, features=features)
-    _checks.check_range("targets", targets, 0, logits.shape[1])
+        checks.check_rows(logits.shape[0], features=features)
+    checks.check_not_meta(logits=logits, targets=targets, features=features)
+    checks.check_range("targets", targets, 0, logits.shape[1])
     # NaN or inf here would come out as NaN rows, which the selection would then refuse as
     # "embeddings contains NaN": say which input it was.
-    _checks.check_finite("logits", logits)
+    checks.check_finite("logits", logits)
     if features is not None:
-        _checks.check_finite("features", features)
+        checks.check_finite("features", features)
     if not isinstance(lazy, bool):
         raise ValueError(f"lazy must be True or False, got {lazy!r}")
     _ext.require_extension("gradient_embeddings")

@@ -28,21 +28,11 @@ from typing import Optional, Sequence, Union
 
 import torch
 
-from . import _checks, engine
+from .. import checks
+from ..coreset import Coreset
+from . import engine
 from .embeddings import LazyEmbeddings
-from .engine import ClassGroups, Coreset, picks_for_fraction
-from .vocabulary import BACKENDS, OPTIMIZERS, SIMILARITIES
-
-__all__ = ["BACKENDS", "CHUNK_BYTES", "MAX_MATRIX_BYTES", "OPTIMIZERS", "PROGRESS_WORK", "SIMILARITIES", "Coreset",
-           "picks_for_fraction", "select_coreset", "select_max_loss", "select_random"]
-
-
-def __getattr__(name: str):
-    # The engine reads these at every call; a copy bound here would go stale and an assignment
-    # to it would silently change nothing. Set them on coreaug_fast.engine.
-    if name in ("CHUNK_BYTES", "MAX_MATRIX_BYTES", "PROGRESS_WORK"):
-        return getattr(engine, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+from .engine import ClassGroups
 
 
 def select_coreset(embeddings, labels: torch.Tensor, fraction: Optional[float] = None, *,
@@ -64,12 +54,12 @@ def select_coreset(embeddings, labels: torch.Tensor, fraction: Optional[float] =
             for bit, without the (n, C) embeddings ever existing (with ``group=`` they are
             materialised: the sharded path exchanges rows). Computed in float32; plain rows
             are centred per class first. Classes are prepared and selected in runs of
-            about :data:`coreaug_fast.engine.CHUNK_BYTES` of float32 rows, so beyond the
+            about :data:`coreaug_fast.selection.engine.CHUNK_BYTES` of float32 rows, so beyond the
             inputs the selection holds one run's rows and each worker thread's cost matrix.
         labels: (n,) integer class ids >= 0, same device. Classes need not be contiguous.
         fraction: picks per class ``k_c = ceil(fraction · n_c)``, fraction in (0, 1], computed
             exactly on the fraction's decimal form (0.07 of 100 rows is 7):
-            :func:`picks_for_fraction`.
+            :func:`~coreaug_fast.selection.picks_for_fraction`.
         budget: instead of ``fraction``: picks per class, an int for every class or a
             sequence indexed by class id. Capped at n_c; 0 picks nothing.
         similarity: ``"distance"`` (the paper), ``"sqdistance"`` (apricot's) or ``"exp"``
@@ -92,7 +82,7 @@ def select_coreset(embeddings, labels: torch.Tensor, fraction: Optional[float] =
             (collective; ``indices`` required; each rank passes its own shard). Every rank
             returns the same global coreset, equal to one process's on all rows in ascending
             ``indices``; ``assignment`` covers this rank's rows. See
-            :mod:`coreaug_fast.distributed`.
+            :mod:`coreaug_fast.selection.distributed`.
         max_rows_per_rank: with ``group``: classes with more rows are split across ranks and
             selected approximately by GreeDi (default None: every class exactly, on one rank).
         progress: tqdm bar over classes: True, False, or None (default) for a bar only on
@@ -118,7 +108,7 @@ def select_coreset(embeddings, labels: torch.Tensor, fraction: Optional[float] =
         ExtensionNotBuiltError: the CPU path needs the compiled extension.
     """
     _check_group(group)
-    _checks.check_not_meta(embeddings=embeddings, labels=labels, indices=indices)
+    checks.check_not_meta(embeddings=embeddings, labels=labels, indices=indices)
     budget = _wide_budget(budget)
     if group is not None:
         from .distributed import select_coreset_sharded
@@ -170,78 +160,3 @@ def _wide_budget(budget):
                                                  for b in budget):
         return type(budget)(min(int(b), _ALL_ROWS) for b in budget)
     return budget
-
-
-def _baseline(order: torch.Tensor, labels: torch.Tensor, fraction: float, gains: torch.Tensor) -> Coreset:
-    """Take the first :func:`picks_for_fraction` (fraction, n_c) rows of each class in
-    ``order``, a permutation of the rows sorted by class."""
-    device = labels.device
-    groups = ClassGroups(labels, fraction, None)
-    counts = groups.counts.to(device)
-    starts = groups.offsets[:-1].to(device)
-    k = groups.budgets.to(device)
-    cls = torch.repeat_interleave(torch.arange(counts.numel(), device=device), k)
-    first = torch.repeat_interleave(torch.cumsum(k, 0) - k, k)
-    within = torch.arange(groups.total, device=device) - first
-    chosen = order[starts[cls] + within]
-    assignment = torch.full((labels.shape[0],), -1, dtype=torch.long, device=device)
-    assignment[chosen] = torch.arange(groups.total, device=device)
-    return Coreset(
-        indices=chosen,
-        weights=torch.ones(groups.total, device=device),
-        gains=gains[chosen].float(),
-        assignment=assignment,
-        labels=labels[chosen].long(),
-        classes=groups.classes,
-        offsets=torch.cat([k.new_zeros(1), torch.cumsum(k, 0)]),
-    )
-
-
-def select_random(labels: torch.Tensor, fraction: float, generator: Optional[torch.Generator] = None) -> Coreset:
-    """Random baseline: ``ceil(fraction · n_c)`` rows per class, uniformly without
-    replacement, weights 1.
-
-    Args:
-        labels: (n,) integer class ids >= 0, any device.
-        fraction: in (0, 1].
-        generator: the randomness (default: torch's global generator); same state, same subset.
-
-    Returns:
-        A :class:`Coreset` on the device of ``labels``: classes ascending, each class in the
-        drawn order, ``gains`` zero, ``assignment`` the own position of chosen rows, -1 elsewhere.
-    """
-    _checks.check_not_meta(labels=labels)
-    engine.check_labels(labels, None)
-    _checks.check_fraction("fraction", fraction)
-    _checks.check_generator("generator", generator)
-    gdev = generator.device if generator is not None else labels.device
-    keys = torch.rand(labels.shape[0], generator=generator, device=gdev).to(labels.device)
-    order = torch.argsort(keys)
-    order = order[torch.sort(labels[order], stable=True).indices]
-    return _baseline(order, labels, fraction, torch.zeros(labels.shape[0], device=labels.device))
-
-
-def select_max_loss(losses: torch.Tensor, labels: torch.Tensor, fraction: float) -> Coreset:
-    """Max-loss baseline: the ``ceil(fraction · n_c)`` rows of largest loss per class, weights 1.
-
-    Args:
-        losses: (n,) floating per-example losses, finite, same device as ``labels``.
-        labels: (n,) integer class ids >= 0.
-        fraction: in (0, 1].
-
-    Returns:
-        A :class:`Coreset`: classes ascending, each class by decreasing loss (ties to the
-        lowest row), ``gains`` the chosen rows' losses, ``assignment`` the own position of
-        chosen rows, -1 elsewhere.
-    """
-    _checks.check_tensor("losses", losses, dim=1, floating=True)
-    _checks.check_tensor("labels", labels, dim=1, integer=True)
-    _checks.check_same_device(losses=losses, labels=labels)
-    _checks.check_not_meta(losses=losses, labels=labels)
-    engine.check_labels(labels, losses.shape[0])
-    _checks.check_finite("losses", losses)
-    _checks.check_fraction("fraction", fraction)
-    order = torch.sort(losses.detach().float(), descending=True, stable=True).indices
-    order = order[torch.sort(labels[order], stable=True).indices]
-    return _baseline(order, labels, fraction, losses.detach())
-

@@ -11,7 +11,7 @@
 #include <optional>
 #include <tuple>
 
-#include "weighted_ce.h"
+#include "weighted_cross_entropy.h"
 
 namespace coreaug {
 namespace {
@@ -67,7 +67,7 @@ struct WeightedCrossEntropy : public torch::autograd::Function<WeightedCrossEntr
     if (at::GradMode::is_enabled()) {
       // backward(create_graph=True): a graph must be recorded, so differentiable ops (two
       // N×C buffers more) instead of the fused kernel.
-      const auto acc = weighted_ce_acc_type(logits.scalar_type());
+      const auto acc = weighted_cross_entropy::acc_type(logits.scalar_type());
       const at::Tensor logp = at::log_softmax(logits.to(acc), 1);
       const at::Tensor q = at::one_hot(targets, c).to(acc) * (1.0 - eps) + eps / static_cast<double>(c);
       if (want_logits) {

@@ -2,7 +2,7 @@
 the embeddings (or computed from the logits of :class:`~coreaug_fast.LazyEmbeddings`) as
 float32, centred per class (plain rows) and scaled per class by a power of two.
 
-The selector takes classes a run at a time (:func:`coreaug_fast.engine.select_local`), so
+The selector takes classes a run at a time (:func:`coreaug_fast.selection.engine.select_local`), so
 only one run's rows exist at once besides the caller's tensors. Every step is per row or
 per class, so a class gets the same bits in any run, and the same as when all rows were
 prepared together. :func:`prepared` is the entry: on CPU tensors one compiled op,
@@ -16,7 +16,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from . import _ext
+from .. import _ext
 from .embeddings import LazyEmbeddings
 
 

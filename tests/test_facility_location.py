@@ -8,7 +8,8 @@ import triton
 import triton.language as tl
 
 import coreaug_fast
-from coreaug_fast.kernels import distances, greedy
+from coreaug_fast.kernels import distances
+from coreaug_fast.kernels import facility_location as triton_fl
 from coreaug_fast.reference import facility_location_reference
 
 from conftest import HAS_GPU, TRITON_DEVICE
@@ -89,16 +90,16 @@ def test_triton_factored_matches_materialised():
 @pytest.mark.parametrize("optimizer", ["lazy", "naive"])
 def test_costs_on_the_fly_match_stored_matrices(factored, optimizer):
     x, labels = _data(50, 20, 2, seed=4)
-    plan = coreaug_fast.engine.ClassGroups(labels, 0.2, None)
+    plan = coreaug_fast.selection.engine.ClassGroups(labels, 0.2, None)
     xs = x[plan.perm].contiguous()
     a, h = (xs[:, :4].contiguous(), xs[:, 4:].contiguous()) if factored else (xs, None)
     args = (a, h, plan.offsets, plan.budgets, plan.total)
-    stored = greedy.facility_location(*args, optimizer=optimizer, stored=True)
-    fly = greedy.facility_location(*args, optimizer=optimizer, stored=False)
+    stored = triton_fl.facility_location(*args, optimizer=optimizer, stored=True)
+    fly = triton_fl.facility_location(*args, optimizer=optimizer, stored=False)
     assert torch.equal(stored[0], fly[0]) and torch.equal(stored[2], fly[2])
     torch.testing.assert_close(stored[1], fly[1], rtol=1e-5, atol=1e-5)
-    lazy_fly = greedy.facility_location(*args, optimizer="lazy", stored=False)
-    naive_fly = greedy.facility_location(*args, optimizer="naive", stored=False)
+    lazy_fly = triton_fl.facility_location(*args, optimizer="lazy", stored=False)
+    naive_fly = triton_fl.facility_location(*args, optimizer="naive", stored=False)
     assert torch.equal(lazy_fly[1], naive_fly[1])  # exactness holds for costs computed on the fly
 
 
@@ -111,12 +112,12 @@ def _tile_and_row_gains(COST, XTA, XTH, XN, NT, U, CAND, TILE_OUT, ROW_OUT, LAYO
     NPAD = tl.load(LAYOUT + 1)
     lanes = tl.arange(0, BC)
     cand = tl.load(CAND + lanes)
-    g = greedy._gains(COST, MAT0, NPAD, XTA, XTH, XN, NT, U, 0, n, cand, cand >= 0, DA, DH, inv_dim,
+    g = triton_fl._gains(COST, MAT0, NPAD, XTA, XTH, XN, NT, U, 0, n, cand, cand >= 0, DA, DH, inv_dim,
                       SIM, STORED, FACTORED, BC, BI)
     tl.store(TILE_OUT + lanes, g)
     for j in range(BC):
         e = tl.load(CAND + j)
-        g_row = greedy._gains(COST, MAT0, NPAD, XTA, XTH, XN, NT, U, 0, n, e, e >= 0, DA, DH, inv_dim,
+        g_row = triton_fl._gains(COST, MAT0, NPAD, XTA, XTH, XN, NT, U, 0, n, e, e >= 0, DA, DH, inv_dim,
                               SIM, STORED, FACTORED, 0, BI)  # BC 0: the one row e
         tl.store(ROW_OUT + j, g_row)
 
@@ -127,7 +128,7 @@ def _tile_and_row_gains(COST, XTA, XTH, XN, NT, U, CAND, TILE_OUT, ROW_OUT, LAYO
 def test_one_row_gain_has_the_bits_of_its_lane_in_a_tile(stored, factored, similarity):
     """The lazy greedy evaluates its top row alone and the naive sweep evaluates it as a lane
     of 16: the two must agree bit for bit, on every row chunk (several of them here)."""
-    bc, bi, _ = greedy._greedy_block_sizes(torch.device(TRITON_DEVICE), stored)
+    bc, bi, _ = triton_fl._greedy_block_sizes(torch.device(TRITON_DEVICE), stored)
     n = 2 * bi + 5
     g = torch.Generator().manual_seed(7)
     x = torch.randn(n, 9, generator=g)
@@ -163,9 +164,9 @@ def test_classes_larger_than_every_block(fly, monkeypatch):
     device's block sizes, and rows wider than a dot chunk: the multi-chunk paths, with lazy
     bit-identical to naive and the picks of the CPU op."""
     if fly:
-        monkeypatch.setattr(coreaug_fast.engine, "MAX_MATRIX_BYTES", 0)  # costs on the fly
+        monkeypatch.setattr(coreaug_fast.selection.engine, "MAX_MATRIX_BYTES", 0)  # costs on the fly
     device = torch.device(TRITON_DEVICE)
-    _, bi, bs = greedy._greedy_block_sizes(device, not fly)
+    _, bi, bs = triton_fl._greedy_block_sizes(device, not fly)
     _, block_d = distances._tile_sizes(device)
     sizes = [bs + bi + 5, bi + 3]
     g = torch.Generator().manual_seed(8)
@@ -207,7 +208,7 @@ def test_triton_backend_runs_stochastic_in_the_cpu_op():
 
 def test_launcher_rejects_stochastic():
     with pytest.raises(ValueError, match="naive' or 'lazy'"):
-        greedy.facility_location(torch.zeros(2, 2), None, torch.tensor([0, 2]), torch.tensor([1]), 1,
+        triton_fl.facility_location(torch.zeros(2, 2), None, torch.tensor([0, 2]), torch.tensor([1]), 1,
                                  optimizer="stochastic")
 
 
@@ -217,7 +218,8 @@ os.environ.pop("TRITON_INTERPRET", None)
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from coreaug_fast.kernels import distances, greedy
+from coreaug_fast.kernels import distances
+from coreaug_fast.kernels import facility_location as triton_fl
 f, i, l = "*fp32", "*i32", "*i64"
 target = GPUTarget("cuda", 90, 32)
 NUM_WARPS = distances.CLASS_COST_WARPS
@@ -225,18 +227,20 @@ def compile(fn, sig, num_warps=4, **const):
     sig.update({k: "constexpr" for k in const})
     triton.compile(ASTSource(fn=fn, signature=sig, constexprs=const), target=target,
                    options={"num_warps": num_warps})
-GREEDY = dict(COST=f, XTA=f, XTH=f, XN=f, NT="i32", U=f, UB=f, CAND=i, CLASS=l, OUT_ROWS=l, OUT_GAINS=f, ASSIGN=l,
+GREEDY = dict(COST=f, XTA=f, XTH=f, XN=f, NT="i32", U=f, UB=f, CLASS=l, OUT_ROWS=l, OUT_GAINS=f, ASSIGN=l,
               T0="i32", T1="i32", DA="i32", DH="i32", inv_dim="fp32")
-compile(greedy._greedy_kernel, dict(GREEDY), SIM=0, STORED=True, FACTORED=True, OPT=1, BC=16, BI=256, BS=1024)
-compile(greedy._greedy_kernel, dict(GREEDY), SIM=2, STORED=False, FACTORED=True, OPT=0, BC=16, BI=64, BS=1024)
-compile(greedy._greedy_kernel, dict(GREEDY), num_warps=16, SIM=0, STORED=False, FACTORED=False, OPT=1,
-        BC=16, BI=64, BS=1024)
-compile(greedy._refresh_kernel, dict(COST=f, XTA=f, XTH=f, XN=f, NT="i32", U=f, UB=f, CLASS=l, TILE_CLASS=i,
+DISTANCE, EXP = distances.DISTANCE.value, distances.EXP.value
+compile(triton_fl._lazy_greedy_kernel, dict(GREEDY, CAND=i), SIM=DISTANCE, STORED=True, FACTORED=True,
+        BC=16, BI=256, BS=1024)
+compile(triton_fl._naive_greedy_kernel, dict(GREEDY), SIM=EXP, STORED=False, FACTORED=True, BC=16, BI=64)
+compile(triton_fl._lazy_greedy_kernel, dict(GREEDY, CAND=i), num_warps=16, SIM=DISTANCE, STORED=False,
+        FACTORED=False, BC=16, BI=64, BS=1024)
+compile(triton_fl._refresh_kernel, dict(COST=f, XTA=f, XTH=f, XN=f, NT="i32", U=f, UB=f, CLASS=l, TILE_CLASS=i,
         TILE_START=i, DA="i32", DH="i32", inv_dim="fp32", slack_per_chunk="fp32"),
-        SIM=2, STORED=False, FACTORED=False, BC=16, BI=64)
+        SIM=EXP, STORED=False, FACTORED=False, BC=16, BI=64)
 compile(distances._class_cost_kernel, dict(XA=f, XH=f, XN=f, COST=f, CMAX=f, TILE_CLASS=i, TILE_I=i, TILE_J=i,
         ROW_OFF=i, MAT_OFF=l, NPAD=i, DA="i32", DH="i32", inv_dim="fp32"),
-        SIM=0, FACTORED=True, STORE=True, WANT_MAX=True, BLOCK=64, BLOCK_D=32, num_warps=NUM_WARPS)
+        SIM=DISTANCE, FACTORED=True, STORE=True, WANT_MAX=True, BLOCK=64, BLOCK_D=32, num_warps=NUM_WARPS)
 compile(distances._sq_distance_kernel, dict(XA=f, XH=f, YA=f, YH=f, XN=f, YN=f, OUT=f, M="i32", N="i32",
         DA="i32", DH="i32", s_xa="i32", s_xh="i32", s_ya="i32", s_yh="i32", s_om="i32"),
         FACTORED=False, ZERO_DIAGONAL=True, BLOCK_M=64, BLOCK_N=64, BLOCK_D=32)

@@ -73,8 +73,9 @@ from typing import Dict, List, Optional, Tuple
 import torch
 import torch.distributed as dist
 
+from ..coreset import Coreset
 from . import engine
-from .engine import ClassGroups, Coreset
+from .engine import ClassGroups
 
 _DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 _HEADER = 16  # bytes per exchanged row before the payload: int64 global index, int64 job

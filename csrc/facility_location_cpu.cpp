@@ -1,5 +1,7 @@
 // facility_location on the CPU: per class, the pairwise cost matrix and the greedy
 // maximisation of the facility-location function, naive, lazy (exact) or stochastic.
+// (Entry: coreaug_fast/selection/facility_location.py; GPU body: kernels/facility_location.py;
+// the similarity/optimizer codes: facility_location.h; twin: reference/facility_location.py.)
 //
 // Every similarity is handled as a cost K (smaller = more similar) and a start level b:
 //   "distance"   K = ‖x_i − x_j‖,            b = max K over the class (the C of s = C − K)
@@ -26,12 +28,10 @@
 #endif
 
 #include "common.h"
+#include "facility_location.h"
 
 namespace coreaug {
 namespace {
-
-enum Similarity : int64_t { kDistance = 0, kSqDistance = 1, kExp = 2 };
-enum Optimizer : int64_t { kNaive = 0, kLazy = 1, kStochastic = 2 };
 
 // Rows up to this width get their distances by direct differences (exact for duplicates,
 // no cancellation); wider rows go through blocked GEMMs.
@@ -355,8 +355,7 @@ class CostSource {
   }
 
   // Upper triangle by row blocks of GEMMs (half the flops of X Xᵀ) whose epilogue also
-  // gathers row sums, column sums and maxima; then a tiled mirror, so the matrix is
-  // exactly symmetric.
+  // gathers row sums, column sums and maxima; then mirror_upper.
   void build_matrix_gemm() {
     const int64_t n = p_.n;
     mat_.reset(new float[static_cast<size_t>(n * np_)]);
@@ -402,6 +401,12 @@ class CostSource {
     for (int t = 0; t < threads_; ++t)
       for (int64_t j = 0; j < n; ++j) sums_[j] += cols[t * n + j];
     max_ = *std::max_element(row_max.begin(), row_max.end());
+    mirror_upper();
+  }
+
+  // The lower triangle from the upper, tile by tile, so the matrix is exactly symmetric.
+  void mirror_upper() {
+    const int64_t n = p_.n;
     const int64_t tile = 64, tiles = (n + tile - 1) / tile;
     at::parallel_for(0, tiles, grain_, [&](int64_t b, int64_t e) {
       for (int64_t tj = b; tj < e; ++tj) {
@@ -683,106 +688,120 @@ void run_class(const ClassProblem& p, int64_t k, Optimizer optimizer, double eps
   }
 }
 
-// The op's similarity/optimizer names -> codes: the one table, in the order of
-// coreaug_fast.engine.SIMILARITIES / OPTIMIZERS.
-template <class Code, size_t N>
-Code code_of(const char* what, c10::string_view name, const char* const (&names)[N]) {
-  for (size_t i = 0; i < N; ++i)
-    if (name == names[i]) return static_cast<Code>(i);
-  std::string listed;
-  for (size_t i = 0; i < N; ++i) listed += (i ? ", " : "") + std::string(names[i]);
-  TORCH_CHECK(false, what, " must be one of ", listed, ", got '", std::string(name), "'");
-  return Code{};
-}
-constexpr const char* kSimilarityNames[] = {"distance", "sqdistance", "exp"};
-constexpr const char* kOptimizerNames[] = {"naive", "lazy", "stochastic"};
+// The op's arguments, checked, and the class layout the scheduling reads. These guard the
+// raw torch.ops entry (select_coreset has given friendly errors already), all before any
+// thread starts: throwing inside a parallel region would abort.
+struct Classes {
+  at::Tensor x, h;              // rows (N, da) and features (N, dh) or undefined, contiguous float32
+  at::Tensor offsets, budgets;  // contiguous int64: class starts (K+1) and picks (K)
+  int64_t count = 0, rows = 0;  // K classes, N rows
+  std::vector<int64_t> pos0;    // output position of each class's first pick (K+1)
+  Similarity similarity = kDistance;
+  Optimizer optimizer = kLazy;
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> facility_location_cpu(
-    const at::Tensor& x, const std::optional<at::Tensor>& features, const at::Tensor& offsets,
-    const at::Tensor& budgets, int64_t total, c10::string_view similarity_name, c10::string_view optimizer_name,
-    double epsilon, int64_t seed, int64_t max_matrix_bytes) {
+  const int64_t* start() const { return offsets.data_ptr<int64_t>(); }
+  const int64_t* picks() const { return budgets.data_ptr<int64_t>(); }
+  int64_t size(int64_t c) const { return start()[c + 1] - start()[c]; }
+};
+
+Classes check_args(const at::Tensor& x, const std::optional<at::Tensor>& features, const at::Tensor& offsets,
+                   const at::Tensor& budgets, int64_t total, int64_t similarity, int64_t optimizer, double epsilon,
+                   int64_t max_matrix_bytes) {
   COREAUG_CHECK_DIM(x, 2);
   COREAUG_CHECK_DIM(offsets, 1);
   COREAUG_CHECK_DIM(budgets, 1);
   COREAUG_CHECK_DTYPE(x, at::kFloat);
   COREAUG_CHECK_DTYPE(offsets, at::kLong);
   COREAUG_CHECK_DTYPE(budgets, at::kLong);
-  const Similarity similarity = code_of<Similarity>("similarity", similarity_name, kSimilarityNames);
-  const Optimizer optimizer = code_of<Optimizer>("optimizer", optimizer_name, kOptimizerNames);
+  TORCH_CHECK(similarity >= 0 && similarity < kNumSimilarities, "similarity must be a code in [0, ",
+              int64_t{kNumSimilarities}, ") (its position in coreaug_fast.vocabulary.SIMILARITIES), got ", similarity);
+  TORCH_CHECK(optimizer >= 0 && optimizer < kNumOptimizers, "optimizer must be a code in [0, ",
+              int64_t{kNumOptimizers}, ") (its position in coreaug_fast.vocabulary.OPTIMIZERS), got ", optimizer);
   TORCH_CHECK(epsilon > 0 && epsilon < 1, "epsilon must lie in (0, 1), got ", epsilon);
   TORCH_CHECK(max_matrix_bytes >= 0, "max_matrix_bytes must be >= 0");
-  const int64_t classes = budgets.size(0), rows_total = x.size(0);
-  TORCH_CHECK(offsets.size(0) == classes + 1, "offsets must have len(budgets) + 1 entries");
-  auto xc = x.contiguous();
-  at::Tensor hc;
+  Classes a;
+  a.similarity = static_cast<Similarity>(similarity);
+  a.optimizer = static_cast<Optimizer>(optimizer);
+  a.count = budgets.size(0);
+  a.rows = x.size(0);
+  TORCH_CHECK(offsets.size(0) == a.count + 1, "offsets must have len(budgets) + 1 entries");
+  a.x = x.contiguous();
   if (features.has_value()) {
     COREAUG_CHECK_DIM(*features, 2);
     COREAUG_CHECK_DTYPE(*features, at::kFloat);
-    TORCH_CHECK(features->size(0) == rows_total, "features has ", features->size(0), " rows, x has ", rows_total);
-    hc = features->contiguous();
+    TORCH_CHECK(features->size(0) == a.rows, "features has ", features->size(0), " rows, x has ", a.rows);
+    a.h = features->contiguous();
   }
-  auto off = offsets.contiguous();
-  auto bud = budgets.contiguous();
-  const int64_t* op = off.data_ptr<int64_t>();
-  const int64_t* bp = bud.data_ptr<int64_t>();
-  // Checked up front: throwing inside a parallel region would abort.
+  a.offsets = offsets.contiguous();
+  a.budgets = budgets.contiguous();
+  const int64_t* op = a.start();
+  const int64_t* bp = a.picks();
   TORCH_CHECK(op[0] == 0, "offsets[0] must be 0, got ", op[0]);
-  TORCH_CHECK(op[classes] == rows_total, "offsets[-1] = ", op[classes], " but x has ", rows_total, " rows");
-  std::vector<int64_t> pos0(classes + 1, 0);
-  for (int64_t c = 0; c < classes; ++c) {
+  TORCH_CHECK(op[a.count] == a.rows, "offsets[-1] = ", op[a.count], " but x has ", a.rows, " rows");
+  a.pos0.assign(a.count + 1, 0);
+  for (int64_t c = 0; c < a.count; ++c) {
     const int64_t n = op[c + 1] - op[c];
     TORCH_CHECK(n >= 0, "offsets must be non-decreasing");
     TORCH_CHECK(bp[c] >= 0 && bp[c] <= n, "budgets[", c, "] = ", bp[c], " is outside [0, ", n, "]");
-    pos0[c + 1] = pos0[c] + bp[c];
+    a.pos0[c + 1] = a.pos0[c] + bp[c];
   }
-  TORCH_CHECK(pos0[classes] == total, "budgets sum to ", pos0[classes], " but total is ", total);
+  TORCH_CHECK(a.pos0[a.count] == total, "budgets sum to ", a.pos0[a.count], " but total is ", total);
+  return a;
+}
 
-  auto rows = at::empty({total}, x.options().dtype(at::kLong));
-  auto gains = at::empty({total}, x.options().dtype(at::kFloat));
-  auto assign = at::empty({rows_total}, x.options().dtype(at::kLong));
-  const int64_t da = x.size(1), dh = hc.defined() ? hc.size(1) : 0;
-  const float inv_dim = 1.f / static_cast<float>(std::max<int64_t>(1, dh ? da * dh : da));
-  const float* xp = xc.data_ptr<float>();
-  const float* hp = hc.defined() ? hc.data_ptr<float>() : nullptr;
+// Class c's rows as the greedy sees them.
+ClassProblem problem_of(const Classes& a, int64_t c) {
+  ClassProblem p;
+  const int64_t da = a.x.size(1), dh = a.h.defined() ? a.h.size(1) : 0;
+  p.n = a.size(c);
+  p.da = da;
+  p.dh = dh;
+  p.a = a.x.data_ptr<float>() + a.start()[c] * da;
+  p.h = dh ? a.h.data_ptr<float>() + a.start()[c] * dh : nullptr;
+  p.sim = a.similarity;
+  p.inv_dim = 1.f / static_cast<float>(std::max<int64_t>(1, dh ? da * dh : da));
+  return p;
+}
 
-  auto problem = [&](int64_t c) {
-    ClassProblem p;
-    p.n = op[c + 1] - op[c];
-    p.da = da;
-    p.dh = dh;
-    p.a = xp + op[c] * da;
-    p.h = hp ? hp + op[c] * dh : nullptr;
-    p.sim = similarity;
-    p.inv_dim = inv_dim;
-    return p;
-  };
+// Every class's greedy, into rows/gains (local rows, greedy order) and assign. Many
+// classes: one class per thread. Few or large ones: threads inside each class.
+void run_classes(const Classes& a, double epsilon, int64_t seed, int64_t max_matrix_bytes, at::Tensor& rows,
+                 at::Tensor& gains, at::Tensor& assign) {
   auto run = [&](int64_t c, bool parallel) {
-    const ClassProblem p = problem(c);
-    GreedyOut out{rows.data_ptr<int64_t>() + pos0[c], gains.data_ptr<float>() + pos0[c],
-                  assign.data_ptr<int64_t>() + op[c], pos0[c]};
+    GreedyOut out{rows.data_ptr<int64_t>() + a.pos0[c], gains.data_ptr<float>() + a.pos0[c],
+                  assign.data_ptr<int64_t>() + a.start()[c], a.pos0[c]};
     // Class c's stream depends on seed + c only, so running classes in chunks changes nothing.
     const uint64_t class_seed = mix64(static_cast<uint64_t>(seed) + static_cast<uint64_t>(c));
-    run_class(p, bp[c], optimizer, epsilon, class_seed, max_matrix_bytes, parallel, out);
+    run_class(problem_of(a, c), a.picks()[c], a.optimizer, epsilon, class_seed, max_matrix_bytes, parallel, out);
   };
-
-  // Many classes: one class per thread. Few or large ones: threads inside each class.
   int64_t largest = 0;
-  for (int64_t c = 0; c < classes; ++c) largest = std::max(largest, op[c + 1] - op[c]);
+  for (int64_t c = 0; c < a.count; ++c) largest = std::max(largest, a.size(c));
   const int threads = at::get_num_threads();
-  const bool across = threads > 1 && classes >= 2 * threads &&
+  const bool across = threads > 1 && a.count >= 2 * threads &&
                       static_cast<double>(largest) * largest * sizeof(float) * threads <=
                           static_cast<double>(max_matrix_bytes);
   if (across) {
-    at::parallel_for(0, classes, 1, [&](int64_t lo, int64_t hi) {
+    at::parallel_for(0, a.count, 1, [&](int64_t lo, int64_t hi) {
       for (int64_t c = lo; c < hi; ++c) run(c, false);
     });
   } else {
-    for (int64_t c = 0; c < classes; ++c) run(c, true);
+    for (int64_t c = 0; c < a.count; ++c) run(c, true);
   }
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> facility_location_cpu(
+    const at::Tensor& x, const std::optional<at::Tensor>& features, const at::Tensor& offsets,
+    const at::Tensor& budgets, int64_t total, int64_t similarity, int64_t optimizer, double epsilon, int64_t seed,
+    int64_t max_matrix_bytes) {
+  const Classes a = check_args(x, features, offsets, budgets, total, similarity, optimizer, epsilon, max_matrix_bytes);
+  auto rows = at::empty({total}, x.options().dtype(at::kLong));
+  auto gains = at::empty({total}, x.options().dtype(at::kFloat));
+  auto assign = at::empty({a.rows}, x.options().dtype(at::kLong));
+  run_classes(a, epsilon, seed, max_matrix_bytes, rows, gains, assign);
   // Local rows -> rows of x.
   int64_t* rp = rows.data_ptr<int64_t>();
-  for (int64_t c = 0; c < classes; ++c)
-    for (int64_t t = pos0[c]; t < pos0[c + 1]; ++t) rp[t] += op[c];
+  for (int64_t c = 0; c < a.count; ++c)
+    for (int64_t t = a.pos0[c]; t < a.pos0[c + 1]; ++t) rp[t] += a.start()[c];
   return {rows, gains, assign};
 }
 

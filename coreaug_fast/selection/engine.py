@@ -1,13 +1,14 @@
 """The single-process selection engine behind :func:`coreaug_fast.select_coreset`.
 
-:mod:`coreaug_fast.selection` (the public entry) and :mod:`coreaug_fast.distributed` (the
-sharded path) both call this module: argument checks (:func:`check_arguments`), the
+:mod:`~coreaug_fast.selection.facility_location` (the public entry) and
+:mod:`~coreaug_fast.selection.distributed` (the sharded path) both call this module: argument checks (:func:`check_arguments`), the
 grouping of rows by class and the picks per class (:class:`ClassGroups`, with the one
 fraction → k rule :func:`picks_for_fraction`), and :func:`select_local`, which runs a
 backend on rows grouped by class, a run of whole classes at a time (:data:`CHUNK_BYTES`),
 so that besides the caller's tensors only one run's rows exist at once. Nothing here
-imports :mod:`~coreaug_fast.selection` or :mod:`~coreaug_fast.distributed`, so imports run
-one way: selection → distributed → engine → class_rows.
+imports :mod:`~coreaug_fast.selection.facility_location` or
+:mod:`~coreaug_fast.selection.distributed`, so imports run one way: facility_location →
+distributed → engine → class_rows.
 """
 from __future__ import annotations
 
@@ -15,14 +16,15 @@ import math
 import numbers
 import os
 import warnings
-from dataclasses import dataclass
 from fractions import Fraction
 from typing import NamedTuple, Optional
 
 import torch
 
-from . import _checks, _ext, class_rows
-from .vocabulary import BACKENDS, OPTIMIZERS, SIMILARITIES
+from .. import checks, _ext
+from ..coreset import Coreset
+from ..vocabulary import BACKENDS, OPTIMIZERS, SIMILARITIES, code
+from . import class_rows
 from .embeddings import LazyEmbeddings
 
 
@@ -66,40 +68,6 @@ CHUNK_BYTES = 256 << 20
 _FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
 
-@dataclass(frozen=True)
-class Coreset:
-    """A weighted subset, chosen per class.
-
-    Attributes:
-        indices: (k,) int64, the chosen examples grouped by class (ascending class id), each
-            class in selection order. Row positions of the input, or the values of the
-            ``indices=`` argument when one was given.
-        weights: (k,) float32, γ_j: how many rows of its class each chosen example
-            represents (they sum to n_c within a class). 1 for the baselines.
-        gains: (k,) float32, the marginal gain F(e | S) at each greedy step (see the module
-            docstring for the scale); for :func:`select_max_loss` the losses, for
-            :func:`select_random` zeros.
-        assignment: (n,) int64, for every input row the position in ``indices`` of its
-            representative (the earliest chosen among its most similar); -1 for rows of a
-            class with no picks, and for the baselines, -1 for rows not chosen.
-        labels: (k,) int64, the class of each chosen example.
-        classes: (m,) int64, the classes present in ``labels``, ascending.
-        offsets: (m + 1,) int64, ``indices[offsets[t]:offsets[t+1]]`` are class
-            ``classes[t]``'s picks.
-    """
-
-    indices: torch.Tensor
-    weights: torch.Tensor
-    gains: torch.Tensor
-    assignment: torch.Tensor
-    labels: torch.Tensor
-    classes: torch.Tensor
-    offsets: torch.Tensor
-
-    def __len__(self) -> int:
-        return int(self.indices.shape[0])
-
-
 # ------------------------------------------------------------------ picks per class
 
 def picks_for_fraction(fraction, n: int) -> int:
@@ -128,7 +96,7 @@ def _budget_int(budget) -> Optional[int]:
         raise ValueError(f"budget must be an int or a per-class sequence of ints, got {budget!r}")
     if isinstance(budget, numbers.Integral) or (isinstance(budget, torch.Tensor) and budget.dim() == 0
                                                 and not budget.is_floating_point()):
-        value = _checks.check_int("budget", budget)
+        value = checks.check_int("budget", budget)
         if value < 0:
             raise ValueError(f"budget must be >= 0, got {value}")
         return value
@@ -192,9 +160,9 @@ class ClassGroups:
 # ------------------------------------------------------------------ argument checks
 
 def check_labels(labels, n: Optional[int]) -> torch.Tensor:
-    _checks.check_tensor("labels", labels, dim=1, integer=True)
+    checks.check_tensor("labels", labels, dim=1, integer=True)
     if n is not None:
-        _checks.check_rows(n, labels=labels)
+        checks.check_rows(n, labels=labels)
     if labels.numel() and int(labels.min()) < 0:
         raise ValueError(f"labels has value {int(labels.min())}, expected class ids >= 0")
     return labels
@@ -205,26 +173,26 @@ def check_embeddings(embeddings):
     the lazy object itself (it has ``shape`` and ``device``) and the features its own."""
     if isinstance(embeddings, LazyEmbeddings):
         lg, t, h = embeddings.logits, embeddings.targets, embeddings.features
-        _checks.check_tensor("embeddings.logits", lg, dim=2, floating=True)
-        _checks.check_tensor("embeddings.targets", t, dim=1, integer=True)
+        checks.check_tensor("embeddings.logits", lg, dim=2, floating=True)
+        checks.check_tensor("embeddings.targets", t, dim=1, integer=True)
         if t.dtype != torch.long:
             raise ValueError(f"embeddings.targets must be int64, got {t.dtype}")
         if h is not None:
-            _checks.check_tensor("embeddings.features", h, dim=2, floating=True)
-        _checks.check_same_device(**{"embeddings.logits": lg, "embeddings.targets": t, "embeddings.features": h})
-        _checks.check_rows(lg.shape[0], **{"embeddings.targets": t, "embeddings.features": h})
-        _checks.check_range("embeddings.targets", t, 0, lg.shape[1])
+            checks.check_tensor("embeddings.features", h, dim=2, floating=True)
+        checks.check_same_device(**{"embeddings.logits": lg, "embeddings.targets": t, "embeddings.features": h})
+        checks.check_rows(lg.shape[0], **{"embeddings.targets": t, "embeddings.features": h})
+        checks.check_range("embeddings.targets", t, 0, lg.shape[1])
         return embeddings, None if h is None else h.detach()
     if isinstance(embeddings, tuple) and not isinstance(embeddings, torch.Tensor):
         if len(embeddings) != 2:
             raise ValueError(f"factored embeddings must be a (grad, features) pair, got {len(embeddings)} items")
         a, h = embeddings
-        _checks.check_tensor("embeddings.grad", a, dim=2, floating=True)
-        _checks.check_tensor("embeddings.features", h, dim=2, floating=True)
-        _checks.check_same_device(**{"embeddings.grad": a, "embeddings.features": h})
-        _checks.check_rows(a.shape[0], **{"embeddings.features": h})
+        checks.check_tensor("embeddings.grad", a, dim=2, floating=True)
+        checks.check_tensor("embeddings.features", h, dim=2, floating=True)
+        checks.check_same_device(**{"embeddings.grad": a, "embeddings.features": h})
+        checks.check_rows(a.shape[0], **{"embeddings.features": h})
         return a.detach(), h.detach()
-    _checks.check_tensor("embeddings", embeddings, dim=2, floating=True)
+    checks.check_tensor("embeddings", embeddings, dim=2, floating=True)
     return embeddings.detach(), None
 
 
@@ -305,26 +273,26 @@ def check_arguments(embeddings, labels, indices, fraction, budget, similarity, o
     distributed path adds its checks of ``indices`` across ranks)."""
     x, h = check_embeddings(embeddings)
     n = x.shape[0]
-    _checks.check_tensor("labels", labels, dim=1, integer=True)
+    checks.check_tensor("labels", labels, dim=1, integer=True)
     if indices is not None:
-        _checks.check_tensor("indices", indices, dim=1, integer=True)
-    device = _checks.check_same_device(embeddings=x, features=h, labels=labels, indices=indices)
+        checks.check_tensor("indices", indices, dim=1, integer=True)
+    device = checks.check_same_device(embeddings=x, features=h, labels=labels, indices=indices)
     check_labels(labels, n)
     if indices is not None:
-        _checks.check_rows(n, indices=indices)
+        checks.check_rows(n, indices=indices)
     x_max, h_max = _largest_values(x, h)
     if (fraction is None) == (budget is None):
         raise ValueError("give exactly one of fraction and budget")
     if fraction is not None:
-        _checks.check_fraction("fraction", fraction)
+        checks.check_fraction("fraction", fraction)
     else:
         budget = check_budget(budget, labels)
-    _checks.check_choice("similarity", similarity, SIMILARITIES)
-    _checks.check_choice("optimizer", optimizer, OPTIMIZERS)
-    _checks.check_choice("backend", backend, BACKENDS)
+    checks.check_choice("similarity", similarity, SIMILARITIES)
+    checks.check_choice("optimizer", optimizer, OPTIMIZERS)
+    checks.check_choice("backend", backend, BACKENDS)
     if isinstance(epsilon, bool) or not isinstance(epsilon, numbers.Real) or not 0 < epsilon < 1:
         raise ValueError(f"epsilon must be a number in (0, 1), got {epsilon!r}")
-    _checks.check_generator("generator", generator)
+    checks.check_generator("generator", generator)
     return Checked(x, h, device, budget, resolve_backend(backend, device), x_max, h_max)
 
 
@@ -338,15 +306,15 @@ def run_backend(backend, x, h, offsets, budgets, total, sim, opt, epsilon, seed)
         return (torch.empty(0, dtype=torch.long, device=dev), torch.empty(0, device=dev),
                 torch.full((x.shape[0],), -1, dtype=torch.long, device=dev))
     if backend == "triton" and opt != "stochastic":
-        from .kernels import greedy
+        from ..kernels.facility_location import facility_location
 
-        return greedy.facility_location(x, h, offsets, budgets, total, similarity=sim, optimizer=opt,
+        return facility_location(x, h, offsets, budgets, total, similarity=sim, optimizer=opt,
                                         max_matrix_bytes=MAX_MATRIX_BYTES)
     _ext.require_extension("select_coreset")
     dev = x.device
     rows, gains, assign = torch.ops.coreaug.facility_location(
-        x.cpu(), None if h is None else h.cpu(), offsets, budgets, total, sim, opt, float(epsilon), seed,
-        MAX_MATRIX_BYTES)
+        x.cpu(), None if h is None else h.cpu(), offsets, budgets, total, code(SIMILARITIES, sim),
+        code(OPTIMIZERS, opt), float(epsilon), seed, MAX_MATRIX_BYTES)
     return rows.to(dev), gains.to(dev), assign.to(dev)
 
 
@@ -355,9 +323,9 @@ def run_bytes(backend: str, device: torch.device) -> int:
     the Triton backend as much as its stored cost matrices may take there, if more (one
     launch then still covers many classes: one greedy program per class)."""
     if backend == "triton" and device.type == "cuda":
-        from .kernels import greedy
+        from ..kernels.facility_location import matrix_budget
 
-        return max(CHUNK_BYTES, greedy.matrix_budget(device, MAX_MATRIX_BYTES))
+        return max(CHUNK_BYTES, matrix_budget(device, MAX_MATRIX_BYTES))
     return CHUNK_BYTES
 
 
@@ -429,7 +397,7 @@ def select_local(x, h: Optional[torch.Tensor], groups: ClassGroups, *, similarit
 
     Memory: the classes run a few at a time (:func:`runs`); each run's rows are float32
     copies (computed from the logits for lazy embeddings), centred and scaled
-    (:mod:`~coreaug_fast.class_rows`), in one buffer that every run reuses (CPU) or freed
+    (:mod:`~coreaug_fast.selection.class_rows`), in one buffer that every run reuses (CPU) or freed
     before the next run's are made (CUDA).
     """
     device = x.device
