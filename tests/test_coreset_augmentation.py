@@ -214,6 +214,25 @@ def test_state_dict_round_trip_reproduces_the_next_epoch_bit_for_bit(tmp_path, m
     assert untimed[0] == untimed[1] and untimed[0]["epoch"] == 4
 
 
+def test_a_state_is_a_copy_that_later_epochs_leave_alone():
+    """state_dict() hands out copies: the live never-selected flags, subset and selection of
+    later epochs do not reach into a state taken earlier."""
+    model = Net()
+    aug = make(method="random", select_every=1, fraction=0.1)
+    collect(aug.epoch(model, batch_size=16))
+    state = aug.state_dict()
+    before = {k: state[k].clone() for k in ("ever_selected", "subset", "weights")}
+    gains = state["coreset"]["gains"].clone()
+    for _ in range(3):  # re-selects each epoch: more examples become ever-selected
+        collect(aug.epoch(model, batch_size=16))
+    assert int(aug.state_dict()["ever_selected"].sum()) > int(before["ever_selected"].sum())
+    for k, v in before.items():
+        assert torch.equal(state[k], v), k
+    assert torch.equal(state["coreset"]["gains"], gains)
+    for k in ("ever_selected", "subset", "weights"):
+        assert state[k].data_ptr() != aug.state_dict()[k].data_ptr()
+
+
 def test_host_resident_images_give_the_same_batches_as_device_resident():
     """Host path: rows gathered on the host into a staging buffer, copied, then augmented
     (forced here, as this machine's only device is the host)."""

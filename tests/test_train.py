@@ -452,3 +452,13 @@ def test_weights_of_another_architecture_are_refused(image_root, tmp_path, capsy
     err = capsys.readouterr().err
     assert "--weights" in err and "do not match --model's" in err and err.count("\n") == 1
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize("policy", ["autoaugment-cifar10", "trivialaugment"])
+def test_a_policy_trains_end_to_end_and_is_recorded(tmp_path, policy, recorder):
+    """--policy: the strong copies are the named policy's (its ops width: AutoAugment 2,
+    TrivialAugment 1), and the run's configuration records it."""
+    s = train(tiny(tmp_path, method="coreset", fraction=0.25, policy=policy, num_ops=None))
+    assert s["config"]["policy"] == policy and s["config"]["num_ops"] is None and s["complete"]
+    assert sum(idx.numel() for idx in recorder["strong"]) == 2 * per_class_budget(load_dataset(
+        tiny(tmp_path).resolved()).train_y, 0.25)
