@@ -383,7 +383,9 @@ class CoresetAugmentation:
                                 subset_weights=self._subset_weights, copies=self.copies, aug_mode=self.aug_mode,
                                 subset_only=self.subset_only, group_batches=self.group_batches,
                                 batch_size=batch_size, rank=rank, world=world)
-        if self.group_batches > 1:  # a rank's windows are its own batches, and so is their augmentation stream
+        if world > 1 or self.group_batches > 1:
+            # each rank draws its own augmentation (ranks share one seed); with windows, a rank's
+            # windows are its own batches, and so is their augmentation stream
             self._gen["augment"].manual_seed(rank_seed(self.seed, rank, epoch))
         return rows, total
 

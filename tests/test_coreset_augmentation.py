@@ -266,6 +266,22 @@ def test_batches_are_on_the_model_device_in_out_dtype_and_transform_eval_matches
     assert torch.equal(aug.transform_eval(images), want)
 
 
+@pytest.mark.parametrize("group_batches", [0, 1, 2])
+def test_each_rank_draws_its_own_augmentation(monkeypatch, group_batches):
+    """Ranks share one seed; their crops and flips must still differ (one image repeated, so
+    equal batches mean equal draws). Ranks are faked: the rows do not need a process group."""
+    images = torch.randint(0, 256, (1, 3, 16, 16), dtype=torch.uint8).repeat(64, 1, 1, 1)
+    labels = torch.arange(64) % 4
+    model = nn.Sequential(nn.Flatten(), nn.Linear(768, 4))
+    batches = []
+    for rank in (0, 1):
+        monkeypatch.setattr(ca.args, "rank_world", lambda group, rank=rank: (rank, 2))
+        aug = CoresetAugmentation(images, labels, method="none", seed=0, group_batches=group_batches)
+        batches.append([x for x, _, _ in aug.epoch(model, batch_size=8)])
+    assert len(batches[0]) == len(batches[1]) == 4
+    assert not any(torch.equal(a, b) for a, b in zip(*batches))
+
+
 def test_same_seed_same_batches_other_seed_differs():
     model = Net()
     xs = [collect(make(seed=s).epoch(model, batch_size=16))[0] for s in (1, 1, 2)]
