@@ -3,10 +3,13 @@ accepts: a state of the same configuration, holding values an epoch could have p
 Every field is checked before any is restored, so a refused state changes nothing."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Iterable
 
 import torch
 
+from .checks import check_finite
+from .coreset import Coreset
 from .vocabulary import SUBSET_METHODS
 
 #: The fields every state has (later versions added ``config`` and ``recording``).
@@ -33,6 +36,7 @@ def check_state(state, *, n: int, config: dict, streams: Iterable[str], method: 
                          f"got {shape}: a state of a dataset of another size")
     _check_recording(state.get("recording"), n)
     _check_subset(state["subset"], state["weights"], n, epoch, method)
+    _check_coreset(state.get("coreset"))
 
 
 def _check_config(saved, here: dict) -> None:
@@ -57,12 +61,25 @@ def _check_generators(gens, streams: set) -> None:
 def _check_recording(recording, n: int) -> None:
     if recording is None:
         return
-    seen, logits = recording.get("seen"), recording.get("logits")
-    if not isinstance(seen, torch.Tensor) or seen.dtype != torch.bool or tuple(seen.shape) != (n,) or (
-            logits is not None and (logits.dim() != 2 or logits.shape[0] != n)):
-        raise ValueError(f"state: recording must hold a bool seen ({n},) and logits ({n}, classes)")
-    if logits is not None and not bool(torch.isfinite(logits).all()):
-        raise ValueError("state: recording.logits must be finite")
+    fields = ("logits", "features", "seen")
+    if not isinstance(recording, dict) or set(recording) != set(fields):
+        raise ValueError(f"state: recording must be None or a dict of {list(fields)}")
+    seen, logits, features = (recording[k] for k in ("seen", "logits", "features"))
+    if not isinstance(seen, torch.Tensor) or seen.dtype != torch.bool or tuple(seen.shape) != (n,) or any(
+            t is not None and (not isinstance(t, torch.Tensor) or t.dim() != 2 or t.shape[0] != n)
+            for t in (logits, features)):
+        raise ValueError(f"state: recording must hold a bool seen ({n},), logits ({n}, classes) and features "
+                         f"({n}, d) or None")
+    for name, t in (("logits", logits), ("features", features)):
+        if t is not None:
+            check_finite(f"state: recording.{name}", t)
+
+
+def _check_coreset(coreset) -> None:
+    fields = [f.name for f in dataclasses.fields(Coreset)]
+    if coreset is not None and (not isinstance(coreset, dict) or set(coreset) != set(fields) or not all(
+            isinstance(v, torch.Tensor) for v in coreset.values())):
+        raise ValueError(f"state: coreset must be None or a dict of the tensors {fields}")
 
 
 def _check_subset(subset, weights, n: int, epoch: int, method: str) -> None:

@@ -233,6 +233,28 @@ def test_a_state_is_a_copy_that_later_epochs_leave_alone():
         assert state[k].data_ptr() != aug.state_dict()[k].data_ptr()
 
 
+@pytest.mark.parametrize("field, value", [
+    ("coreset", {"indices": torch.zeros(1, dtype=torch.long)}),
+    ("recording", {"seen": torch.zeros(64, dtype=torch.bool), "logits": None, "features": torch.ones(64)}),
+    ("recording", [1, 2]),
+])
+def test_a_refused_state_changes_nothing(field, value):
+    """Every field is checked before any is restored: after a refused load the object's next
+    epoch is the one it would have had."""
+    images, labels = data(64)
+    model = Net()
+    aug = CoresetAugmentation(images, labels, method="coreset", fraction=0.25, select_every=1, seed=0)
+    twin = CoresetAugmentation(images, labels, method="coreset", fraction=0.25, select_every=1, seed=0)
+    saved = twin.state_dict()
+    for a in (aug, twin):
+        list(a.epoch(model, batch_size=16))
+    with pytest.raises(ValueError, match=f"state: {field}"):
+        aug.load_state_dict({**saved, field: value})
+    assert aug.state_dict()["epoch"] == 1
+    for (x, y, w), (x2, y2, w2) in zip(aug.epoch(model, batch_size=16), twin.epoch(model, batch_size=16)):
+        assert torch.equal(x, x2) and torch.equal(y, y2) and torch.equal(w, w2)
+
+
 def test_host_resident_images_give_the_same_batches_as_device_resident():
     """Host path: rows gathered on the host into a staging buffer, copied, then augmented
     (forced here, as this machine's only device is the host)."""

@@ -414,6 +414,14 @@ ROWS = [
            ("state", "CoresetAugmentation(IMG, L2).load_state_dict({**CoresetAugmentation(IMG, L2).state_dict(), "
                      "'subset': torch.tensor([0]), 'weights': torch.tensor([float('nan')])})",
             "state: weights must be finite and >= 0"),
+           ("state", "CoresetAugmentation(IMG, L2).load_state_dict({**CoresetAugmentation(IMG, L2).state_dict(), "
+                     "'coreset': {'indices': torch.zeros(1)}})",
+            "state: coreset must be None or a dict of the tensors ['indices', 'weights', 'gains', 'assignment', "
+            "'labels', 'classes', 'offsets']"),
+           ("state", "CoresetAugmentation(IMG, L2).load_state_dict({**CoresetAugmentation(IMG, L2).state_dict(), "
+                     "'recording': {'seen': torch.zeros(2, dtype=torch.bool), 'features': None, "
+                     "'logits': torch.full((2, 2), float('nan'))}})",
+            "state: recording.logits contains NaN or inf"),
            ("state", "CoresetAugmentation(IMG, L2, method='none').load_state_dict("
                      "{**CoresetAugmentation(IMG, L2, method='none').state_dict(), "
                      "'subset': torch.tensor([0]), 'weights': torch.ones(1)})",
