@@ -207,7 +207,6 @@ class CoresetAugmentation:
         self.source = make_source(images, labels, image_size=image_size, weak=weak, channels=channels,
                                   num_workers=num_workers, pin_memory=pin_memory, prefetch_factor=prefetch_factor,
                                   augment_impl=augment_impl)
-        self.labels = labels_of(self.source, labels, progress)
         self.group_batches = self.source.group_batches if group_batches is None else \
             checks.check_int("group_batches", group_batches, low=0, high=2 ** 20)
         self.method, self.subset_only, self.aug_mode, self.weights = method, bool(subset_only), aug_mode, weights
@@ -224,6 +223,8 @@ class CoresetAugmentation:
         # the policy's settings as the Augmenter resolved them (RandAugment: 2 ops, bin 9)
         a = self._augmenter
         self.policy, self.num_ops, self.magnitude = a.policy, a.num_ops, a.magnitude
+        # last of the checks: a dataset without targets is read whole here
+        self.labels = labels_of(self.source, labels, progress)
         seeds = stream_seeds(self.seed)
         self._gen = {k: torch.Generator().manual_seed(seeds[k]) for k in OWN_STREAMS}
         self._builder = BatchBuilder(self.source, a, self._gen["augment"], augment_impl)

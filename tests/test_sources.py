@@ -263,6 +263,17 @@ def test_labels_come_from_targets_then_labels_then_a_labelled_pass(folder):
     assert torch.equal(make(sub).labels, want[[5, 0, 17]])
 
 
+@pytest.mark.parametrize("bad", [dict(group_batches=-1), dict(mean=(0.5, 0.5), std=(0.5, 0.5)),
+                                 dict(policy="trivialaugment", num_ops=2)])
+def test_bad_arguments_are_refused_before_the_labelled_pass(folder, bad):
+    """A dataset without targets is read whole for its labels: a plain argument error must not
+    wait for that pass (the first item is read to check the dataset's kind)."""
+    ds = Counting(folder)
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        make(NoTargets(ds), progress=False, **bad)
+    assert len(ds.reads) <= 1
+
+
 def test_a_label_outside_the_datasets_classes_is_named(folder):
     bad = torch.tensor(folder.targets)
     bad[4] = 3
