@@ -84,9 +84,13 @@ class TensorSource:
 
     def eval_batches(self, rows: Optional[torch.Tensor], chunk: int, device: torch.device) -> Iterator[torch.Tensor]:
         """uint8 images ``rows`` (all when None), ``chunk`` at a time, on ``device``."""
-        images = self.images if rows is None else self.images[rows.to(self.images.device)]
-        for part in images.split(chunk):
-            yield to_device_async(part, device)
+        if rows is None:
+            for part in self.images.split(chunk):
+                yield to_device_async(part, device)
+            return
+        # gathered a chunk at a time: a pass over most rows must not copy them all at once
+        for part in rows.to(self.images.device).split(chunk):
+            yield to_device_async(self.images[part], device)
 
     def _gather(self, index: torch.Tensor, device: torch.device) -> torch.Tensor:
         """Rows ``index`` gathered on the host into a (pinned) staging buffer, copied to

@@ -452,3 +452,12 @@ def test_the_strong_policy_of_the_copies_is_the_named_one(folder, recorded, poli
         assert ops.shape[1] == 2 and (ops == 0).any() and (ops != 0).any()
     else:
         assert ops.shape[1] == 1
+
+
+def test_a_tensor_source_gathers_a_pass_a_chunk_at_a_time():
+    """The clean pass over most rows (the train pass's missing rows) must not copy them all at once."""
+    images = torch.randint(0, 256, (50, 3, 8, 8), dtype=torch.uint8)
+    rows = torch.randperm(50, generator=torch.Generator().manual_seed(0))[:40]
+    parts = list(sources.TensorSource(images).eval_batches(rows, 16, torch.device("cpu")))
+    assert torch.equal(torch.cat(parts), images[rows])
+    assert [p.untyped_storage().nbytes() for p in parts] == [16 * 192, 16 * 192, 8 * 192]
