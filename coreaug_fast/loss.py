@@ -34,7 +34,7 @@ def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def _check_values(targets: torch.Tensor, num_classes: int, weights: Optional[torch.Tensor],
-                  given: Optional[torch.Tensor] = None) -> None:
+                  given: Optional[torch.Tensor] = None, summed: bool = True) -> None:
     """Targets in [0, C); weights finite, >= 0, with a finite sum, and none lost to the cast;
     checked with one host sync.
 
@@ -45,14 +45,17 @@ def _check_values(targets: torch.Tensor, num_classes: int, weights: Optional[tor
     that overflow float32 are caught); ``given`` the caller's, when the cast changed them.
     Weights whose sum overflows make the "weights" mean inf / inf = NaN and the sum inf, and
     nonzero weights that the cast flushes to 0 (float64 1e-320 in float32) make it 0 / 0:
-    both are refused rather than returned."""
+    both are refused rather than returned when the rows are ``summed`` (not for
+    ``reduction="none"``, whose per-row losses are what the unfused expression gives)."""
     if targets.numel() == 0:
         return
     stats = list(torch.aminmax(targets))
     if weights is not None:
-        stats += [*torch.aminmax(weights), weights.sum()]  # NaN propagates into all three
-        if given is not None:
-            stats.append(((given != 0) & (weights == 0)).any())
+        stats += list(torch.aminmax(weights))  # NaN propagates into both
+        if summed:
+            stats.append(weights.sum())
+            if given is not None:
+                stats.append(((given != 0) & (weights == 0)).any())
     if targets.device.type == "cpu":
         values = [v.item() for v in stats]
     else:
@@ -66,6 +69,8 @@ def _check_values(targets: torch.Tensor, num_classes: int, weights: Optional[tor
     if not (0 <= values[2] and values[3] < math.inf):
         bad = values[2] if not 0 <= values[2] else values[3]
         raise ValueError(f"weights must be finite and >= 0, got {bad}{cast}")
+    if not summed:
+        return
     if values[4] == math.inf:
         raise ValueError(f"weights sum to inf in {weights.dtype}, the dtype the loss computes in (largest "
                          f"{values[3]:.3g}); scale them down: the 'weights' mean does not change")
@@ -164,7 +169,9 @@ def weighted_cross_entropy(logits: torch.Tensor, targets: torch.Tensor,
     w = None if weights is None else weights.to(acc)
     if check:
         checks.check_not_meta(logits=logits, targets=targets, weights=weights)
-        _check_values(targets, logits.shape[1], w, None if weights is None or weights.dtype == acc else weights)
+        # only a narrowing cast (float64 -> float32) can flush or overflow the caller's weights
+        narrowed = weights is not None and weights.dtype.itemsize > acc.itemsize
+        _check_values(targets, logits.shape[1], w, weights if narrowed else None, summed=reduction != "none")
     _ext.require_extension("weighted_cross_entropy")
 
     losses, _ = torch.ops.coreaug.weighted_cross_entropy(logits, targets.long(), w, eps)

@@ -452,6 +452,16 @@ def test_weights_whose_sum_overflows_are_refused(device, reduction):
     assert torch.equal(wce(logits, targets, weights * 2.0 ** -100), wce(logits, targets, torch.ones(4, device=device)))
 
 
+def test_unsummed_losses_of_huge_weights_are_returned_as_unfused(device):
+    """reduction="none" forms no sum: weights whose sum overflows (or that float32 flushes)
+    give the per-row losses the unfused expression gives, not an error."""
+    logits, targets, _ = _inputs(4, 3, device)
+    for weights in (torch.full((4,), 3e38, device=device),
+                    torch.full((4,), 1e-320, dtype=torch.float64, device=device)):
+        want = F.cross_entropy(logits, targets, reduction="none") * weights.float()
+        torch.testing.assert_close(wce(logits, targets, weights, reduction="none"), want, rtol=1e-6, atol=0)
+
+
 def test_float64_weights_that_underflow_float32_are_refused(device):
     logits, targets, _ = _inputs(4, 3, device)
     weights = torch.full((4,), 1e-320, dtype=torch.float64, device=device)
