@@ -383,8 +383,7 @@ class Augmenter:
         strong = rows - weak
         parts = []
         if weak:
-            offsets = torch.randint(2 * self.padding + 1, (weak, 2), generator=generator, device=gen_device,
-                                    dtype=torch.int32).long()
+            offsets = torch.randint(2 * self.padding + 1, (weak, 2), generator=generator, device=gen_device)
             flips = (torch.rand(weak, generator=generator, device=gen_device) < 0.5) & self.flip
             width = self._sampler.ops_per_row
             parts.append((torch.zeros(weak, width, dtype=torch.int32, device=gen_device),
@@ -395,13 +394,17 @@ class Augmenter:
                 offsets = torch.zeros(strong, 2, dtype=torch.long, device=gen_device)
                 flips = torch.zeros(strong, dtype=torch.bool, device=gen_device)
             parts.append((ops, mags, offsets, flips))
-        if not parts:
-            return images.new_empty((0,) + tuple(images.shape[1:]), dtype=self.out_dtype)
+        if not parts:  # no rows: empty parameters, so last_params never replays an older call
+            width = self._sampler.ops_per_row
+            parts.append((torch.zeros(0, width, dtype=torch.int32), torch.zeros(0, width),
+                          torch.zeros(0, 2, dtype=torch.long), torch.zeros(0, dtype=torch.bool)))
         ops, mags, offsets, flips = (to_device_async(torch.cat(t) if len(t) > 1 else t[0], device)
                                      for t in zip(*parts))
         params = AugmentParams(source=index.long(), copy=torch.zeros(rows, dtype=torch.long, device=device),
                                ops=ops, magnitudes=mags, offsets=offsets, flips=flips)
         self.last_params = params
+        if not rows:
+            return images.new_empty((0,) + tuple(images.shape[1:]), dtype=self.out_dtype)
         return self._run(images, params, torch.cat([offsets, flips.long()[:, None]], 1))
 
     def apply(self, images: torch.Tensor, params: AugmentParams) -> torch.Tensor:

@@ -671,6 +671,9 @@ def test_batch_of_staged_rows_and_its_errors():
     x = aug.batch(images, 2, generator=torch.Generator().manual_seed(0))  # row m is image m
     assert x.shape == (4, 3, 8, 8)
     assert aug.batch(images[:0], 0).shape == (0, 3, 8, 8)
+    assert aug.last_params.source.shape == (0,) and aug.last_params.ops.shape[0] == 0  # not the call before
+    huge = Augmenter(copies=1, padding=2 ** 30)  # the largest padding: weak offsets beyond int32
+    assert huge.batch(images, 2).shape == (4, 3, 8, 8) and int(huge.last_params.offsets.max()) >= 0
     with pytest.raises(ValueError, match=r"weak must be in \[0, 4\], got 5"):
         aug.batch(images, 5)
     with pytest.raises(ValueError, match="index has value 9, outside"):
