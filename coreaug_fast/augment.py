@@ -413,14 +413,14 @@ class Augmenter:
         if not isinstance(params, AugmentParams):
             raise ValueError(f"params must be an AugmentParams, got {type(params).__name__}")
         params = params.to(images.device)
-        augment_checks.check_ops(params.ops, params.magnitudes)
-        augment_checks.check_index(params.source, images.shape[0], params.ops.shape[0])
+        augment_checks.check_ops(params.ops, params.magnitudes, prefix="params.")
+        augment_checks.check_index(params.source, images.shape[0], params.ops.shape[0], name="params.source")
         if (params.offsets is None) != (params.flips is None):
             raise ValueError("params.offsets and params.flips must both be set or both be None")
         crop = None
         if params.offsets is not None:
             crop = augment_checks.crop_tensor(params.offsets, params.flips, self.padding, params.ops.shape[0],
-                                              images.device)
+                                              images.device, prefix="params.")
         return self._run(images, params, crop)
 
     def _run(self, images: torch.Tensor, params: AugmentParams, crop: Optional[torch.Tensor]) -> torch.Tensor:

@@ -18,31 +18,35 @@ MAX_PADDING = 2 ** 30
 MAX_COPIES = 2 ** 16
 
 
-def check_index(index, num_images: int, rows: Optional[int], check: bool = True) -> None:
+def check_index(index, num_images: int, rows: Optional[int], check: bool = True, name: str = "index") -> None:
     """Type and shape always; the values (one host sync on a GPU) when ``check``. The
     kernels never read out of bounds: without the check, a row whose index is outside
-    [0, N) comes out all zeros on the GPU (the CPU op checks indices itself and raises)."""
-    checks.check_tensor("index", index, dim=1, integer=True)
+    [0, N) comes out all zeros on the GPU (the CPU op checks indices itself and raises).
+    ``name`` is the argument's name in messages (``params.source`` for a replay)."""
+    checks.check_tensor(name, index, dim=1, integer=True)
     if rows is not None:
-        checks.check_rows(rows, index=index)
+        checks.check_rows(rows, **{name: index})
     if check:
-        checks.check_range("index", index, 0, num_images)
+        checks.check_range(name, index, 0, num_images)
 
 
-def check_ops_shape(ops, magnitudes) -> None:
-    checks.check_tensor("ops", ops, dim=2, integer=True)
-    checks.check_tensor("magnitudes", magnitudes, dim=2, floating=True)
+def check_ops_shape(ops, magnitudes, prefix: str = "") -> None:
+    """``prefix`` goes before the names in messages (``params.`` for a replay)."""
+    checks.check_tensor(f"{prefix}ops", ops, dim=2, integer=True)
+    checks.check_tensor(f"{prefix}magnitudes", magnitudes, dim=2, floating=True)
     if ops.shape != magnitudes.shape:
-        raise ValueError(f"ops {tuple(ops.shape)} and magnitudes {tuple(magnitudes.shape)} must have one shape (M, L)")
+        raise ValueError(f"{prefix}ops {tuple(ops.shape)} and {prefix}magnitudes {tuple(magnitudes.shape)} must "
+                         f"have one shape (M, L)")
     if ops.shape[1] > MAX_OPS:
         raise ValueError(f"at most {MAX_OPS} ops per row, got L = {ops.shape[1]}")
 
 
-def check_ops(ops, magnitudes) -> None:
-    """Ids and magnitudes (reads the values: one device sync on a GPU)."""
-    check_ops_shape(ops, magnitudes)
-    checks.check_range("ops", ops, 0, len(OPS))
-    checks.check_finite("magnitudes", magnitudes)
+def check_ops(ops, magnitudes, prefix: str = "") -> None:
+    """Ids and magnitudes (reads the values: one device sync on a GPU); ``prefix`` as in
+    :func:`check_ops_shape`."""
+    check_ops_shape(ops, magnitudes, prefix)
+    checks.check_range(f"{prefix}ops", ops, 0, len(OPS))
+    checks.check_finite(f"{prefix}magnitudes", magnitudes)
     if ops.numel() == 0:
         return
     m = magnitudes.float()
@@ -56,7 +60,8 @@ def check_ops(ops, magnitudes) -> None:
     for bad, message in rules:
         if bool(bad.any()):
             r, c = (int(v) for v in bad.nonzero()[0])
-            raise ValueError(f"{message}; magnitudes[{r}, {c}] = {float(m[r, c])} for op {OPS[int(ops[r, c])]}")
+            raise ValueError(f"{message}; {prefix}magnitudes[{r}, {c}] = {float(m[r, c])} for op "
+                             f"{OPS[int(ops[r, c])]}")
 
 
 def fill_values(fill, channels: int) -> list:
@@ -137,11 +142,11 @@ def check_stats_channels(mean, std, channels: int) -> None:
             raise ValueError(f"{name} has {len(stats)} values for {channels} channels")
 
 
-def _check_crop_shapes(offsets, flips) -> None:
-    checks.check_tensor("offsets", offsets, dim=2, integer=True)
-    checks.check_tensor("flips", flips, dim=1)
+def _check_crop_shapes(offsets, flips, prefix: str = "") -> None:
+    checks.check_tensor(f"{prefix}offsets", offsets, dim=2, integer=True)
+    checks.check_tensor(f"{prefix}flips", flips, dim=1)
     if offsets.shape[1] != 2:
-        raise ValueError(f"offsets must be (M, 2) (top, left), got shape {tuple(offsets.shape)}")
+        raise ValueError(f"{prefix}offsets must be (M, 2) (top, left), got shape {tuple(offsets.shape)}")
 
 
 def crop_flip_rows(offsets, flips, index, num_images: int) -> int:
@@ -157,16 +162,19 @@ def crop_flip_rows(offsets, flips, index, num_images: int) -> int:
     return rows
 
 
-def crop_tensor(offsets, flips, padding: int, rows: int, device, check: bool = True) -> torch.Tensor:
+def crop_tensor(offsets, flips, padding: int, rows: int, device, check: bool = True,
+                prefix: str = "") -> torch.Tensor:
     """Validates offsets/flips (their values only when ``check``: one host sync on a GPU)
-    and packs them as the op's (M, 3) int64 (top, left, flip)."""
-    _check_crop_shapes(offsets, flips)
+    and packs them as the op's (M, 3) int64 (top, left, flip); ``prefix`` as in
+    :func:`check_ops_shape`."""
+    _check_crop_shapes(offsets, flips, prefix)
     if flips.dtype != torch.bool and (flips.is_floating_point() or flips.is_complex()):
-        raise ValueError(f"flips must be bool (or integer 0/1), got {flips.dtype}")
-    checks.check_rows(rows, offsets=offsets, flips=flips)
-    checks.check_same_device(offsets=offsets, flips=flips, images=torch.empty(0, device=device))
+        raise ValueError(f"{prefix}flips must be bool (or integer 0/1), got {flips.dtype}")
+    checks.check_rows(rows, **{f"{prefix}offsets": offsets, f"{prefix}flips": flips})
+    checks.check_same_device(**{f"{prefix}offsets": offsets, f"{prefix}flips": flips},
+                             images=torch.empty(0, device=device))
     if check:
-        checks.check_range("offsets", offsets, 0, 2 * padding + 1)
+        checks.check_range(f"{prefix}offsets", offsets, 0, 2 * padding + 1)
         if flips.dtype != torch.bool:
-            checks.check_range("flips", flips, 0, 2)
+            checks.check_range(f"{prefix}flips", flips, 0, 2)
     return torch.cat([offsets.long(), flips.long()[:, None]], 1).contiguous()

@@ -307,7 +307,9 @@ ROWS = [
            ("width", "Augmenter().sample(torch.tensor([0]), 8, 2.5)", "width must be an integer, got float 2.5"),
            ("params", "Augmenter().apply(IMG, None)", "params must be an AugmentParams, got NoneType"),
            ("params", "Augmenter().apply(IMG, Augmenter().sample(torch.tensor([5]), 8, 8))",
-            "index has value 5, outside [0, 2)"),
+            "params.source has value 5, outside [0, 2)"),
+           ("params", "Augmenter().apply(IMG, Augmenter().sample(torch.tensor([0]), 8, 8)._replace("
+                      "ops=torch.full((4, 2), 99, dtype=torch.int32)))", "params.ops has value 99, outside [0, 15)"),
            ("params", "Augmenter().apply(IMG, Augmenter().sample(torch.tensor([0]), 8, 8)._replace(flips=None))",
             "params.offsets and params.flips must both be set or both be None")),
     *_rows("CoresetAugmentation", V,
