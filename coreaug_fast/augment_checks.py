@@ -125,9 +125,7 @@ def normalisation(mean, std, out_dtype: torch.dtype):
     mean_values, std_values = checks.check_mean_std(mean, std)
     if out_dtype == torch.uint8 and (mean_values is not None or std_values is not None):
         raise ValueError("mean/std need a floating out_dtype, got uint8")
-    if (mean is None) != (std is None):
-        # a lone mean would silently divide by 1, a lone std subtract 0
-        raise ValueError(f"mean and std must be given together (or neither), got mean={mean!r}, std={std!r}")
+    checks.check_mean_std_given(mean, std)
     if mean_values is not None and any(abs(v) > 1 for v in mean_values):
         raise ValueError(f"mean is in units of x / 255 (values in [0, 1], as torchvision's Normalize after "
                          f"ToDtype(scale=True)), got {mean_values}: divide 0-255 statistics by 255")

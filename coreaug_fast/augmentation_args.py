@@ -43,12 +43,6 @@ def schedule(method: str, fraction, select_every, copies, subset_only) -> Tuple[
     return fraction, select_every, copies
 
 
-def check_mean_std_given(mean, std) -> None:
-    """Both or neither: a lone mean would silently divide by 1, a lone std subtract 0."""
-    if (mean is None) != (std is None):
-        raise ValueError(f"mean and std must be given together, got mean={mean!r}, std={std!r}")
-
-
 def padding_for(weak: str, padding) -> int:
     """The weak crop's padding: by default 4 for ``"crop-flip"`` (the CIFAR convention) and 0
     for ``"resized-crop"``, which must have none (its crop replaces the padded one)."""
@@ -66,18 +60,6 @@ def normalisation(mean, std, channels: int) -> Tuple[List[float], List[float]]:
     neither given: 0 and 1, x / 255 unchanged."""
     mean, std = checks.check_mean_std(mean, std, channels)
     return [0.0] * channels if mean is None else mean, [1.0] * channels if std is None else std
-
-
-def check_group(group):
-    """None or a ``torch.distributed`` process group (a name such as ``"world"`` is not one)."""
-    if group is None:
-        return None
-    import torch.distributed as dist
-
-    if not (dist.is_available() and isinstance(group, dist.ProcessGroup)):
-        raise ValueError(f"group must be a torch.distributed ProcessGroup (e.g. dist.group.WORLD) or None, "
-                         f"got {type(group).__name__} {group!r}")
-    return group
 
 
 def device_of(model: nn.Module, default: torch.device) -> torch.device:

@@ -175,9 +175,27 @@ def check_mean_std(mean, std, channels: "int | None" = None) -> "tuple[list[floa
     (:func:`check_per_channel`; None stays None). The one rule for ``std`` is torchvision's
     ``Normalize``: nonzero. A negative std only flips the sign (torchvision accepts it, and so
     does the fused op); a zero divides by zero. Whether both are given is the caller's to
-    check, as is the range its output dtype allows."""
+    check (:func:`check_mean_std_given`), as is the range its output dtype allows."""
     mean = None if mean is None else check_per_channel("mean", mean, channels)
     values = None if std is None else check_per_channel("std", std, channels)
     if values is not None and any(s == 0 for s in values):
         raise ValueError(f"std must be nonzero, got {std!r}")
     return mean, values
+
+
+def check_mean_std_given(mean, std) -> None:
+    """Both or neither: a lone mean would silently divide by 1, a lone std subtract 0."""
+    if (mean is None) != (std is None):
+        raise ValueError(f"mean and std must be given together (or neither), got mean={mean!r}, std={std!r}")
+
+
+def check_group(group):
+    """None or a ``torch.distributed`` process group (a name such as ``"world"`` is not one)."""
+    if group is None:
+        return None
+    import torch.distributed as dist
+
+    if not (dist.is_available() and isinstance(group, dist.ProcessGroup)):
+        raise ValueError(f"group must be a torch.distributed ProcessGroup (e.g. dist.group.WORLD) or None, "
+                         f"got {type(group).__name__} {group!r}")
+    return group

@@ -201,7 +201,7 @@ class CoresetAugmentation:
         self.embedding, self.features = args.embedding_for(embedding, features), features
         self.fraction, self.select_every, self.copies = args.schedule(method, fraction, select_every, copies,
                                                                       subset_only)
-        args.check_mean_std_given(mean, std)
+        checks.check_mean_std_given(mean, std)
         self.padding = args.padding_for(weak, padding)
         self.seed = checks.check_int("seed", seed, low=0)
         self.source = make_source(images, labels, image_size=image_size, weak=weak, channels=channels,
@@ -213,7 +213,7 @@ class CoresetAugmentation:
         self.similarity, self.optimizer, self.out_dtype = similarity, optimizer, out_dtype
         self.flip, self.amp, self.weak = bool(flip), bool(amp), weak
         self.pin_memory = None if pin_memory is None else bool(pin_memory)
-        self.augment_impl, self.group, self.track_maxloss = augment_impl, args.check_group(group), bool(track_maxloss)
+        self.augment_impl, self.group, self.track_maxloss = augment_impl, checks.check_group(group), bool(track_maxloss)
         self.progress, self.selection_pass = progress, selection_pass
         self._mean, self._std = args.normalisation(mean, std, self.source.channels)
         # copies=1 with a repeated index: each output row is one independent draw, so the

@@ -352,7 +352,7 @@ ROWS = [
             "padding must be an int >= 0 (at most 1073741824), got 2147483648"),
            ("seed", "CoresetAugmentation(IMG, L2, seed=-1)", "seed must be in [0, inf], got -1"),
            ("mean, std", "CoresetAugmentation(IMG, L2, mean=0.5)",
-            "mean and std must be given together, got mean=0.5, std=None"),
+            "mean and std must be given together (or neither), got mean=0.5, std=None"),
            ("mean", "CoresetAugmentation(IMG, L2, mean=[0.5, 0.5], std=0.5)", "mean has 2 values for 3 channels"),
            ("mean", "CoresetAugmentation(IMG, L2, mean=125.0, std=60.0)",
             "mean is in units of x / 255 (values in [0, 1]"),

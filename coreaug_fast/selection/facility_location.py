@@ -107,7 +107,7 @@ def select_coreset(embeddings, labels: torch.Tensor, fraction: Optional[float] =
             device, a ``group`` that is not a process group.
         ExtensionNotBuiltError: the CPU path needs the compiled extension.
     """
-    _check_group(group)
+    checks.check_group(group)
     checks.check_not_meta(embeddings=embeddings, labels=labels, indices=indices)
     budget = _wide_budget(budget)
     if group is not None:
@@ -132,18 +132,6 @@ def select_coreset(embeddings, labels: torch.Tensor, fraction: Optional[float] =
     return engine.select_local(checked.x, checked.h, groups, similarity=similarity, optimizer=optimizer,
                                epsilon=epsilon, backend=checked.backend, generator=generator, progress=progress,
                                indices=indices)
-
-
-def _check_group(group) -> None:
-    """None or a ``torch.distributed`` process group, checked before anything uses it (a
-    string such as ``"world"`` would otherwise be reported as a missing process group)."""
-    if group is None:
-        return
-    import torch.distributed as dist
-
-    if not (dist.is_available() and isinstance(group, dist.ProcessGroup)):
-        raise ValueError(f"group must be a torch.distributed ProcessGroup (e.g. dist.group.WORLD) or None, "
-                         f"got {type(group).__name__} {group!r}")
 
 
 # Per-class budgets are capped at the class size, so any entry at or above this is "every row";
