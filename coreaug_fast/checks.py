@@ -56,17 +56,16 @@ def check_finite(name: str, x: torch.Tensor) -> None:
     with one reduction and no temporary of ``x``'s size (ImageNet-scale logits are GBs)."""
     check_not_meta(**{name: x})
     if x.is_floating_point() and x.numel():
-        lo, hi = torch.aminmax(x)
-        if not (bool(torch.isfinite(lo)) and bool(torch.isfinite(hi))):
+        if not bool(torch.isfinite(torch.stack(torch.aminmax(x))).all()):  # one host sync
             raise ValueError(f"{name} contains NaN or inf")
 
 
 def check_range(name: str, x: torch.Tensor, low: int, high: int) -> None:
-    """Integer values must lie in [low, high)."""
+    """Integer values must lie in [low, high) (read with one reduction and one host sync)."""
     if x.numel() == 0:
         return
     check_not_meta(**{name: x})
-    lo, hi = int(x.min()), int(x.max())
+    lo, hi = torch.stack(torch.aminmax(x)).tolist()
     if lo < low or hi >= high:
         bad = lo if lo < low else hi
         raise ValueError(f"{name} has value {bad}, outside [{low}, {high})")

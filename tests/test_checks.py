@@ -103,3 +103,23 @@ def test_sync_counter_is_quiet_on_sync_free_code():
         torch.where(x > 2, x, y)
     assert syncs.events == []
     assert torch.Tensor.tolist is not None and x.tolist() == [0, 1, 2, 3, 4, 5]
+
+
+def test_value_checks_read_the_device_once():
+    """check_range and check_finite run on every checked call: one host sync each, however
+    the values turn out."""
+    for ok in (True, False):
+        with count_host_syncs() as syncs:
+            try:
+                checks.check_range("index", torch.tensor([0, 3, 1]), 0, 4 if ok else 3)
+            except ValueError:
+                pass
+        assert len(syncs.events) == 1, syncs.events
+        with count_host_syncs() as syncs:
+            try:
+                checks.check_finite("logits", torch.tensor([0.5, 1.0 if ok else float("nan")]))
+            except ValueError:
+                pass
+        assert len(syncs.events) == 1, syncs.events
+    with pytest.raises(ValueError, match=r"^index has value -1, outside \[0, 4\)"):
+        checks.check_range("index", torch.tensor([2, -1], dtype=torch.int32), 0, 4)
