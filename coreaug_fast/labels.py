@@ -65,12 +65,10 @@ def read_labels(source: DatasetSource, progress: Optional[bool] = None) -> torch
 
     n = len(source.dataset)
     out = torch.empty(n, dtype=torch.long)
-    chunk = 256
-    it = source.eval_items(source.dataset, None, chunk, torch.device("cpu"))
     bar = tqdm(total=n, desc="reading labels", unit="img", disable=None if progress is None else not progress)
     pos = 0
     with bar:
-        for _, labels in it:
+        for labels in source.item_labels(chunk=256):
             out[pos:pos + labels.numel()] = labels
             pos += labels.numel()
             bar.update(labels.numel())

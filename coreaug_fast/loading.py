@@ -247,11 +247,12 @@ class BatchReader(torch.utils.data.Dataset):
     Each distinct dataset item of a task is read once; each of its rows is then cut from it:
     ``"random-crop"`` rows by :func:`random_resized_crop` under the row's own stream
     (:func:`row_rng` of ``seed`` and the row's position), ``"center"`` rows by
-    :func:`center_view` (one per item, shared by its rows). A row's pixels depend on its
+    :func:`center_view` (one per item, shared by its rows); ``"label"`` cuts nothing (the
+    items are read and checked for their labels alone). A row's pixels depend on its
     position and item alone, not on which task reads it.
 
-    Returns (uint8 (R, channels, size, size), int64 (R,) labels as the items give them), rows
-    in the order of ``parts[t]``, or :class:`Failed`.
+    Returns (uint8 (R, channels, size, size), or (0,) for ``"label"``; int64 (R,) labels as
+    the items give them), rows in the order of ``parts[t]``, or :class:`Failed`.
     """
 
     def __init__(self, dataset, index: torch.Tensor, parts: List[torch.Tensor], *, channels: int, size: int,
@@ -268,12 +269,16 @@ class BatchReader(torch.utils.data.Dataset):
         rows_of = {}  # item -> its rows in this task, in order (one read per item)
         for r, i in enumerate(self.index[self.parts[t]].tolist()):
             rows_of.setdefault(i, []).append(r)
-        out = _batch_buffer((len(positions), self.channels, self.size, self.size))
+        pixels = self.geometry != "label"
+        out = _batch_buffer((len(positions), self.channels, self.size, self.size)) if pixels else \
+            torch.empty(0, dtype=torch.uint8)
         labels = torch.empty(len(positions), dtype=torch.long)
         try:
             for i, rows in rows_of.items():
                 image, label = read_item(self.dataset, i, self.channels)
                 labels[rows] = label
+                if not pixels:
+                    continue
                 if self.geometry == "center":
                     out[rows] = center_view(image, self.size, self.resize)
                     continue

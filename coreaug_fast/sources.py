@@ -207,6 +207,15 @@ class DatasetSource:
                              size=self.image_size, geometry="center", resize=self.resize)
         return self.load(reader, device)
 
+    def item_labels(self, chunk: int) -> Iterator[torch.Tensor]:
+        """int64 labels of every item in order, ``chunk`` items at a time, read in the workers
+        (each item read and checked as in training; no image is resized or sent back)."""
+        index = torch.arange(len(self.dataset))
+        reader = BatchReader(self.dataset, index, consecutive(batch_starts(index.numel(), chunk)),
+                             channels=self.channels, size=self.image_size, geometry="label")
+        for _, labels in self.load(reader, torch.device("cpu")):
+            yield labels
+
     def load(self, reader: BatchReader, device: torch.device) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
         """Run ``reader``'s batches through a DataLoader; (images, labels) on ``device``. A batch
         whose item could not be read raises a ValueError naming the item and its file."""

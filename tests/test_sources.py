@@ -257,6 +257,12 @@ def test_labels_come_from_targets_then_labels_then_a_labelled_pass(folder):
     want = torch.tensor(folder.targets)
     assert torch.equal(make(folder).labels, want)
     assert torch.equal(make(NoTargets(folder), progress=False).labels, want)  # one pass over the items
+    assert torch.equal(make(NoTargets(folder), progress=False, num_workers=2).labels, want)
+    calls, view = [], loading.center_view  # the pass reads items for their labels alone: nothing resized
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(loading, "center_view", lambda *a: calls.append(1) or view(*a))
+        assert torch.equal(make(NoTargets(folder), progress=False).labels, want)
+    assert calls == []
     given = (want + 1) % 3
     assert torch.equal(make(NoTargets(folder), given).labels, given)
     sub = torch.utils.data.Subset(folder, [5, 0, 17])
