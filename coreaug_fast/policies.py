@@ -6,8 +6,9 @@ its sign is drawn) plus, for AutoAugment, its list of sub-policies. Adding a pol
 rows here, not branches in the op: ``coreaug_fast.policy_sampler`` turns these tables into
 tensors and draws from them, and the fused op applies whatever ops and magnitudes it is given.
 
-This module imports nothing, so that the reference twin and the tests can read it without
-the fast path, and a test can hold each table against the one torchvision itself uses.
+This module imports nothing but :mod:`coreaug_fast.vocabulary` (names only, itself
+importing nothing), so that the reference twin and the tests can read it without the fast
+path, and a test can hold each table against the one torchvision itself uses.
 """
 
 OPS = (
