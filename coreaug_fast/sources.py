@@ -161,37 +161,32 @@ class DatasetSource:
         index of its own rows among them (the window is held there until its last batch is
         yielded)."""
         geometry = "random-crop" if self.weak == "resized-crop" else "center"
-        bounds = starts[::window] + ([starts[-1]] if (len(starts) - 1) % window else [])
-        windows = list(zip(bounds[:-1], bounds[1:]))
-        tasks, sizes = [], []
-        for w, (lo, hi) in enumerate(windows):
-            count = min(window, len(starts) - 1 - w * window)  # batches in this window
-            positions = torch.arange(lo, hi)
-            owner = index[lo:hi] % count
-            tasks += [positions[owner == t] for t in range(count)]
-            sizes.append(count)
-        reader = BatchReader(self.dataset, index, tasks, channels=self.channels, size=self.image_size,
-                             geometry=geometry, resize=self.resize, seed=seed)
+        batches = len(starts) - 1
+        windows = []  # (first batch, end batch, tasks: one per batch, the window's rows split by example)
+        for b0 in range(0, batches, window):
+            b1 = min(b0 + window, batches)
+            positions = torch.arange(starts[b0], starts[b1])
+            owner = index[starts[b0]:starts[b1]] % (b1 - b0)
+            windows.append((b0, b1, [positions[owner == t] for t in range(b1 - b0)]))
+        reader = BatchReader(self.dataset, index, [t for _, _, tasks in windows for t in tasks],
+                             channels=self.channels, size=self.image_size, geometry=geometry, resize=self.resize,
+                             seed=seed)
         loaded = self.load(reader, device)
-        first_task, batch = 0, 0
         buffer = None  # one window's rows, reused by every window (no fresh pages to fault in)
-        for (lo, hi), count in zip(windows, sizes):
-            parts = [next(loaded)[0] for _ in range(count)]
-            if count == 1:  # one task, the window's rows in order
+        for b0, b1, tasks in windows:
+            parts = [next(loaded)[0] for _ in tasks]
+            if len(parts) == 1:  # one task, the window's rows in order
                 yield parts[0], None
-                batch += 1
-                first_task += 1
                 continue
             # the window's rows in task order; each batch reads its rows by index (the fused
             # op gathers), so no row is copied back into window order
+            lo, hi = starts[b0], starts[b1]
             if buffer is None or buffer.shape[0] < hi - lo:
                 buffer = torch.empty((hi - lo,) + tuple(parts[0].shape[1:]), dtype=torch.uint8, device=device)
             images = torch.cat(parts, out=buffer[:hi - lo])
-            where = torch.argsort(torch.cat(tasks[first_task:first_task + count])).to(images.device)
-            first_task += count
-            for _ in range(count):
-                yield images, where[starts[batch] - lo:starts[batch + 1] - lo]
-                batch += 1
+            where = torch.argsort(torch.cat(tasks)).to(images.device)
+            for b in range(b0, b1):
+                yield images, where[starts[b] - lo:starts[b + 1] - lo]
 
     def eval_batches(self, rows: Optional[torch.Tensor], chunk: int, device: torch.device) -> Iterator[torch.Tensor]:
         """The centre views of items ``rows`` (all when None), ``chunk`` at a time, uint8 on ``device``."""
