@@ -112,3 +112,46 @@ def test_every_triton_test_module_is_marked_for_the_gpu_run():
         module_mark = any(isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "pytestmark" for t in n.targets)
                           and "triton" in ast.unparse(n.value) for n in tree.body)
         assert module_mark or "pytest.mark.triton" in text, f"{path.name} uses TRITON_DEVICE but has no triton mark"
+
+
+def test_the_report_is_on_disk_after_every_phase(tmp_path, monkeypatch):
+    """The device tool kills a command at 10 minutes: whatever phases finished before a kill
+    must already be in the report (it was written only at the end)."""
+    gpu = {"name": "NVIDIA H100", "capability": "9.0", "torch": "2.11", "cuda": "13.0"}
+    monkeypatch.setattr(gpu_check, "_gpu", lambda: gpu)
+    monkeypatch.setattr(gpu_check, "phase_build", lambda budget, result: True)
+    monkeypatch.setattr(gpu_check, "_build_info", lambda: {"extension": True})
+    monkeypatch.setattr(gpu_check, "install_peer_wheels", lambda result: None)
+
+    def bench(name, budget, result, out_dir):
+        if name == "augment":  # the driver is killed during the second benchmark phase
+            raise KeyboardInterrupt
+        result["benchmarks"][name] = {"selector_cifar10_ms": 3.0}
+
+    monkeypatch.setattr(gpu_check, "phase_bench", bench)
+    with pytest.raises(KeyboardInterrupt):
+        gpu_check.main(["--out", str(tmp_path), "--phases", "build,selector,augment"])
+    report = json.loads((tmp_path / "NVIDIA-H100.json").read_text())
+    assert report["benchmarks"] == {"selector": {"selector_cifar10_ms": 3.0}}
+    assert "selector_cifar10_ms" in (tmp_path / "NVIDIA-H100.md").read_text()
+
+
+def test_a_peer_that_fails_on_the_stack_is_a_figure_not_the_end_of_the_phase(monkeypatch):
+    import torch
+
+    class Broken:
+        def __getattr__(self, name):
+            raise ImportError("numba needs numpy < 2.5")
+
+    monkeypatch.setitem(sys.modules, "apricot", Broken())
+    got = gpu_check._apricot_ms(torch.zeros(4, 2), torch.zeros(4, dtype=torch.long), {})
+    assert got.startswith("failed: ImportError: numba needs numpy < 2.5")
+
+
+def test_the_phase_budgets_leave_the_report_time_inside_ten_minutes():
+    """budget() gives each phase what is left of TOTAL_S (start-up and the peers' install
+    count as spent); the last phase may run GRACE_S past it before it is killed: the worst case
+    must still leave the report time before the device tool's 600 s."""
+    worst = gpu_check.TOTAL_S + gpu_check.GRACE_S
+    assert sum(gpu_check.BUDGET_S.values()) >= gpu_check.TOTAL_S  # budget() shares the total out
+    assert worst <= 560
