@@ -4,6 +4,7 @@ files, writes are atomic, checkpoints carry a checksum, and a comparison's whole
 checked before its first run (coreaug_fast/train/files.py, checkpoint.py, compare.py)."""
 import json
 import os
+import stat
 
 import pytest
 import torch
@@ -122,6 +123,21 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
         files.replace_atomically(path, half)
     assert json.loads(path.read_text()) == {"old": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]  # no temporary file left
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_atomic_writes_get_the_mode_a_plain_open_would(tmp_path, umask):
+    """A temporary file is private (0600); the file it becomes must not be (results a group
+    shares were unreadable to it)."""
+    old = os.umask(umask)
+    try:
+        files.write_json(tmp_path / "summary.json", {"a": 1})
+        with open(tmp_path / "plain.json", "w") as f:
+            f.write("{}")
+    finally:
+        os.umask(old)
+    mode = lambda p: stat.S_IMODE(p.stat().st_mode)  # noqa: E731
+    assert mode(tmp_path / "summary.json") == mode(tmp_path / "plain.json") == 0o666 & ~umask
 
 
 def test_write_probe_has_a_name_of_its_own(tmp_path):

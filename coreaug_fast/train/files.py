@@ -120,6 +120,8 @@ def replace_atomically(path: Path, write) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+            # mkstemp's files are private (0600): give the result the mode open() would
+            os.fchmod(f.fileno(), 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -127,6 +129,16 @@ def replace_atomically(path: Path, write) -> None:
         except OSError:
             pass
         raise
+
+
+def _umask() -> int:
+    try:  # Linux states it; setting it to read it would race with other threads' files
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        mask = os.umask(0o22)
+        os.umask(mask)
+        return mask
 
 
 def write_text(path: Path, text: str) -> None:
