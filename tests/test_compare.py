@@ -95,6 +95,7 @@ BASE = ["compare", "--dataset", "synthetic", "--train-size", "60", "--image-size
     (["--methods", "random,coreset", "--seeds", "0,0"], "distinct"),
     (["--methods", "random,coreset", "--seeds", "0,1", "--stop-after", "3"], "--stop-after"),
     (["--methods", "none,coreset", "--seeds", "0,1"], "--reference"),
+    (["--methods", "random", "--seeds", "0", "--resume", "/nonexistent/checkpoint.pt"], "--resume"),
 ])
 def test_compare_refuses_before_training(tmp_path, capsys, extra, needle):
     out = tmp_path / "cmp"
@@ -236,3 +237,12 @@ def test_a_run_records_the_machine_it_ran_on(tmp_path):
     assert env["device"] == cpu_name() and env["device"] not in ("", "cpu") or platform.system() != "Linux"
     assert env["isa"].split(",")[0] == torch.backends.cpu.get_cpu_capability()
     assert env["threads"] == torch.get_num_threads()
+
+
+def test_the_torchvision_baseline_is_checked_with_the_plan():
+    """--torchvision-baseline adds runs: they are checked before the first run too (a folder
+    comparison trained its runs, then failed on the baseline with a traceback)."""
+    cfg = TrainConfig(dataset="folder", data_dir="/nonexistent")
+    check_plan(cfg, ["full"], [0], "full")
+    with pytest.raises(UsageError, match="^--augment-impl torchvision takes in-memory images"):
+        check_plan(cfg, ["full"], [0], "full", torchvision_baseline=True)

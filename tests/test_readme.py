@@ -209,7 +209,7 @@ def test_every_coreaug_train_command_in_the_readme_is_accepted():
         cfg.resolved()
         if compare or args.methods:
             check_plan(cfg, args.methods or ["none", "random", "max-loss", "coreset", "full"], args.seeds,
-                       args.reference, args.fractions or [cfg.fraction])
+                       args.reference, args.fractions or [cfg.fraction], args.torchvision_baseline)
 
 
 def test_torchrun_commands_launch_the_script_as_a_program():

@@ -243,8 +243,11 @@ def main(argv=None) -> int:
             methods = args.methods or ["none", "random", "max-loss", "coreset", "full"]
             fractions = args.fractions or [cfg.fraction]
             out = Path(args.out or f"runs/compare-{args.dataset}")
+            if args.resume not in (None, "auto"):
+                raise UsageError(f"--resume {args.resume}: compare resumes its own runs; give --resume without "
+                                 "a checkpoint")
             cfg.resolved()  # report bad settings before the first run starts
-            check_plan(cfg, methods, args.seeds, args.reference, fractions)
+            check_plan(cfg, methods, args.seeds, args.reference, fractions, args.torchvision_baseline)
             files.check_writable(out)  # run_comparison then refuses a folder that is not empty
             rows, paths = run_comparison(dataclasses.replace(cfg, out=None, overwrite=False), methods, args.seeds,
                                          fractions, out, progress=not args.quiet,

@@ -36,7 +36,7 @@ def plan(base: TrainConfig, methods: Sequence[str], seeds: Sequence[int], fracti
 
 
 def check_plan(base: TrainConfig, methods: Sequence[str], seeds: Sequence[int], reference: str,
-               fractions: Optional[Sequence[float]] = None) -> None:
+               fractions: Optional[Sequence[float]] = None, torchvision_baseline: bool = False) -> None:
     """Refuse, before the first run, a comparison that would fail midway or whose table would
     mislead: a repeated method, fraction or seed (one run trained twice into one folder and
     counted twice), a seed outside [0, 2**32 - 1], a reference that is not run,
@@ -56,7 +56,7 @@ def check_plan(base: TrainConfig, methods: Sequence[str], seeds: Sequence[int], 
     if base.stop_after is not None:
         raise UsageError("--stop-after applies to one run; compare trains every run to the end "
                          "(use --epochs for shorter runs; an interrupted compare continues with --resume)")
-    for cfg in plan(base, methods, seeds, fractions):
+    for cfg in plan(base, methods, seeds, fractions, torchvision_baseline):
         cfg.resolved()
 
 
@@ -71,7 +71,7 @@ def run_comparison(base: TrainConfig, methods: Sequence[str], seeds: Sequence[in
     stopped; with ``overwrite`` the old comparison's files are deleted first; with neither,
     ``out`` must be empty (see :mod:`.files`). Accuracies are paired by seed against
     ``reference``. Returns (table rows, file paths)."""
-    check_plan(base, methods, seeds, reference, fractions)
+    check_plan(base, methods, seeds, reference, fractions, torchvision_baseline)
     out = Path(out)
     files.check_folder(out, resume=resume, overwrite=overwrite, compare=True)
     if overwrite:

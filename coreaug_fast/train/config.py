@@ -116,6 +116,9 @@ def _check_method(c: "TrainConfig") -> None:
         c.fraction = 0.0
     elif c.method == "full":
         c.fraction = 1.0
+    if c.dataset == "folder" and c.augment_impl == "torchvision":
+        raise UsageError("--augment-impl torchvision takes in-memory images; --dataset folder reads from disk "
+                         "with the fused op (bench/bench_folder.py times torchvision's folder pipeline)")
     if c.subset_only and c.method not in SUBSET_METHODS:
         raise UsageError("--subset-only needs a subset method (random, max-loss, coreset), "
                          f"got --method {c.method}")
