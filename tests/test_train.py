@@ -454,6 +454,18 @@ def test_weights_of_another_architecture_are_refused(image_root, tmp_path, capsy
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
 
 
+@pytest.mark.parametrize("content", [b"hello world", b"some text", b"", b"PK\x03\x04 broken zip"])
+def test_weights_that_are_not_a_state_dict_are_one_line(image_root, tmp_path, capsys, content):
+    path = tmp_path / "junk.pt"
+    path.write_bytes(content)
+    code = main(["--dataset", "folder", "--data-dir", str(image_root), "--image-size", "16", "--model", "resnet18",
+                 "--weights", str(path), "--device", "cpu", "--quiet", "--out", str(tmp_path / "run")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"coreaug-train: error: --weights {path}: not a state dict of tensors")
+    assert err.count("\n") == 1
+
+
 @pytest.mark.parametrize("policy", ["autoaugment-cifar10", "trivialaugment"])
 def test_a_policy_trains_end_to_end_and_is_recorded(tmp_path, policy, recorder):
     """--policy: the strong copies are the named policy's (its ops width: AutoAugment 2,

@@ -185,13 +185,11 @@ def load_weights(model: nn.Module, path: str) -> list:
     the model's (a classifier for another number of classes) are skipped; the names of the
     skipped entries are returned. Read with ``weights_only=True``: tensors and plain values
     only. Raises ValueError for a file that is not such a state dict for this model."""
-    import pickle
-
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise ValueError(f"--weights {path}: no such file") from None
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
+    except Exception as e:  # noqa: BLE001 - pickle, zip, EOF, decoding (a text file: KeyError): all "not one"
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"--weights {path}: not a state dict of tensors ({first})") from None
     if isinstance(state, dict) and isinstance(state.get("model"), dict):  # a coreaug-train checkpoint
