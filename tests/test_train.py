@@ -454,6 +454,18 @@ def test_weights_of_another_architecture_are_refused(image_root, tmp_path, capsy
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
 
 
+def test_a_resume_does_not_read_the_weights_the_checkpoint_replaces(image_root, tmp_path):
+    path = tmp_path / "r18.pt"
+    torch.save(build_model("resnet18", 3, (3, 16, 16)).state_dict(), path)
+    run = ["--dataset", "folder", "--data-dir", str(image_root), "--image-size", "16", "--model", "resnet18",
+           "--weights", str(path), "--epochs", "2", "--device", "cpu", "--method", "none", "--quiet",
+           "--out", str(tmp_path / "run")]
+    assert main(run + ["--stop-after", "1"]) == 0
+    path.unlink()
+    assert main(run + ["--resume"]) == 0
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["complete"]
+
+
 @pytest.mark.parametrize("content", [b"hello world", b"some text", b"", b"PK\x03\x04 broken zip"])
 def test_weights_that_are_not_a_state_dict_are_one_line(image_root, tmp_path, capsys, content):
     path = tmp_path / "junk.pt"

@@ -85,7 +85,7 @@ class Trainer:
             raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
         #: state-dict entries of --weights left as initialised (another shape, e.g. the classifier)
         self.weights_skipped: list = []
-        if cfg.weights is not None:
+        if cfg.weights is not None and not cfg.resume:  # a checkpoint replaces the model: its file may be gone
             try:
                 self.weights_skipped = load_weights(model, cfg.weights)
             except ValueError as e:
