@@ -13,6 +13,9 @@ from . import checks
 from .augment_checks import MAX_COPIES
 from .vocabulary import EMBEDDINGS, SUBSET_METHODS
 
+#: The largest ``group_batches`` (a window of batches read at once).
+MAX_GROUP_BATCHES = 2 ** 20
+
 
 def embedding_for(embedding: Optional[str], features) -> str:
     """The embedding of the selection: ``embedding``, by default ``"last-layer-features"``

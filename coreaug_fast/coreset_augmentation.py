@@ -208,7 +208,7 @@ class CoresetAugmentation:
                                   num_workers=num_workers, pin_memory=pin_memory, prefetch_factor=prefetch_factor,
                                   augment_impl=augment_impl)
         self.group_batches = self.source.group_batches if group_batches is None else \
-            checks.check_int("group_batches", group_batches, low=0, high=2 ** 20)
+            checks.check_int("group_batches", group_batches, low=0, high=args.MAX_GROUP_BATCHES)
         self.method, self.subset_only, self.aug_mode, self.weights = method, bool(subset_only), aug_mode, weights
         self.similarity, self.optimizer, self.out_dtype = similarity, optimizer, out_dtype
         self.flip, self.amp, self.weak = bool(flip), bool(amp), weak

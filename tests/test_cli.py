@@ -27,6 +27,8 @@ TINY = ["--dataset", "synthetic", "--train-size", "20", "--image-size", "8", "--
     (["--imbalance", "nan"], "--imbalance"),
     (["--imbalance", "inf"], "--imbalance"),
     (["--augment-impl", "pil"], "--augment-impl"),
+    (["--group-batches", "-1"], "--group-batches"),
+    (["--copies", "100000000"], "--copies"),
     (["compare", "--methods", "random,coreset", "--seeds", "0,0"], "distinct"),
     (["compare", "--methods", "random,coreset", "--seeds", "0,1", "--stop-after", "3"], "--stop-after"),
 ])

@@ -6,6 +6,8 @@ import math
 import os
 from typing import Optional
 
+from ..augment_checks import MAX_COPIES
+from ..augmentation_args import MAX_GROUP_BATCHES
 from ..loading import MIN_IMAGE_SIZE
 from ..policies import MAX_OPS
 from ..vocabulary import (AUG_MODES, AUGMENT_IMPLS, EMBEDDINGS, LOSS_NORMALIZATIONS, LR_DECAYS, METHODS, POLICIES,
@@ -169,8 +171,9 @@ def _check_numbers(c: "TrainConfig") -> None:
     if c.resume is not None and c.overwrite:
         raise UsageError("--resume and --overwrite exclude each other (continue the run there, or replace it)")
     c.seed = _int("seed", c.seed, 0, MAX_SEED)
-    if c.copies < 0:
-        raise UsageError(f"--copies must be >= 0, got {c.copies}")
+    c.copies = _int("copies", c.copies, 0, MAX_COPIES)
+    if c.group_batches is not None:
+        c.group_batches = _int("group-batches", c.group_batches, 0, MAX_GROUP_BATCHES)
     if c.method == "full" and c.copies == 0:
         raise UsageError("--method full needs --copies >= 1")
     if c.train_size is not None:

@@ -100,7 +100,16 @@ class Trainer:
         # a folder is read from disk at --image-size, in --workers processes
         from_disk = {} if ds.in_memory else dict(image_size=ds.image_size, weak=ds.weak, num_workers=cfg.workers,
                                                  progress=False if cfg.quiet else None)
-        self.augmentation = CoresetAugmentation(
+        try:  # what the config's checks leave to the object (e.g. a dataset's first item) is one line too
+            self.augmentation = self._augmentation(ds, cfg, features, from_disk)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        self.epoch = 0
+        self.records: list = []
+        self.elapsed_s = 0.0
+
+    def _augmentation(self, ds, cfg: TrainConfig, features, from_disk: dict) -> CoresetAugmentation:
+        return CoresetAugmentation(
             ds.train_x, ds.train_y, fraction=cfg.fraction, select_every=cfg.select_every, copies=cfg.copies,
             policy=cfg.policy, num_ops=cfg.num_ops, magnitude=cfg.magnitude, padding=ds.padding, flip=ds.flip,
             mean=ds.mean, std=ds.std, method=cfg.method, subset_only=cfg.subset_only, aug_mode=cfg.aug_mode,
@@ -108,9 +117,6 @@ class Trainer:
             augment_impl=getattr(cfg, "augment_impl", "fused"), group=self.ddp.group if self.ddp else None,
             track_maxloss=True, group_batches=cfg.group_batches, selection_pass=cfg.selection_pass,
             **from_disk)
-        self.epoch = 0
-        self.records: list = []
-        self.elapsed_s = 0.0
 
     # -- one epoch ---------------------------------------------------------------------
     def run_epoch(self, progress: bool = True) -> dict:
