@@ -118,3 +118,13 @@ def test_ctrl_c_while_importing_is_one_line_and_exit_130(tmp_path, command, prog
     p = subprocess.run([sys.executable, "-c", "import coreaug_fast"], capture_output=True, text=True, env=env,
                        cwd=tmp_path, timeout=120)
     assert p.returncode != 130 and "Traceback" in p.stderr
+
+
+@pytest.mark.parametrize("flag,value", [("--image-size", "64"), ("--workers", "3")])
+def test_a_flag_of_another_dataset_is_refused_not_ignored(flag, value, capsys, tmp_path):
+    """digits has its own 8×8 images and is held in memory: --image-size and --workers would
+    change nothing yet be recorded in summary.json as if they had."""
+    code = main(["--dataset", "digits", flag, value, "--epochs", "1", "--quiet", "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith(f"coreaug-train: error: {flag} applies to --dataset")
+    assert not (tmp_path / "x").exists()

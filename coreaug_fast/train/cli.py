@@ -219,6 +219,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args) -> TrainConfig:
+    """The run's configuration; a flag of another dataset is refused rather than ignored
+    (UsageError naming it)."""
+    from .config import DEFAULT_IMAGE_SIZE
+
+    for flag, value, takes in (("--image-size", args.image_size, tuple(DEFAULT_IMAGE_SIZE)),
+                               ("--workers", args.workers, ("folder",))):
+        if value is not None and args.dataset not in takes:
+            raise UsageError(f"{flag} applies to --dataset {' or '.join(takes)}; --dataset {args.dataset} "
+                             "has its own")
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     return TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
 
@@ -230,10 +239,10 @@ def main(argv=None) -> int:
         args = build_parser().parse_args(argv[1:] if compare else argv)
     except SystemExit as e:  # --help, or a bad argument already reported in one line
         return e.code
-    cfg = config_from_args(args)
     from . import ddp, files
 
     try:
+        cfg = config_from_args(args)
         if compare or args.methods:
             from .compare import check_plan, run_comparison
 
