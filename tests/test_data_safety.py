@@ -140,6 +140,23 @@ def test_atomic_writes_get_the_mode_a_plain_open_would(tmp_path, umask):
     assert mode(tmp_path / "summary.json") == mode(tmp_path / "plain.json") == 0o666 & ~umask
 
 
+def test_a_refused_out_leaves_no_folders_behind(tmp_path, monkeypatch):
+    """--out a/b/c is created to be probed: when the probe fails, the folders it made go again
+    (the run is refused "before the folder is touched"); keep=False removes them either way."""
+    files.check_writable(tmp_path / "kept" / "b")
+    assert (tmp_path / "kept" / "b").is_dir()
+    files.check_writable(tmp_path / "gone" / "b", keep=False)
+    assert not (tmp_path / "gone").exists()
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(files.tempfile, "mkstemp", full)
+    with pytest.raises(UsageError, match="cannot write there"):
+        files.check_writable(tmp_path / "a" / "b" / "c")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept"]
+
+
 def test_write_probe_has_a_name_of_its_own(tmp_path):
     """Data-parallel ranks probe --out at once: one rank's probe must never delete another's
     (the old fixed name ".coreaug-write-test" did), and a probe never makes a folder 'not empty'."""

@@ -17,7 +17,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..train import files
 from .spectrum import jacobian_spectrum, subsample
 
 
@@ -227,29 +227,6 @@ def load_augment(spec: str):
     return augment
 
 
-def check_out(out: Path) -> None:
-    """Refuse (ValueError naming ``--out``) a folder that cannot be created or written, before
-    any pretraining; leaves no trace (folders it had to create for the probe are removed)."""
-    missing = []
-    p = out
-    while not p.exists() and p != p.parent:
-        missing.append(p)
-        p = p.parent
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".coreaug-write-test-", dir=out)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise ValueError(f"--out {out}: cannot write there ({e.strerror or e})") from None
-    finally:
-        for d in missing:  # innermost first
-            try:
-                d.rmdir()
-            except OSError:
-                pass
-
-
 class _Parser(argparse.ArgumentParser):
     """A bad argument ends in one line on stderr (exit 2), not a usage block."""
 
@@ -318,7 +295,7 @@ def _run(args) -> int:
         if args.weights is not None and not args.model:
             raise ValueError("--weights needs --model: without it the default model is trained here, "
                              "and there is nothing to load the weights into")
-        check_out(out)
+        files.check_writable(out, keep=False)  # nothing is written before the spectrum
         images, targets = load_data(args.data) if args.data else load_digits()
     except ValueError as e:
         return _error(e)

@@ -96,17 +96,32 @@ def clear_folder(folder: Path, *, compare: bool = False) -> None:
             p.unlink()
 
 
-def check_writable(folder: Path) -> None:
+def check_writable(folder: Path, keep: bool = True) -> None:
     """Create ``folder`` and write and delete a probe in it (UsageError naming ``--out`` when
-    that fails). The probe's name is unique, so data-parallel ranks probing one folder at
-    once never delete each other's."""
+    that fails). The folders it had to create are removed again when the probe fails, and
+    also when it succeeds unless ``keep``: a refused run leaves no trace. The probe's name is
+    unique, so data-parallel ranks probing one folder at once never delete each other's."""
+    folder, created = Path(folder), []
+    p = folder
+    while not p.exists() and p != p.parent:
+        created.append(p)  # innermost first
+        p = p.parent
+    ok = False
     try:
-        Path(folder).mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=PROBE_PREFIX, dir=folder)
         os.close(fd)
         os.unlink(probe)
+        ok = True
     except OSError as e:
         raise UsageError(f"--out {folder}: cannot write there ({e.strerror or e})") from None
+    finally:
+        if not (ok and keep):
+            for d in created:
+                try:
+                    d.rmdir()
+                except OSError:
+                    pass
 
 
 def replace_atomically(path: Path, write) -> None:
