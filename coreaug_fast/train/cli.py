@@ -155,7 +155,8 @@ def _method_options(g, d: TrainConfig) -> None:
 def _optimisation_options(g, d: TrainConfig) -> None:
     """SGD, its schedule and the batch loss."""
     g.add_argument("--epochs", type=int,
-                   help="default: 30 for digits, 15 for mnist5k, 2 for synthetic, 200 otherwise (the paper)")
+                   help="default: 30 for digits, 15 for mnist5k, 2 for synthetic, 90 for folder (the paper's "
+                        "ImageNet), 200 otherwise (the paper's CIFAR)")
     g.add_argument("--batch-size", type=int, default=d.batch_size, help="rows per SGD step")
     g.add_argument("--lr", type=float, default=d.lr, help="peak learning rate, in (0, 10]")
     g.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum, in [0, 1)")
