@@ -198,3 +198,10 @@ def check_group(group):
         raise ValueError(f"group must be a torch.distributed ProcessGroup (e.g. dist.group.WORLD) or None, "
                          f"got {type(group).__name__} {group!r}")
     return group
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none): what a
+    one-line error quotes of an error from elsewhere (a dataset, torch.load, a file)."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

@@ -33,6 +33,7 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from .checks import first_line
 from .torchvision_augment import sample_seed
 
 #: RandomResizedCrop's defaults (the ImageNet convention).
@@ -154,7 +155,7 @@ def read_item(dataset, index: int, channels: int) -> Tuple[torch.Tensor, int]:
     try:
         item = dataset[index]
     except Exception as e:  # the dataset's own error: say which item and file, keep its words
-        raise ItemError(index, f"cannot be read ({type(e).__name__}: {_first_line(e)})",
+        raise ItemError(index, f"cannot be read ({type(e).__name__}: {first_line(e)})",
                         item_path(dataset, index)) from None
     if not isinstance(item, (tuple, list)) or len(item) != 2:
         kind = f"a {type(item).__name__}" + (f" of {len(item)} items" if isinstance(item, (tuple, list)) else "")
@@ -164,11 +165,6 @@ def read_item(dataset, index: int, channels: int) -> Tuple[torch.Tensor, int]:
         return to_uint8_chw(image, channels), check_label(index, label)
     except ValueError as e:
         raise ItemError(index, str(e), item_path(dataset, index)) from None
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 # ---- geometry ------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..checks import first_line
 from ..train import files
 from .spectrum import jacobian_spectrum, subsample
 
@@ -90,7 +91,7 @@ def _read(path: str):
                 return {k: torch.from_numpy(z[k]) for k in z.files}
         return torch.load(path, weights_only=True, map_location="cpu")
     except Exception as e:  # noqa: BLE001 - zip, pickle, EOF, OS errors: all mean "cannot read"
-        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        why = first_line(e)
         raise ValueError(f"--data {path}: not a readable {kind} file ({why})") from None
 
 
@@ -158,14 +159,9 @@ def train(model, images, targets, epochs: int, seed: int, batch_size: int = 64, 
 PROG = "python -m coreaug_fast.analysis"
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
-
 def _error(e: Exception) -> int:
     """A refused input: one line on stderr, exit status 2 (as _Parser's usage errors)."""
-    print(f"{PROG}: error: {_first_line(e)}", file=sys.stderr)
+    print(f"{PROG}: error: {first_line(e)}", file=sys.stderr)
     return 2
 
 
@@ -175,7 +171,7 @@ def _load_flag(flag: str, spec: str):
     try:
         return load_object(spec)
     except Exception as e:  # noqa: BLE001 - the user's module may raise anything while importing
-        raise ValueError(f"{flag} {spec}: {_first_line(e)}") from None
+        raise ValueError(f"{flag} {spec}: {first_line(e)}") from None
 
 
 def load_model(spec: str, weights=None) -> torch.nn.Module:
@@ -191,7 +187,7 @@ def load_model(spec: str, weights=None) -> torch.nn.Module:
             obj = obj()
         except Exception as e:  # noqa: BLE001 - whatever the user's factory raises
             raise ValueError(f"--model {spec}: calling it with no arguments failed "
-                             f"({type(e).__name__}: {_first_line(e)})") from None
+                             f"({type(e).__name__}: {first_line(e)})") from None
         if not isinstance(obj, torch.nn.Module):
             raise ValueError(f"--model {spec}: returned a {type(obj).__name__}, not an nn.Module")
     if weights is not None:
@@ -201,13 +197,13 @@ def load_model(spec: str, weights=None) -> torch.nn.Module:
             state = torch.load(weights, weights_only=True, map_location="cpu")
         except Exception as e:  # noqa: BLE001 - zip, pickle, EOF, OS errors: all mean "cannot read"
             raise ValueError(f"--weights {weights}: not a readable .pt file "
-                             f"({type(e).__name__}: {_first_line(e)})") from None
+                             f"({type(e).__name__}: {first_line(e)})") from None
         if not isinstance(state, dict):
             raise ValueError(f"--weights {weights}: holds a {type(state).__name__}, not a state_dict")
         try:
             obj.load_state_dict(state)
         except Exception as e:  # noqa: BLE001 - missing/unexpected keys, shape mismatches
-            raise ValueError(f"--weights {weights}: does not fit --model {spec} ({_first_line(e)})") from None
+            raise ValueError(f"--weights {weights}: does not fit --model {spec} ({first_line(e)})") from None
     return obj
 
 
@@ -223,7 +219,7 @@ def load_augment(spec: str):
             return fn(images)
         except Exception as e:  # noqa: BLE001 - whatever the user's policy raises
             raise ValueError(f"--augment {spec}: failed on a batch of shape {tuple(images.shape)} "
-                             f"({type(e).__name__}: {_first_line(e)})") from None
+                             f"({type(e).__name__}: {first_line(e)})") from None
     return augment
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from ..checks import first_line
 from . import files
 from .config import TrainConfig, UsageError
 
@@ -80,7 +81,7 @@ def read(path: Path, device: torch.device) -> dict:
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise UsageError(f"--resume: refusing {path}: it holds objects other than tensors and plain Python "
                          f"values, so it is not a coreaug-train checkpoint ({first})") from None
     except Exception as e:  # noqa: BLE001 - zip, EOF, OS, decoding errors of a damaged file: all "unreadable"

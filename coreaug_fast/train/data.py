@@ -20,6 +20,7 @@ from typing import Optional
 
 import torch
 
+from ..checks import first_line
 from .config import TrainConfig, UsageError
 
 # Fixed seed of the data itself (the synthetic images, the digits split, the --train-size
@@ -253,7 +254,7 @@ def _folder(cfg) -> Dataset:
         try:
             splits[split] = ImageFolder(str(root / split))
         except (FileNotFoundError, RuntimeError, OSError) as e:
-            raise UsageError(f"--data-dir {cfg.data_dir}: {split}/ {str(e).strip().splitlines()[0]}") from None
+            raise UsageError(f"--data-dir {cfg.data_dir}: {split}/ {first_line(e)}") from None
     train, val = splits["train"], splits["val"]
     if val.classes != train.classes:
         missing = sorted(set(train.classes) ^ set(val.classes))

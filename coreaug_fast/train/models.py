@@ -12,6 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..checks import first_line
+
 
 class Classifier(nn.Module):
     head: nn.Linear
@@ -190,7 +192,7 @@ def load_weights(model: nn.Module, path: str) -> list:
     except FileNotFoundError:
         raise ValueError(f"--weights {path}: no such file") from None
     except Exception as e:  # noqa: BLE001 - pickle, zip, EOF, decoding (a text file: KeyError): all "not one"
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise ValueError(f"--weights {path}: not a state dict of tensors ({first})") from None
     if isinstance(state, dict) and isinstance(state.get("model"), dict):  # a coreaug-train checkpoint
         state = state["model"]
