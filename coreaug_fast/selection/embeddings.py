@@ -109,6 +109,8 @@ def gradient_embeddings(logits: torch.Tensor, targets: torch.Tensor,
             or ``features``, tensors on different devices or on the meta device.
         ExtensionNotBuiltError: the compiled extension is missing.
     """
+    if not isinstance(lazy, bool):  # before the checks that read every value
+        raise ValueError(f"lazy must be True or False, got {lazy!r}")
     checks.check_tensor("logits", logits, dim=2, floating=True)
     checks.check_tensor("targets", targets, dim=1, integer=True)
     if features is not None:  # its type before any device check reads .device
@@ -124,8 +126,6 @@ def gradient_embeddings(logits: torch.Tensor, targets: torch.Tensor,
     checks.check_finite("logits", logits)
     if features is not None:
         checks.check_finite("features", features)
-    if not isinstance(lazy, bool):
-        raise ValueError(f"lazy must be True or False, got {lazy!r}")
     _ext.require_extension("gradient_embeddings")
     if lazy:
         return LazyEmbeddings(logits.detach(), targets.detach().long(),
