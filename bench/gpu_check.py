@@ -160,12 +160,10 @@ def bench_selector(deadline: float, out: dict) -> None:
         else:
             out[f"selector_{name}_cpu_op_ms"] = f"skipped ({left:.0f} s of budget left)"
         left = deadline - time.time()
-        if not _importable("apricot"):
-            out[f"selector_{name}_apricot_ms"] = "skipped (apricot not importable)"
-        elif left < 40:
+        if _importable("apricot") and left < 40:
             out[f"selector_{name}_apricot_ms"] = f"skipped ({left:.0f} s of budget left)"
-        else:
-            out[f"selector_{name}_apricot_ms"] = _apricot_ms(x, labels, kw)
+        else:  # a failure on this stack (apricot's import needs numba and scipy) is a figure
+            _peer_ms(out, f"selector_{name}_apricot_ms", "apricot", lambda: _apricot_ms(x, labels, kw))
     for name in cases:
         gpu_ms = out.get(f"selector_{name}_ms")
         for peer in ("cpu_op", "apricot"):
@@ -174,24 +172,20 @@ def bench_selector(deadline: float, out: dict) -> None:
                 out[f"selector_{name}_speedup_vs_{peer}"] = v / gpu_ms
 
 
-def _apricot_ms(x, labels, kw):
-    """apricot's lazy greedy over every class (float64 numpy), ms; a string saying why when
-    apricot fails on this stack (its import needs numba and scipy)."""
-    try:
-        from apricot import FacilityLocationSelection
+def _apricot_ms(x, labels, kw) -> float:
+    """apricot's lazy greedy over every class (float64 numpy), ms."""
+    from apricot import FacilityLocationSelection
 
-        xn = x.numpy().astype("float64")
-        ln = labels.numpy()
-        per_class = {c: xn[ln == c] for c in sorted(set(ln.tolist()))}
+    xn = x.numpy().astype("float64")
+    ln = labels.numpy()
+    per_class = {c: xn[ln == c] for c in sorted(set(ln.tolist()))}
 
-        def apricot_all():
-            for rows in per_class.values():
-                k = int(kw.get("budget") or -(-len(rows) // 10))
-                FacilityLocationSelection(k, metric="euclidean", optimizer="lazy").fit(rows)
+    def apricot_all():
+        for rows in per_class.values():
+            k = int(kw.get("budget") or -(-len(rows) // 10))
+            FacilityLocationSelection(k, metric="euclidean", optimizer="lazy").fit(rows)
 
-        return _wall_ms(apricot_all)
-    except Exception as e:  # a peer's failure is a figure, not the end of the phase
-        return f"failed: {type(e).__name__}: {e}"[:300]
+    return _wall_ms(apricot_all)
 
 
 def _selector_imagenet(out: dict, deadline: float) -> None:
@@ -726,9 +720,9 @@ def main(argv=None) -> int:
         later = sum(BUDGET_S[q] for q in phases[phases.index(name) + 1:])
         return max(5.0, min(BUDGET_S[name], TOTAL_S - (time.time() - start) - later * 0.5))
 
-    def checkpoint() -> None:
+    def checkpoint() -> "tuple[Path, Path]":
         result["wall_s"] = time.time() - start
-        write_report(result, out_dir)
+        return write_report(result, out_dir)
 
     built = True
     if "build" in phases:
@@ -748,8 +742,7 @@ def main(argv=None) -> int:
             if name in phases:
                 phase_bench(name, budget(name), result, out_dir)
                 checkpoint()
-    result["wall_s"] = time.time() - start
-    js, md = write_report(result, out_dir)
+    js, md = checkpoint()
     print(render_markdown(result))
     print(f"gpu-check: wrote {js} and {md} in {result['wall_s']:.0f} s")
     return 0

@@ -144,8 +144,11 @@ def test_a_peer_that_fails_on_the_stack_is_a_figure_not_the_end_of_the_phase(mon
             raise ImportError("numba needs numpy < 2.5")
 
     monkeypatch.setitem(sys.modules, "apricot", Broken())
-    got = gpu_check._apricot_ms(torch.zeros(4, 2), torch.zeros(4, dtype=torch.long), {})
-    assert got.startswith("failed: ImportError: numba needs numpy < 2.5")
+    monkeypatch.setattr(gpu_check, "_importable", lambda module: True)  # found, but fails on import
+    out = {}
+    gpu_check._peer_ms(out, "selector_cifar10_apricot_ms", "apricot",
+                       lambda: gpu_check._apricot_ms(torch.zeros(4, 2), torch.zeros(4, dtype=torch.long), {}))
+    assert out["selector_cifar10_apricot_ms"].startswith("failed: ImportError: numba needs numpy < 2.5")
 
 
 def test_the_phase_budgets_leave_the_report_time_inside_ten_minutes():
