@@ -68,7 +68,7 @@ def read_labels(source: DatasetSource, progress: Optional[bool] = None) -> torch
     bar = tqdm(total=n, desc="reading labels", unit="img", disable=None if progress is None else not progress)
     pos = 0
     with bar:
-        for labels in source.item_labels(chunk=256):
+        for _, labels in source.eval_items(source.dataset, None, 256, torch.device("cpu"), geometry="label"):
             out[pos:pos + labels.numel()] = labels
             pos += labels.numel()
             bar.update(labels.numel())

@@ -193,23 +193,15 @@ class DatasetSource:
         for images, _ in self.eval_items(self.dataset, rows, chunk, device):
             yield images
 
-    def eval_items(self, dataset, rows: Optional[torch.Tensor], chunk: int,
-                   device: torch.device) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+    def eval_items(self, dataset, rows: Optional[torch.Tensor], chunk: int, device: torch.device,
+                   geometry: str = "center") -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
         """(uint8 centre views, int64 labels from the items) of ``dataset`` (another one, e.g. a
-        validation split, read the same way), ``chunk`` items at a time, on ``device``."""
+        validation split, read the same way), ``chunk`` items at a time, on ``device``; with
+        ``geometry="label"`` the items are read for their labels alone (empty images)."""
         index = torch.arange(len(dataset)) if rows is None else rows.cpu().long()
         reader = BatchReader(dataset, index, consecutive(batch_starts(index.numel(), chunk)), channels=self.channels,
-                             size=self.image_size, geometry="center", resize=self.resize)
+                             size=self.image_size, geometry=geometry, resize=self.resize)
         return self.load(reader, device)
-
-    def item_labels(self, chunk: int) -> Iterator[torch.Tensor]:
-        """int64 labels of every item in order, ``chunk`` items at a time, read in the workers
-        (each item read and checked as in training; no image is resized or sent back)."""
-        index = torch.arange(len(self.dataset))
-        reader = BatchReader(self.dataset, index, consecutive(batch_starts(index.numel(), chunk)),
-                             channels=self.channels, size=self.image_size, geometry="label")
-        for _, labels in self.load(reader, torch.device("cpu")):
-            yield labels
 
     def load(self, reader: BatchReader, device: torch.device) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
         """Run ``reader``'s batches through a DataLoader; (images, labels) on ``device``. A batch

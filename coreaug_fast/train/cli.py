@@ -19,7 +19,7 @@ from pathlib import Path
 from ..vocabulary import (AUG_MODES, AUGMENT_IMPLS, EMBEDDINGS, LOSS_NORMALIZATIONS, LR_DECAYS, METHODS, POLICIES,
                           SELECTION_PASSES, WEAK_MODES)
 from ..vocabulary import WEIGHTS as SUBSET_WEIGHTS
-from .config import DATASETS, MODELS, TrainConfig, UsageError
+from .config import DATASETS, DEFAULT_IMAGE_SIZE, MODELS, TrainConfig, UsageError
 
 PROG = "coreaug-train"
 
@@ -222,8 +222,6 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args) -> TrainConfig:
     """The run's configuration; a flag of another dataset is refused rather than ignored
     (UsageError naming it)."""
-    from .config import DEFAULT_IMAGE_SIZE
-
     for flag, value, takes in (("--image-size", args.image_size, tuple(DEFAULT_IMAGE_SIZE)),
                                ("--workers", args.workers, ("folder",))):
         if value is not None and args.dataset not in takes:
